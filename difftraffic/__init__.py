@@ -1,0 +1,1 @@
+"""difftraffic: a differentiable, batched microscopic traffic simulator in PyTorch."""

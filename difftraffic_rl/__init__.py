@@ -1,0 +1,1 @@
+"""difftraffic_rl: gradient-informed policy learning (GI-PPO) and its baselines."""
