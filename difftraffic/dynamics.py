@@ -1,0 +1,153 @@
+"""One simulation step for all worlds: IDM for humans, a kinematic bicycle for autonomous vehicles.
+
+All vehicles are updated synchronously from the state at time ``t`` with the semi-implicit
+(symplectic) Euler scheme that SUMO uses by default::
+
+    v' = max(0, v + acc dt)        x' = x + v' cos(h') dt        y' = y + v' sin(h') dt
+
+What the gradient carries: every continuous quantity of a later state (positions, speeds,
+headings, gaps, rewards built from them) is differentiable with respect to the actions, the
+initial state and the IDM parameters through the IDM, the bicycle model and the integration.
+Which vehicle leads which (lane membership and order) is discrete and carries no gradient: when a
+vehicle moves laterally into another lane, the followers that start reacting to it do so through
+a gap whose *value* depends on the mover's ``x``, but nothing tells the gradient that the change of
+leader itself was caused by the mover's ``y``. The ``max(0, .)`` on speed passes no gradient to a
+vehicle held at standstill.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from difftraffic.idm import IDMParams, idm_acceleration
+from difftraffic.neighbors import (
+    LeaderMethod,
+    Neighbors,
+    compute_neighbors,
+    detect_collisions,
+    leader_gap_and_speed,
+)
+from difftraffic.road import Road
+from difftraffic.state import TrafficState
+
+MIN_GAP = 1e-2
+"""Gap (m) at which the IDM is evaluated when a vehicle overlaps its leader. The IDM is undefined
+for gaps <= 0; such vehicles are reported as collided and brake as hard as the model allows."""
+
+
+class StepResult(NamedTuple):
+    """What :func:`step` returns.
+
+    Attributes:
+        state: the state at ``t + dt``.
+        neighbors: leader relations of the new state (pass them to the next :func:`step`).
+        collided: ``[B, N]`` bool, vehicles overlapping their leader in the new state.
+        acceleration: ``[B, N]`` acceleration applied during the step (m/s^2).
+    """
+
+    state: TrafficState
+    neighbors: Neighbors
+    collided: Tensor
+    acceleration: Tensor
+
+
+def bicycle_yaw_rate(v: Tensor, steering: Tensor, wheelbase: Tensor) -> Tensor:
+    """Kinematic bicycle yaw rate (rad/s): ``v tan(steering) / wheelbase``; shapes ``[B, N]``."""
+    return v * torch.tan(steering) / wheelbase
+
+
+def step(
+    state: TrafficState,
+    road: Road,
+    idm: IDMParams,
+    dt: float,
+    av_acceleration: Tensor | None = None,
+    av_steering: Tensor | None = None,
+    neighbors: Neighbors | None = None,
+    wheelbase_ratio: float = 0.6,
+    leader_method: LeaderMethod = "auto",
+) -> StepResult:
+    """Advance every world by ``dt`` seconds.
+
+    Args:
+        state: the state at time ``t``; shapes ``[B, N]``.
+        road: road geometry.
+        idm: human driver parameters, broadcastable to ``[B, N]``.
+        dt: time step (s), > 0.
+        av_acceleration: ``[B, N]`` longitudinal acceleration of autonomous vehicles (m/s^2);
+            entries of human drivers are ignored (and get zero gradient). ``None``: zero.
+        av_steering: ``[B, N]`` front-wheel steering angle of autonomous vehicles (rad), in
+            ``(-pi/2, pi/2)``; human entries ignored. ``None``: zero.
+        neighbors: leader relations of ``state`` if already known (``StepResult.neighbors`` of
+            the previous step); computed when ``None``.
+        wheelbase_ratio: wheelbase of autonomous vehicles as a fraction of their length.
+        leader_method: see :func:`difftraffic.neighbors.find_leaders`.
+
+    Returns:
+        A :class:`StepResult`. Inactive slots are returned unchanged.
+
+    This function performs no input validation so that it stays cheap and compilable; the
+    environment and the scenario builder validate what users pass.
+    """
+    if neighbors is None:
+        neighbors = compute_neighbors(state, road, leader_method)
+    zeros = torch.zeros_like(state.x)
+    av_acceleration = zeros if av_acceleration is None else av_acceleration
+    av_steering = zeros if av_steering is None else av_steering
+
+    gap, v_lead = leader_gap_and_speed(state, neighbors, road)
+    human_acc = idm_acceleration(state.v, v_lead, gap.clamp_min(MIN_GAP), idm, neighbors.has_leader)
+    acceleration = torch.where(state.is_av, av_acceleration, human_acc)
+    acceleration = torch.where(state.active, acceleration, zeros)
+
+    v_next = torch.relu(state.v + acceleration * dt)
+    yaw_rate = bicycle_yaw_rate(v_next, av_steering, wheelbase_ratio * state.length)
+    heading_next = torch.where(state.is_av & state.active, state.heading + yaw_rate * dt, state.heading)
+    x_next = road.wrap(state.x + v_next * torch.cos(heading_next) * dt)
+    y_next = state.y + v_next * torch.sin(heading_next) * dt
+
+    active = state.active
+    new_state = state.replace(
+        x=torch.where(active, x_next, state.x),
+        y=torch.where(active, y_next, state.y),
+        v=torch.where(active, v_next, state.v),
+        heading=heading_next,
+    )
+    new_neighbors = compute_neighbors(new_state, road, leader_method)
+    collided = detect_collisions(new_state, new_neighbors, road)
+    return StepResult(new_state, new_neighbors, collided, acceleration)
+
+
+def rollout(
+    state: TrafficState,
+    road: Road,
+    idm: IDMParams,
+    dt: float,
+    steps: int,
+    av_acceleration: Tensor | None = None,
+    av_steering: Tensor | None = None,
+    leader_method: LeaderMethod = "auto",
+) -> tuple[list[TrafficState], Tensor]:
+    """Run ``steps`` steps with per-step AV controls.
+
+    Args:
+        av_acceleration, av_steering: ``[T, B, N]`` controls per step (or ``None`` for zero).
+
+    Returns:
+        ``(states, collided)``: the ``T + 1`` states from the initial one, and ``[T, B, N]``
+        collision flags of states ``1..T``.
+    """
+    states = [state]
+    collisions = []
+    neighbors = None
+    for t in range(steps):
+        acc = None if av_acceleration is None else av_acceleration[t]
+        steer = None if av_steering is None else av_steering[t]
+        result = step(states[-1], road, idm, dt, acc, steer, neighbors, leader_method=leader_method)
+        states.append(result.state)
+        neighbors = result.neighbors
+        collisions.append(result.collided)
+    return states, torch.stack(collisions) if collisions else torch.zeros(0, *state.x.shape, dtype=torch.bool)

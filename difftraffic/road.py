@@ -1,0 +1,95 @@
+"""Road geometry: straight open roads and ring roads with parallel lanes.
+
+Coordinates: ``x`` runs along the road (m), ``y`` across it (m). Lane ``k`` (0-based) spans
+``y in [k * lane_width, (k + 1) * lane_width]``, so its centre is at ``(k + 0.5) * lane_width``.
+On a ring road ``x`` is the arc length, periodic with period ``ring_length``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from difftraffic.errors import check_positive
+
+
+@dataclass(frozen=True)
+class Road:
+    """A road of ``num_lanes`` parallel lanes.
+
+    Attributes:
+        num_lanes: number of lanes, >= 1.
+        lane_width: lane width (m), > 0. Default 4 m.
+        speed_limit: speed limit (m/s), > 0; the default desired speed of human drivers.
+        ring_length: circumference (m) of a ring road; ``None`` for a straight open road.
+    """
+
+    num_lanes: int = 1
+    lane_width: float = 4.0
+    speed_limit: float = 20.0
+    ring_length: float | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num_lanes, int) or self.num_lanes < 1:
+            raise ValueError(f"Road.num_lanes must be an integer >= 1, got {self.num_lanes!r}")
+        check_positive("Road.lane_width", self.lane_width, "m")
+        check_positive("Road.speed_limit", self.speed_limit, "m/s")
+        if self.ring_length is not None:
+            check_positive("Road.ring_length", self.ring_length, "m")
+
+    @classmethod
+    def straight(cls, num_lanes: int = 1, lane_width: float = 4.0, speed_limit: float = 20.0) -> Road:
+        """A straight open road (no wrap-around)."""
+        return cls(num_lanes, lane_width, speed_limit, None)
+
+    @classmethod
+    def ring(
+        cls, length: float, num_lanes: int = 1, lane_width: float = 4.0, speed_limit: float = 20.0
+    ) -> Road:
+        """A ring road of circumference ``length`` (m)."""
+        return cls(num_lanes, lane_width, speed_limit, length)
+
+    @property
+    def is_ring(self) -> bool:
+        return self.ring_length is not None
+
+    @property
+    def width(self) -> float:
+        """Total road width (m)."""
+        return self.num_lanes * self.lane_width
+
+    def lane_center(self, lane: Tensor | int) -> Tensor | float:
+        """Lateral position ``y`` (m) of the centre of ``lane``."""
+        return (lane + 0.5) * self.lane_width
+
+    def lane_centers(self, like: Tensor) -> Tensor:
+        """``[L]`` lane-centre ``y`` (m), with ``like``'s dtype and device."""
+        lanes = torch.arange(self.num_lanes, dtype=like.dtype, device=like.device)
+        return (lanes + 0.5) * self.lane_width
+
+    def nearest_lane(self, y: Tensor) -> Tensor:
+        """Index (long) of the lane whose centre is nearest to ``y``; same shape as ``y``."""
+        lane = torch.floor(y.detach() / self.lane_width).long()
+        return lane.clamp(0, self.num_lanes - 1)
+
+    def distance_to_nearest_lane_center(self, y: Tensor) -> Tensor:
+        """``|y - centre of the nearest lane|`` (m), differentiable in ``y``."""
+        return (y - self.lane_center(self.nearest_lane(y)).to(y.dtype)).abs()
+
+    def occupied_lanes(self, y_low: Tensor, y_high: Tensor) -> Tensor:
+        """``[..., L]`` bool: lanes that the lateral extent ``(y_low, y_high)`` overlaps.
+
+        Touching a lane boundary does not count as occupying the lane beyond it.
+        """
+        lanes = torch.arange(self.num_lanes, dtype=y_low.dtype, device=y_low.device)
+        lane_low = lanes * self.lane_width
+        lane_high = lane_low + self.lane_width
+        return (y_low.unsqueeze(-1) < lane_high) & (y_high.unsqueeze(-1) > lane_low)
+
+    def wrap(self, x: Tensor) -> Tensor:
+        """``x`` reduced to ``[0, ring_length)`` on a ring road; unchanged on a straight road."""
+        if self.ring_length is None:
+            return x
+        return torch.remainder(x, self.ring_length)
