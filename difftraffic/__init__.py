@@ -1,1 +1,47 @@
-"""difftraffic: a differentiable, batched microscopic traffic simulator in PyTorch."""
+"""difftraffic: a differentiable, batched microscopic traffic simulator in PyTorch.
+
+Every quantity is a ``[B, N]`` tensor (B worlds, N vehicles); human drivers follow the IDM, and
+``torch.autograd`` differentiates any rollout quantity with respect to actions, initial states and
+driver parameters. Importing this package registers the Gymnasium ids
+``difftraffic/PaceCar-<variant>-v0`` and does not import pygame.
+"""
+
+from difftraffic.dynamics import StepResult, rollout, step
+from difftraffic.env import PaceCarEnv, PaceCarGymEnv, TrafficEnv, TrafficTask
+from difftraffic.idm import IDMParams, desired_gap, equilibrium_gap, idm_acceleration
+from difftraffic.neighbors import Neighbors, compute_neighbors, detect_collisions
+from difftraffic.registration import register_envs
+from difftraffic.road import Road
+from difftraffic.scenario import Driver, Scenario, ScenarioBuilder
+from difftraffic.scenarios import PACE_CAR_VARIANTS, PaceCarConfig, PaceCarTask, pace_car_config
+from difftraffic.state import TrafficState
+
+__version__ = "0.1.0"
+
+register_envs()
+
+__all__ = [
+    "PACE_CAR_VARIANTS",
+    "Driver",
+    "IDMParams",
+    "Neighbors",
+    "PaceCarConfig",
+    "PaceCarEnv",
+    "PaceCarGymEnv",
+    "PaceCarTask",
+    "Road",
+    "Scenario",
+    "ScenarioBuilder",
+    "StepResult",
+    "TrafficEnv",
+    "TrafficState",
+    "TrafficTask",
+    "compute_neighbors",
+    "desired_gap",
+    "detect_collisions",
+    "equilibrium_gap",
+    "idm_acceleration",
+    "pace_car_config",
+    "rollout",
+    "step",
+]

@@ -1,4 +1,4 @@
-"""Input validation shared by the simulator: errors that name the parameter, its value and the valid range."""
+"""Input validation: errors that name the parameter, its value and the valid range."""
 
 from __future__ import annotations
 
@@ -11,7 +11,11 @@ from torch import Tensor
 def _first_bad(values: Tensor, bad: Tensor) -> str:
     flat = values.detach().reshape(-1)
     index = int(torch.nonzero(bad.reshape(-1))[0])
-    where = "" if values.dim() == 0 else f" at index {tuple(torch.unravel_index(torch.tensor(index), values.shape))}"
+    where = (
+        ""
+        if values.dim() == 0
+        else f" at index {tuple(torch.unravel_index(torch.tensor(index), values.shape))}"
+    )
     return f"{flat[index].item()!r}{where}"
 
 

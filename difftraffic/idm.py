@@ -23,7 +23,7 @@ Scalar = Tensor | float
 
 @dataclass(frozen=True)
 class IDMParams:
-    """Driver parameters; each a float or a tensor broadcastable to ``[B, N]`` so drivers may differ.
+    """Driver parameters: floats or tensors broadcastable to ``[B, N]``, so drivers may differ.
 
     Attributes:
         v0: desired speed (m/s), > 0. Custom scenarios default to the lane speed limit.

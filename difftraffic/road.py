@@ -40,7 +40,9 @@ class Road:
             check_positive("Road.ring_length", self.ring_length, "m")
 
     @classmethod
-    def straight(cls, num_lanes: int = 1, lane_width: float = 4.0, speed_limit: float = 20.0) -> Road:
+    def straight(
+        cls, num_lanes: int = 1, lane_width: float = 4.0, speed_limit: float = 20.0
+    ) -> Road:
         """A straight open road (no wrap-around)."""
         return cls(num_lanes, lane_width, speed_limit, None)
 

@@ -58,7 +58,9 @@ class TrafficState:
         """The same state cut from the autograd graph."""
         return TrafficState(**{f.name: getattr(self, f.name).detach() for f in fields(self)})
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> TrafficState:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> TrafficState:
         """The state on another device and/or floating dtype (masks stay bool)."""
         moved = {}
         for f in fields(self):

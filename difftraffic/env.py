@@ -1,0 +1,314 @@
+"""A batched, differentiable traffic environment following Gymnasium 1.x vector conventions.
+
+:class:`TrafficEnv` runs ``num_envs`` worlds of a :class:`TrafficTask` as torch tensors: ``step``
+returns observations and rewards that stay connected to the autograd graph, so a loss on them
+back-propagates into the actions (and through the simulator into earlier actions). Call
+:meth:`TrafficEnv.detach` at a rollout boundary to cut the graph.
+
+Autoreset is *same-step*: when a world terminates or is truncated, the observation returned for it
+is the first observation of its next episode (no gradient to the past); the differentiable final
+observation is in ``info["final_obs"]`` (a ``[B, obs_dim]`` tensor, valid where
+``info["_final_obs"]`` is True).
+
+:class:`PaceCarGymEnv` is the single-world, numpy face of the same code for ``gymnasium.make``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import gymnasium
+import numpy as np
+import torch
+from gymnasium.vector import AutoresetMode, VectorEnv
+from torch import Tensor
+
+from difftraffic.dynamics import step as simulation_step
+from difftraffic.idm import IDMParams
+from difftraffic.neighbors import Neighbors, compute_neighbors
+from difftraffic.road import Road
+from difftraffic.scenarios.pace_car import PaceCarTask, pace_car_config
+from difftraffic.state import TrafficState
+
+RENDER_MODES = ["rgb_array", "human"]
+
+
+class TrafficTask(Protocol):
+    """What a task gives :class:`TrafficEnv`: initial worlds, controls, observation, reward."""
+
+    road: Road
+    dt: float
+    max_episode_steps: int
+    obs_dim: int
+    action_dim: int
+
+    def initial(
+        self, batch_size: int, generator: torch.Generator, device: torch.device | str | None,
+        dtype: torch.dtype,
+    ) -> tuple[TrafficState, IDMParams]: ...  # fmt: skip
+
+    def controls(self, state: TrafficState, action: Tensor) -> tuple[Tensor, Tensor]: ...
+
+    def observe(self, state: TrafficState) -> Tensor: ...
+
+    def evaluate(self, state: TrafficState, collided: Tensor) -> tuple[Tensor, Tensor, dict]: ...
+
+
+def _select_state(mask: Tensor, new: TrafficState, old: TrafficState) -> TrafficState:
+    column = mask.unsqueeze(1)
+    return TrafficState(
+        **{
+            name: torch.where(column, getattr(new, name), getattr(old, name))
+            for name in new.__dataclass_fields__
+        }
+    )
+
+
+def _select_idm(mask: Tensor, new: IDMParams, old: IDMParams) -> IDMParams:
+    column = mask.unsqueeze(1)
+    return IDMParams(
+        **{
+            name: torch.where(column, getattr(new, name), getattr(old, name))
+            for name in new.__dataclass_fields__
+        }
+    )
+
+
+class TrafficEnv(VectorEnv):
+    """``num_envs`` worlds of a task, stepped together as torch tensors.
+
+    Args:
+        task: a :class:`TrafficTask`, e.g. :class:`difftraffic.scenarios.PaceCarTask`.
+        num_envs: number of worlds ``B``, >= 1.
+        seed: seed of the environment's ``torch.Generator`` (reset(seed=...) re-seeds).
+        device, dtype: where the simulation runs; float32 by default, float64 for checks.
+        render_mode: ``"rgb_array"``, ``"human"`` or ``None``.
+        as_numpy: return numpy arrays (detached) instead of torch tensors, for plain Gymnasium use.
+        check_actions: validate every action (shape, NaN/inf); costs one device sync per step.
+    """
+
+    def __init__(
+        self,
+        task: TrafficTask,
+        num_envs: int = 1,
+        seed: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        render_mode: str | None = None,
+        as_numpy: bool = False,
+        check_actions: bool = True,
+    ) -> None:
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
+        if render_mode is not None and render_mode not in RENDER_MODES:
+            raise ValueError(
+                f"render_mode must be one of {RENDER_MODES} or None, got {render_mode!r}"
+            )
+        self.task = task
+        self.num_envs = num_envs
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.dtype = dtype
+        self.render_mode = render_mode
+        self.as_numpy = as_numpy
+        self.check_actions = check_actions
+        self.metadata = {
+            "autoreset_mode": AutoresetMode.SAME_STEP,
+            "render_modes": RENDER_MODES,
+            "render_fps": max(1, round(1.0 / task.dt)),
+        }
+        self.single_observation_space = gymnasium.spaces.Box(
+            -np.inf, np.inf, (task.obs_dim,), np.float32
+        )
+        self.single_action_space = gymnasium.spaces.Box(-1.0, 1.0, (task.action_dim,), np.float32)
+        self.observation_space = gymnasium.vector.utils.batch_space(
+            self.single_observation_space, num_envs
+        )
+        self.action_space = gymnasium.vector.utils.batch_space(self.single_action_space, num_envs)
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(seed if seed is not None else int(torch.seed()))
+        self.state: TrafficState | None = None
+        self.idm: IDMParams | None = None
+        self.neighbors: Neighbors | None = None
+        self.elapsed = torch.zeros(num_envs, dtype=torch.long, device=self.device)
+        self.last_reward: Tensor | None = None
+        self._renderer = None
+
+    # -- the protocol of difftraffic_rl --------------------------------------------------------
+
+    @property
+    def obs_dim(self) -> int:
+        return self.task.obs_dim
+
+    @property
+    def action_dim(self) -> int:
+        return self.task.action_dim
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self.task.max_episode_steps
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+        """Start new episodes in every world. ``seed`` re-seeds the environment's generator."""
+        if seed is not None:
+            self.generator.manual_seed(seed)
+        self.state, self.idm = self.task.initial(
+            self.num_envs, self.generator, self.device, self.dtype
+        )
+        self.neighbors = compute_neighbors(self.state, self.task.road)
+        self.elapsed.zero_()
+        self.last_reward = None
+        return self._out(self.task.observe(self.state)), {}
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict]:
+        """Advance every world by ``dt`` under ``actions`` (``[B, action_dim]``).
+
+        Returns:
+            ``(obs [B, obs_dim], reward [B], terminated [B], truncated [B], info)``; ``info``
+            holds ``final_obs`` / ``_final_obs`` for worlds that ended, and each termination
+            reason as a ``[B]`` bool tensor.
+        """
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        action = self._as_action_tensor(actions)
+        acceleration, steering = self.task.controls(self.state, action)
+        result = simulation_step(
+            self.state,
+            self.task.road,
+            self.idm,
+            self.task.dt,
+            acceleration,
+            steering,
+            self.neighbors,
+        )
+        reward, terminated, reasons = self.task.evaluate(result.state, result.collided)
+        self.elapsed += 1
+        truncated = (self.elapsed >= self.task.max_episode_steps) & ~terminated
+        obs = self.task.observe(result.state)
+        self.state, self.neighbors = result.state, result.neighbors
+        self.last_reward = reward
+        info: dict[str, Any] = dict(reasons)
+        done = terminated | truncated
+        if bool(done.any()):
+            info["final_obs"] = obs
+            info["_final_obs"] = done
+            obs = self._autoreset(done, obs)
+        return self._out(obs), self._out(reward), self._out(terminated), self._out(truncated), info
+
+    def detach(self) -> None:
+        """Cut the autograd graph: later steps no longer back-propagate into earlier ones."""
+        if self.state is not None:
+            self.state = self.state.detach()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _autoreset(self, done: Tensor, obs: Tensor) -> Tensor:
+        fresh_state, fresh_idm = self.task.initial(
+            self.num_envs, self.generator, self.device, self.dtype
+        )
+        self.state = _select_state(done, fresh_state, self.state)
+        self.idm = _select_idm(done, fresh_idm, self.idm)
+        self.neighbors = compute_neighbors(self.state, self.task.road)
+        self.elapsed = torch.where(done, torch.zeros_like(self.elapsed), self.elapsed)
+        return torch.where(done.unsqueeze(1), self.task.observe(fresh_state), obs)
+
+    def _as_action_tensor(self, actions: Any) -> Tensor:
+        action = torch.as_tensor(actions, device=self.device)
+        if not action.is_floating_point():
+            action = action.to(self.dtype)
+        expected = (self.num_envs, self.task.action_dim)
+        if self.check_actions:
+            if tuple(action.shape) != expected:
+                raise ValueError(
+                    f"actions must have shape {expected} [num_envs, action_dim], "
+                    f"got {tuple(action.shape)}"
+                )
+            bad = ~torch.isfinite(action)
+            if bool(bad.any()):
+                world = int(torch.nonzero(bad)[0, 0])
+                raise ValueError(
+                    f"actions must be finite, got {action[world].tolist()} for world {world}"
+                )
+        return action.to(self.dtype)
+
+    def _out(self, value: Tensor) -> Any:
+        return value.detach().cpu().numpy() if self.as_numpy else value
+
+
+class PaceCarEnv(TrafficEnv):
+    """The pace-car problem as a batched torch environment.
+
+    Args:
+        variant: ``1lane``, ``2lane``, ``3lane``, ``4lane`` or ``10lane``.
+        num_envs: number of worlds.
+        config_overrides: :class:`difftraffic.scenarios.PaceCarConfig` fields to override
+            (e.g. ``{"target_speed": 12.0}``).
+        **kwargs: passed to :class:`TrafficEnv` (seed, device, dtype, render_mode, ...).
+    """
+
+    def __init__(
+        self,
+        variant: str = "1lane",
+        num_envs: int = 1,
+        config_overrides: dict | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.variant = variant
+        task = PaceCarTask(pace_car_config(variant, **(config_overrides or {})))
+        super().__init__(task, num_envs, **kwargs)
+
+
+def make_pace_car_vector_env(
+    variant: str = "1lane", num_envs: int = 1, as_numpy: bool = True, **kwargs: Any
+) -> PaceCarEnv:
+    """``vector_entry_point`` of the registered ids: numpy by default, as Gymnasium users expect."""
+    return PaceCarEnv(variant, num_envs, as_numpy=as_numpy, **kwargs)
+
+
+class PaceCarGymEnv(gymnasium.Env):
+    """One pace-car world with numpy observations, for ``gymnasium.make``.
+
+    Observations are float32; the world is simulated in float64 for exact repeatability.
+
+    Args:
+        variant: the pace-car variant.
+        render_mode: ``"rgb_array"``, ``"human"`` or ``None``.
+        config_overrides: :class:`difftraffic.scenarios.PaceCarConfig` fields to override.
+    """
+
+    metadata = {"render_modes": RENDER_MODES, "render_fps": round(1.0 / pace_car_config().dt)}
+
+    def __init__(
+        self,
+        variant: str = "1lane",
+        render_mode: str | None = None,
+        config_overrides: dict | None = None,
+    ) -> None:
+        self.vector_env = PaceCarEnv(
+            variant, 1, config_overrides, render_mode=render_mode, dtype=torch.float64
+        )
+        self.metadata = {**self.metadata, "render_fps": self.vector_env.metadata["render_fps"]}
+        self.render_mode = render_mode
+        self.observation_space = self.vector_env.single_observation_space
+        self.action_space = self.vector_env.single_action_space
+
+    def reset(
+        self, *, seed: int | None = None, options: dict | None = None
+    ) -> tuple[np.ndarray, dict]:
+        super().reset(seed=seed)
+        if seed is None and self.vector_env.state is None:
+            seed = int(self.np_random.integers(2**31))
+        obs, _ = self.vector_env.reset(seed=seed)
+        return self._obs(obs), {}
+
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+        batched = torch.as_tensor(np.asarray(action, dtype=np.float64)).reshape(1, -1)
+        with torch.no_grad():
+            obs, reward, terminated, truncated, info = self.vector_env.step(batched)
+        if "final_obs" in info:
+            obs = info["final_obs"]
+            self.vector_env.state = None
+        reasons = {key: bool(value[0]) for key, value in info.items() if not key.endswith("obs")}
+        return self._obs(obs), float(reward[0]), bool(terminated[0]), bool(truncated[0]), reasons
+
+    def _obs(self, obs: Tensor) -> np.ndarray:
+        return obs[0].detach().cpu().numpy().astype(np.float32)

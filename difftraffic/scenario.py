@@ -1,0 +1,347 @@
+"""A fluent builder for custom scenarios: a road, platoons and single vehicles, autonomous vehicles.
+
+Example::
+
+    scenario = (
+        ScenarioBuilder(Road.straight(num_lanes=2, speed_limit=25.0), dt=0.1)
+        .platoon(lane=0, count=8, spacing=30.0, speed=(15.0, 20.0))
+        .platoon(lane=1, count=6, spacing=40.0, driver=Driver(T=(1.0, 1.8)))
+        .vehicle(lane=1, x=300.0, speed=10.0, autonomous=True)
+        .build()
+    )
+    state, drivers = scenario.sample(batch_size=64, seed=0)
+
+Any numeric setting written as a ``(low, high)`` pair is drawn uniformly, independently per world
+(and per vehicle), from the generator seeded by ``seed``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import torch
+from torch import Tensor
+
+from difftraffic.dynamics import rollout
+from difftraffic.errors import check_positive
+from difftraffic.idm import IDMParams
+from difftraffic.neighbors import compute_neighbors, detect_collisions
+from difftraffic.road import Road
+from difftraffic.state import TrafficState, body_extents
+
+Range = float | tuple[float, float]
+
+
+def _check_range_setting(
+    name: str, value: Range, low: float, unit: str = "", *, strict: bool = False
+) -> None:
+    bounds = value if isinstance(value, tuple) else (value, value)
+    if len(bounds) != 2 or not bounds[0] <= bounds[1]:
+        raise ValueError(
+            f"{name} must be a number or a (low, high) pair with low <= high, got {value!r}"
+        )
+    for bound in bounds:
+        if not (bound > low if strict else bound >= low) or bound == float("inf"):
+            relation = ">" if strict else ">="
+            raise ValueError(f"{name} must be finite and {relation} {low} {unit}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class Driver:
+    """IDM parameters of a group of human drivers; each a number or a ``(low, high)`` range.
+
+    ``v0=None`` means the road's speed limit. Other defaults are SUMO's passenger IDM.
+    """
+
+    v0: Range | None = None
+    T: Range = 1.0
+    a: Range = 2.6
+    b: Range = 4.5
+    delta: Range = 4.0
+    s0: Range = 2.5
+
+    def __post_init__(self) -> None:
+        for name in ("v0", "T", "a", "b"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_range_setting(f"Driver.{name}", value, 0.0, strict=True)
+        _check_range_setting("Driver.delta", self.delta, 1.0)
+        _check_range_setting("Driver.s0", self.s0, 0.0, "m")
+
+
+@dataclass(frozen=True)
+class VehicleSpec:
+    """One vehicle of a scenario, before sampling. Ranges are drawn per world."""
+
+    lane: int
+    x: Range
+    speed: Range
+    length: float
+    width: float
+    autonomous: bool
+    driver: Driver
+    lateral_offset: float = 0.0
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """An immutable scenario: a road, a time step and vehicle specifications.
+
+    Vehicle slots keep the order in which they were added.
+    """
+
+    road: Road
+    dt: float
+    vehicles: tuple[VehicleSpec, ...]
+
+    @property
+    def num_vehicles(self) -> int:
+        return len(self.vehicles)
+
+    def sample(
+        self,
+        batch_size: int = 1,
+        seed: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        generator: torch.Generator | None = None,
+    ) -> tuple[TrafficState, IDMParams]:
+        """Draw ``batch_size`` worlds: the initial state and the drivers' IDM parameters.
+
+        Args:
+            batch_size: number of worlds ``B``, >= 1.
+            seed: seeds a fresh ``torch.Generator`` (ignored when ``generator`` is given);
+                ``None`` draws a nondeterministic seed.
+            device, dtype: where and in which floating type the tensors live.
+            generator: draw from this generator instead (on ``device``).
+
+        Returns:
+            ``(state, idm)``: a validated :class:`TrafficState` of shape ``[B, N]`` and
+            :class:`IDMParams` whose fields are ``[B, N]`` tensors.
+
+        Raises:
+            ValueError: when vehicles overlap or leave the road in any sampled world.
+        """
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if generator is None:
+            generator = torch.Generator(device=device or "cpu")
+            generator.manual_seed(seed if seed is not None else int(torch.seed()))
+        draw = _Sampler(batch_size, generator, device, dtype)
+        specs = self.vehicles
+        state = TrafficState(
+            x=self.road.wrap(draw.column([s.x for s in specs])),
+            y=draw.column([self.road.lane_center(s.lane) + s.lateral_offset for s in specs]),
+            v=draw.column([s.speed for s in specs]),
+            heading=draw.column([0.0 for _ in specs]),
+            length=draw.column([s.length for s in specs]),
+            width=draw.column([s.width for s in specs]),
+            is_av=draw.flags([s.autonomous for s in specs]),
+            active=draw.flags([True for _ in specs]),
+        )
+        idm = IDMParams(
+            **{
+                f.name: draw.column([self._driver_value(s.driver, f.name) for s in specs])
+                for f in fields(Driver)
+            }
+        )
+        state.validate()
+        check_placement(state, self.road)
+        return state, idm
+
+    def initial_state(
+        self,
+        batch_size: int = 1,
+        seed: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> TrafficState:
+        """The initial state of :meth:`sample` alone."""
+        return self.sample(batch_size, seed, device, dtype)[0]
+
+    def simulate(
+        self,
+        steps: int,
+        batch_size: int = 1,
+        seed: int | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+    ) -> tuple[list[TrafficState], Tensor]:
+        """Sample worlds and run them ``steps`` steps with autonomous vehicles coasting.
+
+        Returns what :func:`difftraffic.dynamics.rollout` returns.
+        """
+        state, idm = self.sample(batch_size, seed, device, dtype)
+        return rollout(state, self.road, idm, self.dt, steps)
+
+    def _driver_value(self, driver: Driver, name: str) -> Range:
+        value = getattr(driver, name)
+        return self.road.speed_limit if value is None else value
+
+
+class _Sampler:
+    """Turns per-vehicle settings (numbers or ranges) into ``[B, N]`` tensors."""
+
+    def __init__(
+        self,
+        batch_size: int,
+        generator: torch.Generator,
+        device: torch.device | str | None,
+        dtype: torch.dtype,
+    ) -> None:
+        self.batch_size = batch_size
+        self.generator = generator
+        self.device = device
+        self.dtype = dtype
+
+    def column(self, settings: list[Range]) -> Tensor:
+        low = torch.tensor([_bounds(s)[0] for s in settings], dtype=self.dtype, device=self.device)
+        high = torch.tensor([_bounds(s)[1] for s in settings], dtype=self.dtype, device=self.device)
+        shape = (self.batch_size, len(settings))
+        unit = torch.rand(shape, generator=self.generator, dtype=self.dtype, device=self.device)
+        return low + (high - low) * unit
+
+    def flags(self, settings: list[bool]) -> Tensor:
+        flags = torch.tensor(settings, dtype=torch.bool, device=self.device)
+        return flags.expand(self.batch_size, len(settings)).clone()
+
+
+def _bounds(setting: Range) -> tuple[float, float]:
+    return setting if isinstance(setting, tuple) else (float(setting), float(setting))
+
+
+def check_placement(state: TrafficState, road: Road) -> None:
+    """Raise ``ValueError`` if an active vehicle overlaps another or sticks out of the road.
+
+    Args:
+        state: ``[B, N]`` state to check.
+        road: the road it lives on.
+    """
+    _, _, low_y, high_y = body_extents(state)
+    off_road = state.active & ((low_y < 0) | (high_y > road.width))
+    if bool(off_road.any()):
+        world, vehicle = (int(i) for i in torch.nonzero(off_road)[0])
+        raise ValueError(
+            f"vehicle {vehicle} in world {world} is off the road: its body spans "
+            f"y in [{low_y[world, vehicle].item():.3f}, {high_y[world, vehicle].item():.3f}] m, "
+            f"valid range [0, {road.width}] m"
+        )
+    overlapping = detect_collisions(state, compute_neighbors(state, road), road)
+    if bool(overlapping.any()):
+        world, vehicle = (int(i) for i in torch.nonzero(overlapping)[0])
+        raise ValueError(
+            f"vehicle {vehicle} in world {world} overlaps another vehicle at the start "
+            f"(x = {state.x[world, vehicle].item():.3f} m, "
+            f"y = {state.y[world, vehicle].item():.3f} m); "
+            "vehicles in a shared lane need x differences of at least the leader's length"
+        )
+
+
+@dataclass
+class ScenarioBuilder:
+    """Builds a :class:`Scenario` step by step; every method returns the builder.
+
+    Args:
+        road: the road.
+        dt: time step (s), > 0. Default 0.1 s.
+        length: default vehicle length (m). Default 5 m (SUMO passenger car).
+        width: default vehicle width (m). Default 2 m.
+        driver: default human driver parameters.
+    """
+
+    road: Road
+    dt: float = 0.1
+    length: float = 5.0
+    width: float = 2.0
+    driver: Driver = field(default_factory=Driver)
+    _vehicles: list[VehicleSpec] = field(default_factory=list, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        check_positive("dt", self.dt, "s")
+        check_positive("length", self.length, "m")
+        check_positive("width", self.width, "m")
+
+    def vehicle(
+        self,
+        lane: int,
+        x: Range,
+        speed: Range = 0.0,
+        *,
+        autonomous: bool = False,
+        driver: Driver | None = None,
+        length: float | None = None,
+        width: float | None = None,
+        lateral_offset: float = 0.0,
+    ) -> ScenarioBuilder:
+        """Add one vehicle.
+
+        Args:
+            lane: lane index in ``[0, num_lanes)``.
+            x: front-bumper position (m) or a ``(low, high)`` range.
+            speed: initial speed (m/s) >= 0, or a range.
+            autonomous: True for a vehicle driven by actions instead of the IDM.
+            driver: IDM parameters (humans); the builder's default when ``None``.
+            length, width: body size (m); the builder's defaults when ``None``.
+            lateral_offset: offset (m) of the vehicle from its lane centre.
+        """
+        self._check_lane(lane)
+        _check_range_setting("x", x, -float("inf"), "m")
+        _check_range_setting("speed", speed, 0.0, "m/s")
+        length = self.length if length is None else length
+        width = self.width if width is None else width
+        check_positive("length", length, "m")
+        check_positive("width", width, "m")
+        spec = VehicleSpec(
+            lane, x, speed, length, width, autonomous, driver or self.driver, lateral_offset
+        )
+        self._vehicles.append(spec)
+        return self
+
+    def platoon(
+        self,
+        lane: int,
+        count: int,
+        start: float = 0.0,
+        spacing: float = 20.0,
+        speed: Range = 0.0,
+        *,
+        driver: Driver | None = None,
+        jitter: float = 0.0,
+        length: float | None = None,
+        width: float | None = None,
+    ) -> ScenarioBuilder:
+        """Add ``count`` human drivers in one lane, front bumpers at ``start + k * spacing``.
+
+        Args:
+            lane: lane index.
+            count: number of vehicles, >= 1.
+            start: position (m) of the rearmost vehicle's front bumper.
+            spacing: front-to-front distance (m), > 0.
+            speed: initial speed (m/s) or range, drawn per vehicle.
+            driver: IDM parameters; the builder's default when ``None``.
+            jitter: each position is drawn from ``[p - jitter, p + jitter]`` (m), >= 0.
+        """
+        if not isinstance(count, int) or count < 1:
+            raise ValueError(f"count must be an integer >= 1, got {count!r}")
+        check_positive("spacing", spacing, "m")
+        if not jitter >= 0:
+            raise ValueError(f"jitter must be >= 0 m, got {jitter!r}")
+        for k in range(count):
+            position = start + k * spacing
+            x = (position - jitter, position + jitter) if jitter > 0 else position
+            self.vehicle(lane, x, speed, driver=driver, length=length, width=width)
+        return self
+
+    def build(self) -> Scenario:
+        """The finished :class:`Scenario`."""
+        if not self._vehicles:
+            raise ValueError(
+                "a scenario needs at least one vehicle; add one with vehicle() or platoon()"
+            )
+        return Scenario(self.road, self.dt, tuple(self._vehicles))
+
+    def _check_lane(self, lane: int) -> None:
+        if not isinstance(lane, int) or not 0 <= lane < self.road.num_lanes:
+            raise ValueError(
+                f"lane must be an integer in [0, {self.road.num_lanes - 1}], got {lane!r}"
+            )
