@@ -1,0 +1,67 @@
+"""Shared builders for the difftraffic core tests.
+
+The builders are exposed as session-scoped fixtures returning plain functions, so hypothesis tests
+can use them without function-scoped-fixture warnings and no test module imports another.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import pytest
+import torch
+
+from difftraffic.state import TrafficState
+
+StateFactory = Callable[..., TrafficState]
+
+
+def _as_batch(values: Sequence | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    tensor = torch.as_tensor(values, dtype=dtype)
+    return tensor.unsqueeze(0) if tensor.dim() == 1 else tensor
+
+
+def build_state(
+    x: Sequence | torch.Tensor,
+    y: Sequence | torch.Tensor,
+    v: Sequence | torch.Tensor | None = None,
+    heading: Sequence | torch.Tensor | None = None,
+    length: float | Sequence | torch.Tensor = 5.0,
+    width: float | Sequence | torch.Tensor = 2.0,
+    is_av: Sequence | torch.Tensor | None = None,
+    active: Sequence | torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float64,
+) -> TrafficState:
+    """A ``TrafficState`` from lists (``[N]`` for one world or ``[B, N]``); missing fields default
+    to speed 0, heading 0, human, active. Float tensors passed in keep their autograd history."""
+    x_t = x if isinstance(x, torch.Tensor) and x.dim() == 2 else _as_batch(x, dtype)
+
+    def field(value, default: float) -> torch.Tensor:
+        if value is None:
+            return torch.full_like(x_t, default)
+        if isinstance(value, torch.Tensor) and value.dim() == 2:
+            return value
+        if isinstance(value, float | int):
+            return torch.full_like(x_t, float(value))
+        return _as_batch(value, dtype).expand_as(x_t).clone()
+
+    def mask(value, default: bool) -> torch.Tensor:
+        if value is None:
+            return torch.full(x_t.shape, default, dtype=torch.bool)
+        return _as_batch(value, torch.bool).expand(x_t.shape).clone()
+
+    return TrafficState(
+        x=x_t,
+        y=field(y, 0.0),
+        v=field(v, 0.0),
+        heading=field(heading, 0.0),
+        length=field(length, 5.0),
+        width=field(width, 2.0),
+        is_av=mask(is_av, False),
+        active=mask(active, True),
+    )
+
+
+@pytest.fixture(scope="session")
+def make_state() -> StateFactory:
+    return build_state
