@@ -17,6 +17,7 @@ Any numeric setting written as a ``(low, high)`` pair is drawn uniformly, indepe
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 
 import torch
@@ -36,14 +37,14 @@ def _check_range_setting(
     name: str, value: Range, low: float, unit: str = "", *, strict: bool = False
 ) -> None:
     bounds = value if isinstance(value, tuple) else (value, value)
-    if len(bounds) != 2 or not bounds[0] <= bounds[1]:
-        raise ValueError(
-            f"{name} must be a number or a (low, high) pair with low <= high, got {value!r}"
-        )
+    if len(bounds) != 2:
+        raise ValueError(f"{name} must be a number or a (low, high) pair, got {value!r}")
     for bound in bounds:
-        if not (bound > low if strict else bound >= low) or bound == float("inf"):
+        if not math.isfinite(bound) or not (bound > low if strict else bound >= low):
             relation = ">" if strict else ">="
             raise ValueError(f"{name} must be finite and {relation} {low} {unit}, got {value!r}")
+    if bounds[0] > bounds[1]:
+        raise ValueError(f"{name} range must have low <= high, got {value!r}")
 
 
 @dataclass(frozen=True)
