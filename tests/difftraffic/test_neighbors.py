@@ -1,0 +1,263 @@
+"""Lane occupancy, leader search (both methods vs a brute-force reference), gaps, collisions."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from difftraffic.neighbors import (
+    Neighbors,
+    compute_neighbors,
+    detect_collisions,
+    find_leaders,
+    lane_occupancy,
+    leader_gap_and_speed,
+)
+from difftraffic.road import Road
+
+METHODS = ("pairwise", "sorted")
+LANE_WIDTH = 4.0
+
+
+# --- brute-force references, written from the documented rules, one vehicle at a time ----------
+
+
+def reference_lanes(y, heading, length, width, num_lanes, lane_width) -> set[int]:
+    """Lanes overlapped by the rectangle behind the front-bumper midpoint ``(., y)``."""
+    corners_y = [
+        y + along * math.sin(heading) + across * math.cos(heading)
+        for along in (0.0, -length)
+        for across in (-width / 2, width / 2)
+    ]
+    low, high = min(corners_y), max(corners_y)
+    return {k for k in range(num_lanes) if low < (k + 1) * lane_width and high > k * lane_width}
+
+
+def reference_leaders(x, lanes, active, ring_length):
+    """Per world: ``[leader index or None]`` from ``x: [N] floats``, ``lanes: [N] sets``."""
+    n = len(x)
+    leaders = []
+    for i in range(n):
+        best = None
+        for j in range(n):
+            if j == i or not (active[i] and active[j]) or not (lanes[i] & lanes[j]):
+                continue
+            if ring_length is None:
+                if (x[j], j) <= (x[i], i):
+                    continue
+                key = (x[j], j)
+            else:
+                distance = (x[j] % ring_length - x[i] % ring_length) % ring_length
+                if distance == 0 and j < i:
+                    distance = ring_length
+                key = (distance, j)
+            if best is None or key < best[0]:
+                best = (key, j)
+        leaders.append(None if best is None else best[1])
+    return leaders
+
+
+def assert_matches_reference(neighbors: Neighbors, expected: list[list[int | None]]) -> None:
+    for b, world in enumerate(expected):
+        for i, lead in enumerate(world):
+            assert bool(neighbors.has_leader[b, i]) == (lead is not None), (b, i, lead)
+            assert int(neighbors.leader[b, i]) == (i if lead is None else lead), (b, i, lead)
+
+
+# --- random configurations ----------------------------------------------------------------------
+
+# Positions on a 0.25 m grid make exact ties (same x, same distance) frequent and keep every
+# difference exact in float64, so the reference and the tensors agree on what a tie is.
+grid = st.integers(-40, 480).map(lambda k: k * 0.25)
+
+
+@st.composite
+def configurations(draw, ring: bool):
+    num_lanes = draw(st.integers(1, 4))
+    batch = draw(st.integers(1, 3))
+    n = draw(st.integers(1, 14))
+    ring_length = draw(st.integers(20, 120)) * 1.0 if ring else None
+    shape = (batch, n)
+
+    def floats(strategy):
+        return [[draw(strategy) for _ in range(n)] for _ in range(batch)]
+
+    lateral = st.integers(-2, 4 * num_lanes * 4 + 2).map(lambda k: k * 0.25)
+    return {
+        "road": Road(num_lanes, LANE_WIDTH, 20.0, ring_length),
+        "x": floats(grid),
+        "y": floats(lateral),
+        "heading": floats(st.sampled_from([0.0, 0.0, 0.0, 0.15, -0.3, 1.2])),
+        "length": floats(st.sampled_from([4.0, 5.0, 12.0])),
+        "width": floats(st.sampled_from([1.5, 2.0, 2.5])),
+        "active": [[draw(st.booleans()) or draw(st.booleans()) for _ in range(n)]
+                   for _ in range(batch)],
+        "shape": shape,
+    }
+
+
+def check_against_reference(make_state, config) -> None:
+    road = config["road"]
+    state = make_state(
+        config["x"], config["y"], heading=config["heading"], length=torch.tensor(config["length"]),
+        width=torch.tensor(config["width"]), active=config["active"],
+    )
+    occupancy = lane_occupancy(state, road)
+    expected = []
+    for b in range(config["shape"][0]):
+        lanes = [
+            reference_lanes(y, h, ln, w, road.num_lanes, road.lane_width) if act else set()
+            for y, h, ln, w, act in zip(
+                config["y"][b], config["heading"][b], config["length"][b], config["width"][b],
+                config["active"][b], strict=True,
+            )
+        ]
+        got = [{k for k in range(road.num_lanes) if occupancy[b, i, k]} for i in range(len(lanes))]
+        assert got == lanes
+        expected.append(reference_leaders(config["x"][b], lanes, config["active"][b],
+                                          road.ring_length))
+    for method in METHODS:
+        assert_matches_reference(compute_neighbors(state, road, method), expected)
+
+
+@settings(max_examples=150, deadline=None)
+@given(config=configurations(ring=False))
+def test_leaders_match_brute_force_on_straight_roads(make_state, config) -> None:
+    check_against_reference(make_state, config)
+
+
+@settings(max_examples=150, deadline=None)
+@given(config=configurations(ring=True))
+def test_leaders_match_brute_force_on_ring_roads(make_state, config) -> None:
+    check_against_reference(make_state, config)
+
+
+@pytest.mark.parametrize("ring_length", [None, 700.0])
+def test_many_vehicles_sorted_equals_pairwise_and_auto(ring_length) -> None:
+    generator = torch.Generator().manual_seed(7)
+    batch, n, lanes = 2, 600, 3
+    x = torch.rand(batch, n, generator=generator, dtype=torch.float64) * 1000.0
+    x[:, :50] = torch.floor(x[:, :50] / 50.0) * 50.0  # some exact ties
+    occupancy = torch.rand(batch, n, lanes, generator=generator) < 0.4
+    occupancy[0, :100] = False  # inactive-like slots
+    pairwise = find_leaders(x, occupancy, ring_length, "pairwise")
+    for method in ("sorted", "auto"):
+        other = find_leaders(x, occupancy, ring_length, method)
+        assert torch.equal(other.leader, pairwise.leader)
+        assert torch.equal(other.has_leader, pairwise.has_leader)
+    assert pairwise.has_leader.sum() > n  # non-trivial
+
+
+def test_unknown_method_is_rejected() -> None:
+    with pytest.raises(ValueError, match="method.*'nearest'"):
+        find_leaders(torch.zeros(1, 2), torch.ones(1, 2, 1, dtype=torch.bool), None, "nearest")
+
+
+# --- lanes and straddling -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_car_straddling_two_lanes_leads_both(make_state, method) -> None:
+    road = Road.straight(num_lanes=2)
+    # 0: straddles the boundary y = 4 (body 3..5); 1: lane 0 follower; 2: lane 1 follower;
+    # 3: touches the boundary from below (body 2..4) and so occupies lane 0 only.
+    state = make_state([50.0, 30.0, 20.0, 10.0], [4.0, 2.0, 6.0, 3.0])
+    occupancy = lane_occupancy(state, road)
+    assert occupancy[0].tolist() == [[True, True], [True, False], [False, True], [True, False]]
+    neighbors = compute_neighbors(state, road, method)
+    assert neighbors.leader[0, :3].tolist() == [0, 0, 0]
+    assert neighbors.has_leader[0].tolist() == [False, True, True, True]
+    assert int(neighbors.leader[0, 3]) == 1  # lane 0 only: the nearest lane-0 car ahead
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_inactive_slots_are_invisible(make_state, method) -> None:
+    road = Road.ring(100.0)
+    state = make_state([10.0, 20.0, 30.0], [2.0] * 3, active=[True, False, True])
+    assert not lane_occupancy(state, road)[0, 1].any()
+    neighbors = compute_neighbors(state, road, method)
+    assert neighbors.leader[0].tolist() == [2, 1, 0]
+    assert neighbors.has_leader[0].tolist() == [True, False, True]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_vehicle_alone_on_a_ring_has_no_leader(make_state, method) -> None:
+    state = make_state([10.0, 30.0], [2.0, 6.0])
+    neighbors = compute_neighbors(state, Road.ring(100.0, num_lanes=2), method)
+    assert not neighbors.has_leader.any()
+    assert neighbors.leader[0].tolist() == [0, 1]
+
+
+def test_off_road_vehicle_occupies_no_lane(make_state) -> None:
+    state = make_state([10.0, 10.0], [-3.0, 9.5])
+    assert not lane_occupancy(state, Road.straight(num_lanes=2)).any()
+
+
+# --- gaps and collisions -----------------------------------------------------------------------
+
+
+def test_gap_and_leader_speed_on_straight_road(make_state) -> None:
+    x = torch.tensor([[50.0, 30.0]], dtype=torch.float64, requires_grad=True)
+    length = torch.tensor([[6.0, 5.0]], dtype=torch.float64, requires_grad=True)
+    state = make_state(x, [2.0, 2.0], [8.0, 3.0], length=length)
+    road = Road.straight()
+    neighbors = compute_neighbors(state, road)
+    gap, v_lead = leader_gap_and_speed(state, neighbors, road)
+    assert gap[0, 1].item() == pytest.approx(50.0 - 6.0 - 30.0)
+    assert v_lead[0, 1].item() == 8.0
+    x_grad, length_grad = torch.autograd.grad(gap[0, 1], (x, length))
+    assert x_grad.tolist() == [[1.0, -1.0]]
+    assert length_grad.tolist() == [[-1.0, 0.0]]
+
+
+def test_gap_wraps_around_the_ring(make_state) -> None:
+    road = Road.ring(100.0)
+    state = make_state([3.0, 95.0], [2.0, 2.0], [4.0, 6.0])
+    neighbors = compute_neighbors(state, road)
+    gap, v_lead = leader_gap_and_speed(state, neighbors, road)
+    assert neighbors.leader[0].tolist() == [1, 0]
+    assert gap[0].tolist() == pytest.approx([95.0 - 5.0 - 3.0, 103.0 - 5.0 - 95.0])
+    assert v_lead[0].tolist() == [6.0, 4.0]
+
+
+def test_leader_speed_is_its_speed_along_the_road(make_state) -> None:
+    road = Road.straight()
+    state = make_state([40.0, 20.0], [2.0, 2.0], [10.0, 5.0], heading=[0.3, 0.0])
+    _, v_lead = leader_gap_and_speed(state, compute_neighbors(state, road), road)
+    assert v_lead[0, 1].item() == pytest.approx(10.0 * math.cos(0.3))
+
+
+def test_collision_marks_follower_and_leader(make_state) -> None:
+    road = Road.straight(num_lanes=2)
+    # 0 and 1 overlap in lane 0 (0's rear at 45 < 1's front at 47); 2 is far behind;
+    # 3 overlaps 0 longitudinally but is in lane 1.
+    state = make_state([50.0, 47.0, 10.0, 48.0], [2.0, 2.0, 2.0, 6.0])
+    collided = detect_collisions(state, compute_neighbors(state, road), road)
+    assert collided[0].tolist() == [True, True, False, False]
+
+
+def test_no_collision_when_bodies_only_touch(make_state) -> None:
+    road = Road.straight(num_lanes=2)
+    # Straddler (body y 3..5) beside a lane-1 car (body y 5..7): they share lane 1 and overlap
+    # longitudinally but not laterally. Bumper to bumper at zero gap is no overlap either.
+    state = make_state([50.0, 48.0, 20.0, 15.0], [4.0, 6.0, 2.0, 2.0])
+    collided = detect_collisions(state, compute_neighbors(state, road), road)
+    assert not collided.any()
+
+
+def test_collision_across_the_ring_seam(make_state) -> None:
+    road = Road.ring(100.0)
+    state = make_state([2.0, 98.0, 50.0], [2.0, 2.0, 2.0])  # 0's rear is at -3 = 97 < 98
+    collided = detect_collisions(state, compute_neighbors(state, road), road)
+    assert collided[0].tolist() == [True, True, False]
+
+
+def test_collisions_are_per_world(make_state) -> None:
+    road = Road.straight()
+    state = make_state([[50.0, 47.0], [50.0, 40.0]], [[2.0, 2.0], [2.0, 2.0]])
+    collided = detect_collisions(state, compute_neighbors(state, road), road)
+    assert collided.tolist() == [[True, True], [False, False]]
