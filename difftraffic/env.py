@@ -6,9 +6,10 @@ back-propagates into the actions (and through the simulator into earlier actions
 :meth:`TrafficEnv.detach` at a rollout boundary to cut the graph.
 
 Autoreset is *same-step*: when a world terminates or is truncated, the observation returned for it
-is the first observation of its next episode (no gradient to the past); the differentiable final
-observation is in ``info["final_obs"]`` (a ``[B, obs_dim]`` tensor, valid where
-``info["_final_obs"]`` is True).
+is the first observation of its next episode (no gradient to the past); the differentiable
+observation reached by the step is always in ``info["final_obs"]`` (``[B, obs_dim]``, equal to the
+returned observation where the episode goes on), and ``info["_final_obs"]`` marks the worlds that
+ended.
 
 :class:`PaceCarGymEnv` is the single-world, numpy face of the same code for ``gymnasium.make``.
 """
@@ -164,8 +165,8 @@ class TrafficEnv(VectorEnv):
 
         Returns:
             ``(obs [B, obs_dim], reward [B], terminated [B], truncated [B], info)``; ``info``
-            holds ``final_obs`` / ``_final_obs`` for worlds that ended, and each termination
-            reason as a ``[B]`` bool tensor.
+            holds ``final_obs`` (the observation reached, before any autoreset), ``_final_obs``
+            (worlds that ended) and each termination reason as a ``[B]`` bool tensor.
         """
         if self.state is None:
             raise RuntimeError("call reset() before step()")
@@ -186,11 +187,9 @@ class TrafficEnv(VectorEnv):
         obs = self.task.observe(result.state)
         self.state, self.neighbors = result.state, result.neighbors
         self.last_reward = reward
-        info: dict[str, Any] = dict(reasons)
         done = terminated | truncated
+        info: dict[str, Any] = {**reasons, "final_obs": obs, "_final_obs": done}
         if bool(done.any()):
-            info["final_obs"] = obs
-            info["_final_obs"] = done
             obs = self._autoreset(done, obs)
         return self._out(obs), self._out(reward), self._out(terminated), self._out(truncated), info
 
@@ -304,7 +303,8 @@ class PaceCarGymEnv(gymnasium.Env):
         batched = torch.as_tensor(np.asarray(action, dtype=np.float64)).reshape(1, -1)
         with torch.no_grad():
             obs, reward, terminated, truncated, info = self.vector_env.step(batched)
-        if "final_obs" in info:
+        if bool(info["_final_obs"][0]):
+            # A single Gymnasium env ends its episode here: the user must call reset().
             obs = info["final_obs"]
             self.vector_env.state = None
         reasons = {key: bool(value[0]) for key, value in info.items() if not key.endswith("obs")}

@@ -147,3 +147,17 @@ def test_gymnasium_make_single_env_reproduces_with_a_seed():
     assert env.observation_space.contains(first)
     np.testing.assert_array_equal(first, second)
     np.testing.assert_array_equal(a, b)
+
+
+def test_gymnasium_single_env_ends_the_episode_and_requires_reset():
+    env = gymnasium.make("difftraffic/PaceCar-2lane-v0")
+    env.reset(seed=0)
+    for _ in range(1000):
+        obs, reward, terminated, truncated, info = env.step(np.array([-1.0, 0.0], dtype=np.float32))
+        assert not truncated
+        if terminated:
+            break
+    assert terminated and reward == -1.0 and info["fell_behind"]
+    assert (obs[4::4] > 0).any(), "the final observation shows the human that overtook"
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(np.zeros(2, dtype=np.float32))
