@@ -65,7 +65,8 @@ def test_occupied_lanes_counts_overlap_not_touching() -> None:
 )
 def test_occupied_lanes_are_the_overlapped_intervals(lanes, width, center, half) -> None:
     road = Road.straight(num_lanes=lanes, lane_width=width)
-    low, high = torch.tensor([center - half]), torch.tensor([center + half])
+    low = torch.tensor([center - half], dtype=torch.float64)
+    high = torch.tensor([center + half], dtype=torch.float64)
     got = road.occupied_lanes(low, high)[0].tolist()
     low_f, high_f = low.item(), high.item()
     assert got == [low_f < (k + 1) * width and high_f > k * width for k in range(lanes)]
