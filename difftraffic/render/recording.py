@@ -1,0 +1,143 @@
+"""Roll a scenario or an environment out under a policy and write the rendered video."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from difftraffic.dynamics import step
+from difftraffic.env import TrafficEnv
+from difftraffic.render.renderer import RenderConfig, Renderer
+from difftraffic.render.video import write_video
+from difftraffic.scenario import Scenario
+from difftraffic.state import TrafficState
+
+EnvPolicy = Callable[[Any], Any]
+"""``obs [B, obs_dim] -> action [B, action_dim]`` (torch, or numpy for ``as_numpy`` envs)."""
+ScenarioPolicy = Callable[[TrafficState], tuple[Tensor, Tensor]]
+"""``state [B, N] -> (acceleration [B, N] m/s^2, steering [B, N] rad)`` of the AVs."""
+
+
+def overlay_values(env: TrafficEnv, world: int) -> dict[str, float | None]:
+    """The overlay of world ``world`` of ``env``: episode time (s), last step reward and the
+    task's target speed (m/s, tasks whose ``config`` has a ``target_speed``, e.g. the pace car)."""
+    reward = None if env.last_reward is None else float(env.last_reward[world])
+    return {
+        "time": float(env.elapsed[world]) * env.task.dt,
+        "reward": reward,
+        "target_speed": getattr(getattr(env.task, "config", None), "target_speed", None),
+    }
+
+
+def record_rollout(
+    source: Scenario | TrafficEnv,
+    path: str | Path,
+    steps: int,
+    policy: EnvPolicy | ScenarioPolicy | Sequence[float] | None = None,
+    *,
+    seed: int = 0,
+    world: int = 0,
+    batch_size: int | None = None,
+    config: RenderConfig | None = None,
+    fps: float | None = None,
+    progress: bool = True,
+) -> Path:
+    """Simulate ``steps`` steps and write the ``steps + 1`` rendered frames to ``path``.
+
+    Args:
+        source: a :class:`~difftraffic.scenario.Scenario` (sampled with ``seed``, stepped with
+            :func:`~difftraffic.dynamics.step`) or a :class:`~difftraffic.env.TrafficEnv` (reset
+            with ``seed``, stepped with its ``step``, autoreset included).
+        path: ``.mp4`` or ``.gif`` file (see :func:`write_video`).
+        steps: number of simulation steps, >= 1.
+        policy: for an environment, a callable ``obs -> action`` or one fixed action
+            (``action_dim`` numbers in ``[-1, 1]``) for every world; for a scenario, a callable
+            ``state -> (acceleration, steering)`` (``[B, N]``, m/s^2 and rad) or one fixed
+            ``(acceleration, steering)`` for every autonomous vehicle. ``None``: zero actions.
+        seed: seed of the scenario sample or of the environment's reset.
+        world: which world to draw, in ``[0, B)``.
+        batch_size: number of worlds sampled from a scenario (``None``: ``world + 1``); an
+            environment has its own ``num_envs``.
+        config: what to draw (:class:`RenderConfig`).
+        fps: frames per second of the video; ``None``: real time, ``1 / dt``.
+        progress: show a progress bar.
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    if not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
+    if isinstance(source, TrafficEnv):
+        if batch_size is not None:
+            raise ValueError(
+                f"batch_size must be None for an environment (it has num_envs = "
+                f"{source.num_envs}), got {batch_size!r}"
+            )
+        road, dt = source.task.road, source.task.dt
+        frames = _env_frames(source, steps, policy, seed, world, Renderer(road, config))
+    else:
+        road, dt = source.road, source.dt
+        batch_size = world + 1 if batch_size is None else batch_size
+        if not isinstance(world, int) or not 0 <= world < batch_size:
+            raise ValueError(f"world must be an integer in [0, {batch_size - 1}], got {world!r}")
+        renderer = Renderer(road, config)
+        frames = _scenario_frames(source, steps, policy, seed, world, batch_size, renderer)
+    bar = tqdm(frames, total=steps + 1, desc=f"rendering {Path(path).name}", disable=not progress)
+    return write_video(bar, path, fps if fps is not None else 1.0 / dt)
+
+
+def _env_frames(
+    env: TrafficEnv,
+    steps: int,
+    policy: EnvPolicy | Sequence[float] | None,
+    seed: int,
+    world: int,
+    renderer: Renderer,
+) -> Iterator[np.ndarray]:
+    with torch.no_grad():
+        obs, _ = env.reset(seed=seed)
+        yield renderer.render(env.state, world, **overlay_values(env, world))
+        fixed = np.zeros(env.action_dim) if policy is None else policy
+        for _ in range(steps):
+            if callable(fixed):
+                action = fixed(obs)
+            else:
+                action = np.broadcast_to(np.asarray(fixed, float), (env.num_envs, env.action_dim))
+            obs, *_ = env.step(action)
+            yield renderer.render(env.state, world, **overlay_values(env, world))
+
+
+def _scenario_frames(
+    scenario: Scenario,
+    steps: int,
+    policy: ScenarioPolicy | Sequence[float] | None,
+    seed: int,
+    world: int,
+    batch_size: int,
+    renderer: Renderer,
+) -> Iterator[np.ndarray]:
+    with torch.no_grad():
+        state, idm = scenario.sample(batch_size, seed)
+        yield renderer.render(state, world, time=0.0)
+        neighbors = None
+        for index in range(steps):
+            acceleration, steering = _scenario_controls(state, policy)
+            result = step(state, scenario.road, idm, scenario.dt, acceleration, steering, neighbors)
+            state, neighbors = result.state, result.neighbors
+            time = (index + 1) * scenario.dt
+            yield renderer.render(state, world, collided=result.collided, time=time)
+
+
+def _scenario_controls(
+    state: TrafficState, policy: ScenarioPolicy | Sequence[float] | None
+) -> tuple[Tensor, Tensor]:
+    if callable(policy):
+        return policy(state)
+    acceleration, steering = (0.0, 0.0) if policy is None else policy
+    return torch.full_like(state.x, acceleration), torch.full_like(state.x, steering)
