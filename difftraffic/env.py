@@ -83,7 +83,8 @@ class TrafficEnv(VectorEnv):
         num_envs: number of worlds ``B``, >= 1.
         seed: seed of the environment's ``torch.Generator`` (reset(seed=...) re-seeds).
         device, dtype: where the simulation runs; float32 by default, float64 for checks.
-        render_mode: ``"rgb_array"``, ``"human"`` or ``None``.
+        render_mode: ``"rgb_array"``, ``"human"`` or ``None``; :meth:`render` draws world
+            ``render_world`` (an attribute, default 0) with :class:`difftraffic.render.Renderer`.
         as_numpy: return numpy arrays (detached) instead of torch tensors, for plain Gymnasium use.
         check_actions: validate every action (shape, NaN/inf); costs one device sync per step.
     """
@@ -132,6 +133,7 @@ class TrafficEnv(VectorEnv):
         self.neighbors: Neighbors | None = None
         self.elapsed = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         self.last_reward: Tensor | None = None
+        self.render_world = 0
         self._renderer = None
 
     # -- the protocol of difftraffic_rl --------------------------------------------------------
@@ -197,6 +199,36 @@ class TrafficEnv(VectorEnv):
         """Cut the autograd graph: later steps no longer back-propagate into earlier ones."""
         if self.state is not None:
             self.state = self.state.detach()
+
+    def render(self) -> np.ndarray | None:
+        """Draw world ``render_world`` of the current state (pygame, loaded on first call).
+
+        Returns:
+            ``[H, W, 3]`` uint8 RGB for ``render_mode="rgb_array"``; ``None`` for ``"human"``
+            (the frame is shown in a window) and, with a warning, when ``render_mode`` is None.
+        """
+        if self.render_mode is None:
+            gymnasium.logger.warn(
+                "render() called with render_mode=None; pass render_mode='rgb_array' or 'human'"
+            )
+            return None
+        if self.state is None:
+            raise RuntimeError("call reset() before render()")
+        from difftraffic.render import Renderer
+        from difftraffic.render.recording import overlay_values
+
+        if self._renderer is None:
+            self._renderer = Renderer(
+                self.task.road, mode=self.render_mode, fps=self.metadata["render_fps"]
+            )
+        world = self.render_world
+        return self._renderer.render(self.state, world, **overlay_values(self, world))
+
+    def close_extras(self, **kwargs: Any) -> None:
+        """Close the render window, if one is open."""
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -289,6 +321,7 @@ class PaceCarGymEnv(gymnasium.Env):
         self.render_mode = render_mode
         self.observation_space = self.vector_env.single_observation_space
         self.action_space = self.vector_env.single_action_space
+        self._last_frame: np.ndarray | None = None
 
     def reset(
         self, *, seed: int | None = None, options: dict | None = None
@@ -309,6 +342,19 @@ class PaceCarGymEnv(gymnasium.Env):
             self.vector_env.state = None
         reasons = {key: bool(value[0]) for key, value in info.items() if not key.endswith("obs")}
         return self._obs(obs), float(reward[0]), bool(terminated[0]), bool(truncated[0]), reasons
+
+    def render(self) -> np.ndarray | None:
+        """The world as ``[H, W, 3]`` uint8 RGB (``render_mode="rgb_array"``) or shown in a
+        window (``"human"``, returns ``None``). After the step that ends an episode the world
+        is gone until ``reset()``, so this repeats the episode's last rendered frame."""
+        if self.vector_env.state is None and self._last_frame is not None:
+            return self._last_frame
+        self._last_frame = self.vector_env.render()
+        return self._last_frame
+
+    def close(self) -> None:
+        """Close the render window, if one is open."""
+        self.vector_env.close()
 
     def _obs(self, obs: Tensor) -> np.ndarray:
         return obs[0].detach().cpu().numpy().astype(np.float32)
