@@ -9,6 +9,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from difftraffic.dynamics import step
+from difftraffic.idm import IDMParams
 from difftraffic.neighbors import (
     Neighbors,
     compute_neighbors,
@@ -136,11 +138,11 @@ def test_leaders_match_brute_force_on_ring_roads(make_state, config) -> None:
     check_against_reference(make_state, config)
 
 
-@pytest.mark.parametrize("ring_length", [None, 700.0])
+@pytest.mark.parametrize("ring_length", [None, 3000.0])
 def test_many_vehicles_sorted_equals_pairwise_and_auto(ring_length) -> None:
     generator = torch.Generator().manual_seed(7)
-    batch, n, lanes = 2, 600, 3
-    x = torch.rand(batch, n, generator=generator, dtype=torch.float64) * 1000.0
+    batch, n, lanes = 2, 1000, 3
+    x = torch.rand(batch, n, generator=generator, dtype=torch.float64) * 5000.0
     x[:, :50] = torch.floor(x[:, :50] / 50.0) * 50.0  # some exact ties
     occupancy = torch.rand(batch, n, lanes, generator=generator) < 0.4
     occupancy[0, :100] = False  # inactive-like slots
@@ -150,6 +152,17 @@ def test_many_vehicles_sorted_equals_pairwise_and_auto(ring_length) -> None:
         assert torch.equal(other.leader, pairwise.leader)
         assert torch.equal(other.has_leader, pairwise.has_leader)
     assert pairwise.has_leader.sum() > n  # non-trivial
+
+
+def test_a_thousand_vehicles_per_world_step_with_the_sorted_search(make_state) -> None:
+    n = 1000
+    x = torch.arange(n, dtype=torch.float64).flip(0).repeat(2, 1) * 40.0
+    lanes = torch.arange(n) % 4
+    state = make_state(x, (lanes * 4.0 + 2.0).to(torch.float64), [10.0] * n)
+    result = step(state, Road.straight(num_lanes=4), IDMParams(v0=20.0), 0.1)
+    assert bool(result.neighbors.has_leader[:, 4:].all())
+    assert not result.neighbors.has_leader[:, :4].any()
+    assert torch.equal(result.neighbors.leader[0, 4:], torch.arange(n - 4))
 
 
 def test_unknown_method_is_rejected() -> None:
