@@ -41,10 +41,9 @@ def test_recording_is_a_minute_of_stop_and_go(recording) -> None:
     assert v[:, 1:].max() > 9.0
 
 
-def test_followers_match_sumo_within_a_millimetre(make_state, recording) -> None:
-    meta, x_sumo, v_sumo = recording
+def replay(make_state, meta, x_sumo, v_sumo, idm: IDMParams) -> tuple[float, float]:
+    """Max |position| (m) and |speed| (m/s) error of the followers against SUMO."""
     n = x_sumo.shape[1]
-    idm = IDMParams(**meta["idm"])
     road = Road.straight(num_lanes=1, speed_limit=meta["idm"]["v0"])
     state = make_state(x_sumo[0], [2.0] * n, v_sumo[0], length=meta["length"])
     x_sim, v_sim = [x_sumo[0]], [v_sumo[0]]
@@ -57,6 +56,21 @@ def test_followers_match_sumo_within_a_millimetre(make_state, recording) -> None
     followers = slice(1, n)
     x_error = (torch.stack(x_sim)[:, followers] - x_sumo[:, followers]).abs().max().item()
     v_error = (torch.stack(v_sim)[:, followers] - v_sumo[:, followers]).abs().max().item()
+    return x_error, v_error
+
+
+def test_followers_match_sumo_within_a_millimetre(make_state, recording) -> None:
+    meta, x_sumo, v_sumo = recording
+    x_error, v_error = replay(make_state, meta, x_sumo, v_sumo, IDMParams(**meta["idm"]))
     print(f"max follower error vs SUMO: position {x_error:.2e} m, speed {v_error:.2e} m/s")
     assert x_error < 1e-3
     assert v_error < 1e-3
+
+
+@pytest.mark.parametrize(("name", "factor"), [("T", 1.01), ("a", 1.01), ("delta", 1.05)])
+def test_comparison_detects_a_one_percent_parameter_change(make_state, recording, name, factor):
+    """The 1e-3 m agreement is not slack: a slightly different driver misses it by far."""
+    meta, x_sumo, v_sumo = recording
+    changed = dict(meta["idm"], **{name: meta["idm"][name] * factor})
+    x_error, _ = replay(make_state, meta, x_sumo, v_sumo, IDMParams(**changed))
+    assert x_error > 1e-2
