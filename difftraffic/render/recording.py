@@ -79,13 +79,16 @@ def record_rollout(
                 f"batch_size must be None for an environment (it has num_envs = "
                 f"{source.num_envs}), got {batch_size!r}"
             )
+        batch_size = source.num_envs
+    elif batch_size is None:
+        batch_size = world + 1
+    if not isinstance(world, int) or not 0 <= world < batch_size:
+        raise ValueError(f"world must be an integer in [0, {batch_size - 1}], got {world!r}")
+    if isinstance(source, TrafficEnv):
         road, dt = source.task.road, source.task.dt
         frames = _env_frames(source, steps, policy, seed, world, Renderer(road, config))
     else:
         road, dt = source.road, source.dt
-        batch_size = world + 1 if batch_size is None else batch_size
-        if not isinstance(world, int) or not 0 <= world < batch_size:
-            raise ValueError(f"world must be an integer in [0, {batch_size - 1}], got {world!r}")
         renderer = Renderer(road, config)
         frames = _scenario_frames(source, steps, policy, seed, world, batch_size, renderer)
     bar = tqdm(frames, total=steps + 1, desc=f"rendering {Path(path).name}", disable=not progress)
