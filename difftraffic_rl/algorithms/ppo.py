@@ -1,0 +1,186 @@
+"""PPO with the clipped surrogate (paper Eq. 14), as the paper's baseline.
+
+Reference: Schulman et al. 2017; the authors' implementation follows rl_games without entropy,
+value or bound losses.
+
+Algorithm (per epoch, after the rollout of :mod:`difftraffic_rl.algorithms.base`):
+normalize the GAE advantages over the batch; run ``mini_epochs`` passes of ``minibatch_size``
+minibatches on ``-mean(min(r A, clip(r, 1 - eps, 1 + eps) A))`` with
+``r = pi_theta(a|s) / pi_old(a|s)``. A monotonicity guard keeps the update only if the mean loss
+of the last pass is not above the first pass's; otherwise the actor and its Adam state are
+restored and the pass repeats with the learning rate divided by ``lr_backoff`` (compounding),
+up to ``max_optim_iter`` tries, after which the old policy is kept. ``lr_carryover`` says
+when a reduction outlives its epoch (the rate only ever falls): ``"on_failure"`` divides later
+epochs' rate by ``lr_backoff`` when every try failed (the authors' rule), ``"on_backoff"`` when
+the first try failed, ``"none"`` never.
+
+Differences from the authors' code, and why:
+
+* the guard restores Adam's moments with the parameters and backs off ``lr / 1.5**k`` within the
+  epoch. The reference divides by 1.5 only once per retry (so retries repeat the same step
+  size), never restores Adam's state, writes the rate one minibatch late, and carries a
+  reduction across epochs only when all retries fail — self-described as erroneous. The
+  carried-over reduction is kept as a mechanism (``lr_carryover``), made explicit.
+* minibatches are shuffled with the run's generator (the reference slices in a fixed order;
+  identical at the paper's setting, where the batch is one minibatch).
+* the critic learning rate follows ``critic_lr_schedule`` (linear) like every other algorithm;
+  the reference leaves PPO's critic rate constant by accident.
+* the log-ratio is clamped to ``[-max_log_ratio, max_log_ratio]`` (reference: ``<= 64``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from difftraffic_rl.algorithms.base import (
+    Algorithm,
+    AlgorithmConfig,
+    check_range,
+    clip_and_step,
+    normalize_advantages,
+    optimize_with_backoff,
+)
+from difftraffic_rl.rollout import Rollout
+
+__all__ = ["PPO", "PPOConfig", "clipped_surrogate_loss"]
+
+CARRYOVER_RULES = ("on_failure", "on_backoff", "none")
+
+
+@dataclass
+class PPOConfig(AlgorithmConfig):
+    """PPO hyperparameters; defaults are the paper's De Jong 1-D settings.
+
+    Attributes:
+        clip: ``eps_clip`` of Eq. 14, in (0, 1).
+        mini_epochs: passes over the batch per update (>= 1).
+        minibatch_size: samples per minibatch (>= 1).
+        max_optim_iter: tries of the monotonicity guard (>= 1).
+        lr_backoff: divisor of the learning rate per rejected try (> 1).
+        max_log_ratio: clamp of ``log r`` before ``exp`` (numerical safety, > 0).
+        lr_carryover: ``"on_failure"``, ``"on_backoff"`` or ``"none"`` (see the module doc).
+    """
+
+    actor_lr: float = 1e-4
+    actor_betas: tuple[float, float] = (0.9, 0.999)
+    lr_schedule: str = "constant"
+    clip: float = 0.2
+    mini_epochs: int = 5
+    minibatch_size: int = 64
+    max_optim_iter: int = 8
+    lr_backoff: float = 1.5
+    max_log_ratio: float = 16.0
+    lr_carryover: str = "on_failure"
+
+    def validate(self) -> None:
+        """See :meth:`AlgorithmConfig.validate`."""
+        super().validate()
+        check_range(0 < self.clip < 1, "clip", self.clip, "(0, 1)")
+        check_range(self.mini_epochs >= 1, "mini_epochs", self.mini_epochs, ">= 1")
+        check_range(self.minibatch_size >= 1, "minibatch_size", self.minibatch_size, ">= 1")
+        check_range(self.max_optim_iter >= 1, "max_optim_iter", self.max_optim_iter, ">= 1")
+        check_range(self.lr_backoff > 1, "lr_backoff", self.lr_backoff, "> 1")
+        check_range(self.max_log_ratio > 0, "max_log_ratio", self.max_log_ratio, "> 0")
+        check_range(self.lr_carryover in CARRYOVER_RULES, "lr_carryover", self.lr_carryover,
+                    str(CARRYOVER_RULES))
+
+
+def clipped_surrogate_loss(
+    log_prob: torch.Tensor,
+    log_prob_denominator: torch.Tensor,
+    advantages: torch.Tensor,
+    clip: float,
+    max_log_ratio: float = 16.0,
+) -> torch.Tensor:
+    """Negative clipped surrogate, ``-mean(min(r A, clip(r, 1-clip, 1+clip) A))``.
+
+    Args:
+        log_prob: ``[M]`` ``log pi_theta(a_i|s_i)`` (differentiable).
+        log_prob_denominator: ``[M]`` log of the importance-sampling density: ``pi_old`` for
+            PPO (Eq. 14), ``pi_h`` for GI-PPO (Eq. 16).
+        advantages: ``[M]``.
+    """
+    log_ratio = (log_prob - log_prob_denominator).clamp(-max_log_ratio, max_log_ratio)
+    ratio = torch.exp(log_ratio)
+    surrogate = torch.minimum(ratio * advantages, ratio.clamp(1 - clip, 1 + clip) * advantages)
+    return -surrogate.mean()
+
+
+class PPO(Algorithm):
+    """Proximal policy optimization (no analytic gradients); see the module docstring."""
+
+    config_class = PPOConfig
+    uses_analytic_gradients = False
+    name = "ppo"
+    config: PPOConfig
+
+    def __init__(self, config: PPOConfig, *args: Any, **kwargs: Any) -> None:
+        super().__init__(config, *args, **kwargs)
+        self.lr_scale = 1.0
+
+    def update_actor(self, rollout: Rollout, advantages: torch.Tensor) -> dict[str, float]:
+        """Clipped-surrogate update against ``pi_old`` with normalized advantages."""
+        adv = advantages.reshape(-1)
+        if self.config.normalize_advantage:
+            adv = normalize_advantages(adv)
+        return self.ppo_update(rollout, rollout.log_probs.reshape(-1), adv)
+
+    def ppo_update(
+        self, rollout: Rollout, log_prob_denominator: torch.Tensor, advantages: torch.Tensor
+    ) -> dict[str, float]:
+        """Guarded minibatch optimization of the clipped surrogate.
+
+        Args:
+            rollout: supplies observations and actions (flattened time-major to ``[M, ...]``).
+            log_prob_denominator: ``[M]`` importance-sampling log-densities.
+            advantages: ``[M]`` advantages as used in the loss.
+        """
+        cfg = self.config
+        obs = rollout.obs.detach().reshape(rollout.num_samples, -1)
+        actions = rollout.actions.reshape(rollout.num_samples, -1)
+        params = list(self.actor.parameters())
+
+        def attempt() -> tuple[float, float]:
+            pass_losses = []
+            for _ in range(cfg.mini_epochs):
+                order = torch.randperm(
+                    obs.shape[0], generator=self.generator, device=self.generator.device
+                ).to(obs.device)
+                losses = []
+                for idx in order.split(cfg.minibatch_size):
+                    loss = clipped_surrogate_loss(
+                        self.actor.log_prob(obs[idx], actions[idx]),
+                        log_prob_denominator[idx], advantages[idx], cfg.clip, cfg.max_log_ratio,
+                    )
+                    self.actor_optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    clip_and_step(params, self.actor_optimizer, cfg.grad_norm)
+                    losses.append(loss.detach())
+                pass_losses.append(torch.stack(losses).mean())
+            return float(pass_losses[0]), float(pass_losses[-1])
+
+        result = optimize_with_backoff(
+            self.actor, self.actor_optimizer, attempt, self.actor_lr_now * self.lr_scale,
+            cfg.max_optim_iter, cfg.lr_backoff,
+        )
+        if (cfg.lr_carryover == "on_failure" and not result.accepted) or (
+            cfg.lr_carryover == "on_backoff" and result.tries > 1
+        ):
+            self.lr_scale /= cfg.lr_backoff
+        return {
+            "losses/actor": result.last_loss,
+            "ppo/tries": float(result.tries),
+            "ppo/accepted": float(result.accepted),
+            "ppo/lr": result.lr,
+        }
+
+    def extra_state(self) -> dict[str, Any]:
+        """The carried-over learning-rate scale."""
+        return {"lr_scale": self.lr_scale}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`extra_state` returned."""
+        self.lr_scale = float(state["lr_scale"])

@@ -1,0 +1,47 @@
+"""RP: the reparameterization (analytic) policy gradient with a critic bootstrap, SHAC-like
+(paper 7.2.2 and 7.4.1).
+
+The lambda-return ``G_t = A_t + V(s_t)`` of every trajectory start in the window (step 0 and
+every in-window episode start) is kept attached to the autograd graph through rewards, the
+environment, the target critic's bootstrap at the window end and the actions
+``a = mu + sigma * eps``; one Adam step per epoch ascends their mean. Same as the authors' code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from difftraffic_rl.algorithms.base import Algorithm, AlgorithmConfig, clip_and_step
+from difftraffic_rl.rollout import Rollout
+
+__all__ = ["RP", "RPConfig", "reparameterized_objectives"]
+
+
+@dataclass
+class RPConfig(AlgorithmConfig):
+    """RP hyperparameters; defaults are the paper's De Jong settings (see AlgorithmConfig)."""
+
+    actor_lr: float = 1e-2
+
+
+def reparameterized_objectives(rollout: Rollout, advantages: torch.Tensor) -> torch.Tensor:
+    """Graph-attached lambda-returns of the trajectory starts, ``[K]`` (time-major order)."""
+    return (advantages + rollout.values)[rollout.episode_starts]
+
+
+class RP(Algorithm):
+    """Reparameterization policy gradient; see the module docstring."""
+
+    config_class = RPConfig
+    uses_analytic_gradients = True
+    name = "rp"
+
+    def update_actor(self, rollout: Rollout, advantages: torch.Tensor) -> dict[str, float]:
+        """One step ascending the mean lambda-return of the trajectory starts."""
+        loss = -reparameterized_objectives(rollout, advantages).mean()
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        clip_and_step(list(self.actor.parameters()), self.actor_optimizer, self.config.grad_norm)
+        return {"losses/actor": float(loss)}
