@@ -192,7 +192,7 @@ class Renderer:
         self.fps = fps
         self._pygame = load_pygame()
         self._surface = self._pygame.Surface((self.config.width, self.config.height))
-        self._font = self._pygame.font.Font(None, 22)
+        self._font = self._pygame.font.Font(None, max(12, round(22 * self.config.height / 540)))
         self._window: Any = None
         self._clock: Any = None
 
