@@ -11,12 +11,10 @@ from torch import Tensor
 def _first_bad(values: Tensor, bad: Tensor) -> str:
     flat = values.detach().reshape(-1)
     index = int(torch.nonzero(bad.reshape(-1))[0])
-    where = (
-        ""
-        if values.dim() == 0
-        else f" at index {tuple(torch.unravel_index(torch.tensor(index), values.shape))}"
-    )
-    return f"{flat[index].item()!r}{where}"
+    if values.dim() == 0:
+        return repr(flat[index].item())
+    position = tuple(int(i) for i in torch.unravel_index(torch.tensor(index), values.shape))
+    return f"{flat[index].item()!r} at index {position}"
 
 
 def check_finite(name: str, value: Tensor | float) -> None:
@@ -45,8 +43,8 @@ def check_range(
     too_high = tensor > high if high_inclusive else tensor >= high
     bad = too_low | too_high
     if bool(bad.any()):
-        left = "[" if low_inclusive else "("
-        right = "]" if high_inclusive else ")"
+        left = "[" if low_inclusive and low != -math.inf else "("
+        right = "]" if high_inclusive and high != math.inf else ")"
         suffix = f" {unit}" if unit else ""
         raise ValueError(
             f"{name} must be in {left}{low}, {high}{right}{suffix}, got {_first_bad(tensor, bad)}"

@@ -94,8 +94,8 @@ def test_vehicle_off_the_road_is_rejected():
         (lambda b: b.vehicle(lane=0, x=float("nan")), r"x must be finite"),
         (lambda b: b.vehicle(lane=0, x=(5.0, 1.0)), r"low <= high, got \(5.0, 1.0\)"),
         (lambda b: b.platoon(lane=0, count=0), r"count must be an integer >= 1, got 0"),
-        (lambda b: b.platoon(lane=0, count=2, spacing=0.0), r"spacing must be in \(0.0, inf\]"),
-        (lambda b: b.vehicle(lane=0, x=0.0, length=-5.0), r"length must be in \(0.0, inf\]"),
+        (lambda b: b.platoon(lane=0, count=2, spacing=0.0), r"spacing must be in \(0.0, inf\)"),
+        (lambda b: b.vehicle(lane=0, x=0.0, length=-5.0), r"length must be in \(0.0, inf\)"),
     ],
 )
 def test_bad_builder_input_names_parameter_and_value(call, message):
@@ -126,5 +126,5 @@ def test_empty_scenario_and_bad_batch_size_are_rejected():
     scenario = ScenarioBuilder(Road.straight()).vehicle(0, 0.0).build()
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1, got 0"):
         scenario.sample(batch_size=0)
-    with pytest.raises(ValueError, match=r"dt must be in \(0.0, inf\] s, got -0.1"):
+    with pytest.raises(ValueError, match=r"dt must be in \(0.0, inf\) s, got -0.1"):
         ScenarioBuilder(Road.straight(), dt=-0.1)

@@ -137,7 +137,7 @@ def test_actions_are_clipped_and_scaled_onto_the_pace_car_only():
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ({"dt": 0.0}, r"PaceCarConfig.dt must be in \(0.0, inf\]"),
+        ({"dt": 0.0}, r"PaceCarConfig.dt must be in \(0.0, inf\)"),
         ({"num_lanes": 0}, r"PaceCarConfig.num_lanes must be an integer >= 1, got 0"),
         ({"max_steering": 2.0}, r"max_steering must be in \(0, pi/2\) rad, got 2.0"),
         ({"target_speed": float("nan")}, r"PaceCarConfig.target_speed must be finite"),
