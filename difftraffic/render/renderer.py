@@ -47,8 +47,8 @@ def display_available() -> bool:
 
 def load_pygame() -> ModuleType:
     """Import pygame (choosing the dummy video driver when no display is present) and its fonts."""
-    if not display_available():
-        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+    if not display_available() and not os.environ.get("SDL_VIDEODRIVER"):
+        os.environ["SDL_VIDEODRIVER"] = "dummy"
     os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
     import pygame
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import warnings
@@ -18,11 +19,21 @@ from difftraffic.render import palette
 ENV_ID = "difftraffic/PaceCar-10lane-v0"
 
 
-def test_importing_difftraffic_does_not_import_pygame() -> None:
-    code = "import sys, difftraffic, difftraffic.render; print('pygame' in sys.modules)"
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+def test_import_is_lazy_and_rendering_works_without_a_display() -> None:
+    code = (
+        "import os, sys, difftraffic, difftraffic.render\n"
+        "print('pygame' in sys.modules)\n"
+        "env = difftraffic.PaceCarEnv('1lane', render_mode='rgb_array', seed=0)\n"
+        "env.reset()\n"
+        "print(env.render().shape, os.environ['SDL_VIDEODRIVER'])\n"
+    )
+    headless = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY")}
+    headless["SDL_VIDEODRIVER"] = ""
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=headless
+    )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "False"
+    assert result.stdout.split("\n")[:2] == ["False", "(540, 960, 3) dummy"]
 
 
 def test_single_env_passes_gymnasium_check_env() -> None:
