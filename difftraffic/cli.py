@@ -119,14 +119,24 @@ class WeavingPaceCar:
         return torch.stack([acceleration, steering], dim=1)
 
 
-def make_policy(name: str, source: Source, seed: int) -> Callable[[Any], Any] | None:
-    """The policy called ``name`` for ``source`` (``None`` for idle: zero actions).
+def policy_name(name: str | None, source: Source) -> str:
+    """``name``, or the default policy of ``source`` when ``None``: weave for a pace car, else
+    idle."""
+    if name is not None:
+        return name
+    return "weave" if isinstance(source, PaceCarEnv) else "idle"
+
+
+def make_policy(name: str | None, source: Source, seed: int) -> Callable[[Any], Any] | None:
+    """The policy called ``name`` for ``source`` (``None`` for idle: zero actions); ``name=None``
+    picks ``weave`` for a pace-car environment and ``idle`` otherwise.
 
     ``random`` draws actions uniformly in ``[-1, 1]`` for a pace-car environment and, for a user
     scenario, accelerations in ``±RANDOM_ACCELERATION`` and steering in ``±RANDOM_STEERING``.
     ``weave`` is :class:`WeavingPaceCar` (pace-car variants only). Anything else is taken for a
     ``difftraffic_rl`` checkpoint path.
     """
+    name = policy_name(name, source)
     if name not in POLICIES:
         raise ValueError(
             f"--policy {name!r}: policy checkpoints need difftraffic_rl's traffic tasks, which do "
@@ -222,7 +232,8 @@ def simulate_command(args: argparse.Namespace) -> None:
             episodes = None
         elapsed = time.perf_counter() - start
     print(
-        f"scenario {args.scenario}: {args.batch} worlds x {args.steps} steps, policy {args.policy}"
+        f"scenario {args.scenario}: {args.batch} worlds x {args.steps} steps, "
+        f"policy {policy_name(args.policy, source)}"
     )
     if summary.human_count:
         print(f"  mean human speed     {summary.human_speed_sum / summary.human_count:8.3f} m/s")
@@ -307,12 +318,12 @@ def _add_common(parser: argparse.ArgumentParser, steps: int) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument(
         "--policy",
-        default="idle",
+        default=None,
         metavar="{weave,random,idle,PATH}",
         help="what drives the autonomous vehicles: 'weave' (a scripted pace car that weaves "
         "across the lanes; pace-car variants only), 'random' (uniform random actions), 'idle' "
-        "(zero actions: the AVs coast), or a difftraffic_rl checkpoint PATH (not supported yet; "
-        "default idle)",
+        "(zero actions: the AVs coast), or a difftraffic_rl checkpoint PATH (not supported yet); "
+        "default weave for pace-car variants, idle otherwise",
     )
 
 
