@@ -33,5 +33,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_throughput.py --out docs/benchmarks.md
 
+figures: $(STAMP)
+	$(BIN)/python examples/demo.py --frame docs/images/pace_car_10lane.png --video docs/images/pace_car_10lane.gif --every 3 --width 640 --height 360
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -17,9 +17,9 @@ import torch
 from PIL import Image
 
 import difftraffic
-from difftraffic.cli import WeavingPaceCar
 from difftraffic.render import RenderConfig, Renderer, write_video
 from difftraffic.render.recording import overlay_values
+from difftraffic.scenarios.pace_car import WeavingPaceCar
 
 
 def parse_args() -> argparse.Namespace:

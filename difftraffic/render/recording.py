@@ -26,12 +26,12 @@ ScenarioPolicy = Callable[[TrafficState], tuple[Tensor, Tensor]]
 
 def overlay_values(env: TrafficEnv, world: int) -> dict[str, float | None]:
     """The overlay of world ``world`` of ``env``: episode time (s), last step reward and the
-    task's target speed (m/s, tasks whose ``config`` has a ``target_speed``, e.g. the pace car)."""
+    task's target speed (m/s, for tasks with a ``target_speed``, e.g. the pace car)."""
     reward = None if env.last_reward is None else float(env.last_reward[world])
     return {
         "time": float(env.elapsed[world]) * env.task.dt,
         "reward": reward,
-        "target_speed": getattr(getattr(env.task, "config", None), "target_speed", None),
+        "target_speed": getattr(env.task, "target_speed", None),
     }
 
 

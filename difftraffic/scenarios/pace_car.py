@@ -124,6 +124,11 @@ class PaceCarTask:
         return self.config.max_episode_steps
 
     @property
+    def target_speed(self) -> float:
+        """The speed (m/s) the pace car must hold the humans to."""
+        return self.config.target_speed
+
+    @property
     def num_vehicles(self) -> int:
         return 1 + self.config.num_humans
 
@@ -205,3 +210,36 @@ class PaceCarTask:
         reward = self.speed_reward(state)
         reward = torch.where(terminated, torch.full_like(reward, -1.0), reward)
         return reward, terminated, reasons
+
+
+@dataclass
+class WeavingPaceCar:
+    """A scripted pace car for :class:`PaceCarEnv`: it cruises at ``cruise_speed`` and weaves
+    sinusoidally across the lanes around the road's centre line, in front of the humans.
+
+    Called with observations ``[B, obs_dim]`` (layout in :mod:`difftraffic.scenarios.pace_car`),
+    returns actions ``[B, 2]`` in ``[-1, 1]``.
+
+    Attributes:
+        dt: time step (s) between calls.
+        amplitude: half the lateral sweep (m).
+        period: duration (s) of one weave.
+        cruise_speed: speed (m/s) held by a proportional controller.
+    """
+
+    dt: float
+    amplitude: float = 6.0
+    period: float = 4.0
+    cruise_speed: float = 18.0
+    calls: int = 0
+
+    def __call__(self, obs: Tensor) -> Tensor:
+        obs = torch.as_tensor(obs)
+        lateral, heading, vx, vy = obs[:, 0], obs[:, 1], obs[:, 2], obs[:, 3]
+        phase = 2.0 * math.pi * self.calls * self.dt / self.period
+        self.calls += 1
+        lateral_target = self.amplitude * math.sin(phase)
+        heading_target = (0.2 * (lateral_target - lateral)).clamp(-0.3, 0.3)
+        steering = (2.5 * (heading_target - heading)).clamp(-1.0, 1.0)
+        acceleration = (0.5 * (self.cruise_speed - torch.hypot(vx, vy))).clamp(-1.0, 1.0)
+        return torch.stack([acceleration, steering], dim=1)
