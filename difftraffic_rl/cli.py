@@ -1,0 +1,95 @@
+"""The ``difftraffic-rl`` command: ``train``, ``eval``, ``plot`` and ``list``.
+
+Examples::
+
+    difftraffic-rl train --task dejong64 --algo gippo --seed 1 --epochs 500 --set alpha0=1e-4
+    difftraffic-rl train --resume runs/dejong64_gippo_s1_20250101-120000
+    difftraffic-rl eval runs/dejong64_gippo_s1_20250101-120000
+    difftraffic-rl plot runs/dejong64_* --out curves.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+__all__ = ["build_parser", "main"]
+
+ALGORITHM_NAMES = ("lr", "rp", "lrp", "ppo", "gippo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    parser = argparse.ArgumentParser(
+        prog="difftraffic-rl", description="Gradient-informed RL (GI-PPO) and its baselines."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train an algorithm on a task (or resume a run)")
+    train.add_argument("--task", help="task name (see `difftraffic-rl list`)")
+    train.add_argument("--algo", choices=ALGORITHM_NAMES, help="algorithm")
+    train.add_argument("--seed", type=int, default=1, help="run seed (default 1; 0 is valid)")
+    train.add_argument("--epochs", type=int, help="epochs to run (default: the config's 2000)")
+    train.add_argument("--device", help="torch device, e.g. cpu or cuda")
+    train.add_argument("--logdir", default="runs", help="parent of the run directory")
+    train.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE",
+                       help="override a setting, e.g. --set actor_lr=3e-4 --set train.epochs=10")
+    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    evaluate = sub.add_parser("eval", help="returns of a run's latest checkpoint")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--episodes", type=int, help="episodes per mode (default num_envs)")
+    evaluate.add_argument("--seed", type=int, default=0, help="evaluation seed")
+
+    plot = sub.add_parser("plot", help="learning curves, mean +- std over seeds")
+    plot.add_argument("run_dirs", nargs="+")
+    plot.add_argument("--out", default="curves.png", help="output image")
+    plot.add_argument("--column", default="reward_smoothed", help="progress.csv column")
+
+    sub.add_parser("list", help="registered tasks and algorithms")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "list":
+        from difftraffic_rl.tasks import available_tasks
+
+        print("tasks:", " ".join(available_tasks()))
+        print("algorithms:", " ".join(ALGORITHM_NAMES))
+        return 0
+    if args.command == "plot":
+        from difftraffic_rl.plot import plot_runs
+
+        print(plot_runs(args.run_dirs, args.out, args.column))
+        return 0
+    if args.command == "eval":
+        from difftraffic_rl.train import evaluate
+
+        print(json.dumps(evaluate(args.run_dir, args.episodes, args.seed), indent=2))
+        return 0
+    from difftraffic_rl.train import resume, train
+
+    if args.resume:
+        result = resume(args.resume, progress=not args.no_progress)
+    else:
+        if not args.task or not args.algo:
+            parser.error("train needs --task and --algo (or --resume RUN_DIR)")
+        try:
+            result = train(args.task, args.algo, seed=args.seed, epochs=args.epochs,
+                           device=args.device, logdir=args.logdir, overrides=args.overrides,
+                           progress=not args.no_progress)
+        except ValueError as error:
+            print(f"difftraffic-rl: error: {error}", file=sys.stderr)
+            return 2
+    last = result.metrics[-1] if result.metrics else {}
+    print(f"run directory: {result.run_dir}")
+    if last:
+        print(f"final smoothed reward: {last['reward_smoothed']:.6e} (epoch {int(last['epoch'])})")
+    return 0

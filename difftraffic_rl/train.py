@@ -1,0 +1,385 @@
+"""The training loop: runs epochs, logs (CSV + TensorBoard), shows progress, writes checkpoints
+atomically, resumes killed runs exactly, and evaluates trained policies.
+
+From Python::
+
+    import difftraffic_rl
+    result = difftraffic_rl.train(task="dejong", algo="gippo", seed=1, epochs=200)
+    result.algorithm.act(obs)          # the trained policy
+    result.metrics[-1]["reward_smoothed"]
+
+A run directory holds ``config.yaml`` (resolved configuration), ``progress.csv`` (one row per
+epoch), ``tb/`` (TensorBoard events) and ``checkpoints/checkpoint.pt`` (latest state).
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from difftraffic_rl.algorithms import Algorithm, get_algorithm
+from difftraffic_rl.config import RunConfig, apply_overrides, default_config, load_run_config
+from difftraffic_rl.rollout import EpisodeTracker
+from difftraffic_rl.tasks import make_task
+
+__all__ = ["RewardMeter", "TrainResult", "Trainer", "evaluate", "resume", "train"]
+
+CHECKPOINT = Path("checkpoints") / "checkpoint.pt"
+
+
+class RewardMeter:
+    """Running mean over (about) the last ``window`` finished episodes, as the authors log it.
+
+    With ``n`` new episodes of mean ``m``: ``old = min(window - n, count)``,
+    ``mean <- (mean * old + m * n) / (old + n)``.
+    """
+
+    def __init__(self, window: int = 100) -> None:
+        self.window = window
+        self.mean = math.nan
+        self.count = 0
+
+    def update(self, returns: torch.Tensor) -> float:
+        """Fold in the returns ``[E]`` of newly finished episodes; return the running mean."""
+        n = min(int(returns.numel()), self.window)
+        if n == 0:
+            return self.mean
+        old = min(self.window - n, self.count)
+        batch_mean = float(returns.mean())
+        previous = 0.0 if old == 0 else self.mean
+        self.mean = (previous * old + batch_mean * n) / (old + n)
+        self.count = old + n
+        return self.mean
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        algorithm: the trained algorithm; ``algorithm.act(obs)`` is the policy, and
+            ``algorithm.actor`` / ``algorithm.critic`` the networks.
+        metrics: one dict per epoch of this call (the rows of ``progress.csv``).
+        run_dir: where logs and checkpoints went (``None`` for an unlogged run).
+    """
+
+    algorithm: Algorithm
+    metrics: list[dict[str, float]] = field(default_factory=list)
+    run_dir: Path | None = None
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _new_run_dir(logdir: Path, config: RunConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = f"{config.task}_{config.algo}_s{config.train.seed}_{stamp}"
+    for suffix in range(1000):
+        candidate = logdir / (base if suffix == 0 else f"{base}-{suffix}")
+        try:
+            candidate.mkdir(parents=True, exist_ok=False)
+            return candidate
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"could not create a fresh run directory under {logdir}")
+
+
+class Trainer:
+    """Holds a run's environment, algorithm and bookkeeping; see the module docstring.
+
+    Args:
+        config: the run configuration.
+        run_dir: where to log and checkpoint; ``None`` disables files (no resume then).
+    """
+
+    def __init__(self, config: RunConfig, run_dir: Path | None = None) -> None:
+        self.config = config
+        self.run_dir = run_dir
+        settings = config.train
+        torch.set_num_threads(settings.num_threads)
+        dtype = getattr(torch, settings.dtype)
+        self.env = make_task(config.task, settings.num_envs, settings.device, dtype,
+                             **config.task_kwargs)
+        algorithm_class = get_algorithm(config.algo)
+        self.algorithm = algorithm_class(
+            config.algorithm_config(), self.env.obs_dim, self.env.action_dim,
+            seed=settings.seed, device=settings.device, dtype=dtype,
+        )
+        self.obs = self.env.reset(seed=settings.seed)
+        self.tracker = EpisodeTracker(settings.num_envs, self.obs.device, self.obs.dtype)
+        self.meter = RewardMeter(settings.reward_window)
+        self.epoch = 0
+        self.env_steps = 0
+        self.wall_time = 0.0
+        self._writer: Any = None
+
+    # ------------------------------------------------------------------------------- logging
+    def _log(self, row: dict[str, float]) -> None:
+        if self.run_dir is None:
+            return
+        path = self.run_dir / "progress.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        if self.config.train.tensorboard:
+            if self._writer is None:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._writer = SummaryWriter(
+                    str(self.run_dir / "tb"), purge_step=self.env_steps
+                )
+            for key, value in row.items():
+                if key != "epoch":
+                    name = key if "/" in key else f"charts/{key}"
+                    self._writer.add_scalar(name, value, int(row["env_steps"]))
+
+    def _truncate_log(self) -> None:
+        """Drop CSV rows written after the checkpoint a resumed run starts from."""
+        assert self.run_dir is not None
+        path = self.run_dir / "progress.csv"
+        if not path.exists():
+            return
+        with path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        with path.open("w", newline="") as handle:
+            if rows:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(r for r in rows if int(float(r["epoch"])) <= self.epoch)
+
+    # --------------------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        """Algorithm and loop state: enough to continue exactly."""
+        env_state = self.env.state_dict() if hasattr(self.env, "state_dict") else None
+        return {
+            "config": self.config.to_dict(),
+            "algorithm": self.algorithm.state_dict(),
+            "epoch": self.epoch,
+            "env_steps": self.env_steps,
+            "wall_time": self.wall_time,
+            "obs": self.obs,
+            "tracker": self.tracker.state_dict(),
+            "meter": {"mean": self.meter.mean, "count": self.meter.count},
+            "env": env_state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.algorithm.load_state_dict(state["algorithm"])
+        self.epoch = int(state["epoch"])
+        self.env_steps = int(state["env_steps"])
+        self.wall_time = float(state["wall_time"])
+        self.tracker.load_state_dict(state["tracker"])
+        self.meter.mean, self.meter.count = state["meter"]["mean"], state["meter"]["count"]
+        if state["env"] is not None and hasattr(self.env, "load_state_dict"):
+            self.env.load_state_dict(state["env"])
+            self.obs = state["obs"].to(self.obs.device)
+
+    def save_checkpoint(self) -> Path:
+        """Write ``checkpoints/checkpoint.pt`` atomically (temporary file, then rename)."""
+        assert self.run_dir is not None
+        path = self.run_dir / CHECKPOINT
+        _atomic_save(self.state_dict(), path)
+        return path
+
+    # ---------------------------------------------------------------------------------- loop
+    def run_epoch(self) -> dict[str, float]:
+        """Train one epoch and return its log row."""
+        start = time.perf_counter()
+        self.epoch += 1
+        rollout, metrics = self.algorithm.train_epoch(
+            self.env, self.obs, self.tracker, self.epoch, self.config.train.epochs
+        )
+        self.obs = rollout.next_obs
+        self.env_steps += rollout.num_samples
+        self.wall_time += time.perf_counter() - start
+        returns = rollout.episode_returns
+        row = {
+            "epoch": float(self.epoch),
+            "env_steps": float(self.env_steps),
+            "wall_time": self.wall_time,
+            "reward": float(returns.mean()) if returns.numel() else math.nan,
+            "reward_smoothed": self.meter.update(returns),
+            "episode_length": (float(rollout.episode_lengths.float().mean())
+                               if returns.numel() else math.nan),
+            "episodes": float(returns.numel()),
+        }
+        row.update(metrics)
+        return row
+
+    def run(
+        self,
+        progress: bool = True,
+        callback: Callable[[dict[str, float]], None] | None = None,
+        stop_after: int | None = None,
+    ) -> list[dict[str, float]]:
+        """Train until ``train.epochs`` (or ``stop_after`` more epochs); return the rows.
+
+        ``callback(row)`` is called after every epoch; checkpoints every ``checkpoint_every``
+        epochs and at the end when a run directory exists.
+        """
+        from tqdm import tqdm
+
+        total = self.config.train.epochs
+        last = total if stop_after is None else min(total, self.epoch + stop_after)
+        rows: list[dict[str, float]] = []
+        bar = tqdm(total=total, initial=self.epoch, disable=not progress, unit="epoch",
+                   desc=f"{self.config.algo} {self.config.task}", dynamic_ncols=True)
+        try:
+            while self.epoch < last:
+                row = self.run_epoch()
+                rows.append(row)
+                self._log(row)
+                if self.run_dir is not None and (
+                    self.epoch % self.config.train.checkpoint_every == 0 or self.epoch == total
+                ):
+                    self.save_checkpoint()
+                if callback is not None:
+                    callback(row)
+                postfix = {"reward": f"{row['reward_smoothed']:.3e}"}
+                if "gippo/alpha" in row:
+                    postfix["alpha"] = f"{row['gippo/alpha']:.2e}"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+        finally:
+            bar.close()
+            if self._writer is not None:
+                self._writer.flush()
+        return rows
+
+    def close(self) -> None:
+        """Close the TensorBoard writer."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
+def train(
+    task: str,
+    algo: str,
+    seed: int = 1,
+    epochs: int | None = None,
+    device: str | None = None,
+    logdir: str | Path | None = "runs",
+    overrides: list[str] | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    progress: bool = True,
+    callback: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train ``algo`` on ``task`` with the shipped (paper) configuration.
+
+    Args:
+        task: a registered task name (``difftraffic_rl.tasks.available_tasks()``).
+        algo: ``"lr"``, ``"rp"``, ``"lrp"``, ``"ppo"`` or ``"gippo"``.
+        seed: run seed (every value is used, 0 included).
+        epochs: override ``train.epochs``.
+        device: override ``train.device``.
+        logdir: parent of the new run directory; ``None`` writes nothing.
+        overrides: ``"key=value"`` strings as on the command line.
+        hyperparameters: algorithm hyperparameters to override.
+        progress: show a progress bar.
+        callback: called with every epoch's metrics row.
+    """
+    values = default_config(task, algo)
+    items = [f"train.seed={seed}"]
+    if epochs is not None:
+        items.append(f"train.epochs={epochs}")
+    if device is not None:
+        items.append(f"train.device={device}")
+    items += [f"hyperparameters.{k}={v}" for k, v in (hyperparameters or {}).items()]
+    values = apply_overrides(values, items + list(overrides or []))
+    config = RunConfig.from_dict(values)
+    run_dir = None
+    if logdir is not None:
+        run_dir = _new_run_dir(Path(logdir), config)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(_plain(config.to_dict()),
+                                                            sort_keys=False))
+    trainer = Trainer(config, run_dir)
+    try:
+        rows = trainer.run(progress=progress, callback=callback)
+    finally:
+        trainer.close()
+    return TrainResult(trainer.algorithm, rows, run_dir)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def load_trainer(run_dir: str | Path) -> Trainer:
+    """Rebuild a run's trainer from ``config.yaml`` and its latest checkpoint."""
+    run_dir = Path(run_dir)
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; was the run started with a logdir?")
+    trainer = Trainer(load_run_config(run_dir / "config.yaml"), run_dir)
+    state = torch.load(path, map_location=trainer.config.train.device, weights_only=False)
+    trainer.load_state_dict(state)
+    return trainer
+
+
+def resume(
+    run_dir: str | Path,
+    progress: bool = True,
+    callback: Callable[[dict[str, float]], None] | None = None,
+    stop_after: int | None = None,
+) -> TrainResult:
+    """Continue a run from its latest checkpoint; rows logged after it are replaced."""
+    trainer = load_trainer(run_dir)
+    trainer._truncate_log()
+    try:
+        rows = trainer.run(progress=progress, callback=callback, stop_after=stop_after)
+    finally:
+        trainer.close()
+    return TrainResult(trainer.algorithm, rows, trainer.run_dir)
+
+
+@torch.no_grad()
+def evaluate(run_dir: str | Path, episodes: int | None = None, seed: int = 0) -> dict[str, float]:
+    """Returns of the latest checkpoint's policy: deterministic (mean action) and stochastic.
+
+    Runs one episode in each of ``episodes`` worlds (default: the run's ``num_envs``) per mode.
+    Returns ``{"deterministic_mean", "deterministic_std", "stochastic_mean",
+    "stochastic_std", "episodes"}``.
+    """
+    trainer = load_trainer(run_dir)
+    settings = trainer.config.train
+    num = episodes or settings.num_envs
+    env = make_task(trainer.config.task, num, settings.device, getattr(torch, settings.dtype),
+                    **trainer.config.task_kwargs)
+    generator = torch.Generator(device=trainer.algorithm.device).manual_seed(seed)
+    result: dict[str, float] = {"episodes": float(num)}
+    for mode in ("deterministic", "stochastic"):
+        obs = env.reset(seed=seed)
+        returns = torch.zeros(num, dtype=obs.dtype, device=obs.device)
+        running = torch.ones(num, dtype=torch.bool, device=obs.device)
+        for _ in range(env.max_episode_steps):
+            action = trainer.algorithm.act(obs, mode == "deterministic", generator)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            returns += torch.where(running, reward, 0.0)
+            running &= ~(terminated | truncated)
+            if not running.any():
+                break
+        result[f"{mode}_mean"] = float(returns.mean())
+        result[f"{mode}_std"] = float(returns.std()) if num > 1 else 0.0
+    return result
