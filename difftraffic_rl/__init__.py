@@ -1,7 +1,7 @@
 """difftraffic_rl: gradient-informed policy learning (GI-PPO) and its baselines.
 
 ``import difftraffic_rl`` is cheap: torch and the algorithms load on first use of the names
-below. ``difftraffic_rl.train(task=..., algo=..., seed=...)`` trains from Python; the
+below. ``difftraffic_rl.training(task=..., algo=..., seed=...)`` trains from Python; the
 ``difftraffic-rl`` command does the same from a shell.
 """
 
@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any
 __all__ = ["available_tasks", "evaluate", "make_task", "register_task", "resume", "train"]
 
 _LAZY = {
-    "train": "difftraffic_rl.train",
-    "resume": "difftraffic_rl.train",
-    "evaluate": "difftraffic_rl.train",
+    "train": "difftraffic_rl.training",
+    "resume": "difftraffic_rl.training",
+    "evaluate": "difftraffic_rl.training",
     "make_task": "difftraffic_rl.tasks",
     "register_task": "difftraffic_rl.tasks",
     "available_tasks": "difftraffic_rl.tasks",
@@ -23,7 +23,7 @@ _LAZY = {
 
 if TYPE_CHECKING:
     from difftraffic_rl.tasks import available_tasks, make_task, register_task
-    from difftraffic_rl.train import evaluate, resume, train
+    from difftraffic_rl.training import evaluate, resume, train
 
 
 def __getattr__(name: str) -> Any:

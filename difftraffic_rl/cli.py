@@ -70,11 +70,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(plot_runs(args.run_dirs, args.out, args.column))
         return 0
     if args.command == "eval":
-        from difftraffic_rl.train import evaluate
+        from difftraffic_rl.training import evaluate
 
         print(json.dumps(evaluate(args.run_dir, args.episodes, args.seed), indent=2))
         return 0
-    from difftraffic_rl.train import resume, train
+    from difftraffic_rl.training import resume, train
 
     if args.resume:
         result = resume(args.resume, progress=not args.no_progress)

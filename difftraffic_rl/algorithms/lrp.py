@@ -98,7 +98,7 @@ class LRP(Algorithm):
         loss.backward()
         clip_and_step(params, self.actor_optimizer, self.config.grad_norm)
         return {
-            "losses/actor": float(loss),
+            "losses/actor": float(loss.detach()),
             "lrp/k_lr": float(k_lr),
             "lrp/var_lr": float(var_lr),
             "lrp/var_rp": float(var_rp),

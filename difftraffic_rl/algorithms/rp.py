@@ -44,4 +44,4 @@ class RP(Algorithm):
         self.actor_optimizer.zero_grad(set_to_none=True)
         loss.backward()
         clip_and_step(list(self.actor.parameters()), self.actor_optimizer, self.config.grad_norm)
-        return {"losses/actor": float(loss)}
+        return {"losses/actor": float(loss.detach())}

@@ -4,7 +4,7 @@ atomically, resumes killed runs exactly, and evaluates trained policies.
 From Python::
 
     import difftraffic_rl
-    result = difftraffic_rl.train(task="dejong", algo="gippo", seed=1, epochs=200)
+    result = difftraffic_rl.training(task="dejong", algo="gippo", seed=1, epochs=200)
     result.algorithm.act(obs)          # the trained policy
     result.metrics[-1]["reward_smoothed"]
 

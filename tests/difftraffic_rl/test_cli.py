@@ -1,0 +1,65 @@
+"""The difftraffic-rl command: train with overrides, eval, plot, resume, errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from difftraffic_rl.cli import main
+
+
+def _train(tmp_path: Path, *extra: str) -> Path:
+    args = ["train", "--task", "dejong", "--algo", "ppo", "--seed", "0", "--epochs", "3",
+            "--logdir", str(tmp_path), "--no-progress", *extra]
+    assert main(args) == 0
+    (run_dir,) = tmp_path.iterdir()
+    return run_dir
+
+
+def test_train_writes_config_csv_tensorboard_and_checkpoint(tmp_path: Path) -> None:
+    run_dir = _train(tmp_path, "--set", "actor_lr=3e-4", "--set", "train.checkpoint_every=2")
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert config["hyperparameters"]["actor_lr"] == 3e-4
+    assert config["train"]["seed"] == 0 and config["train"]["epochs"] == 3
+    lines = (run_dir / "progress.csv").read_text().splitlines()
+    assert len(lines) == 4 and "reward_smoothed" in lines[0] and "env_steps" in lines[0]
+    assert any((run_dir / "tb").iterdir())
+    assert (run_dir / "checkpoints" / "checkpoint.pt").exists()
+    assert not list((run_dir / "checkpoints").glob("*.tmp"))
+
+
+def test_eval_prints_both_modes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run_dir = _train(tmp_path)
+    capsys.readouterr()
+    assert main(["eval", str(run_dir), "--episodes", "8"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert set(report) == {"episodes", "deterministic_mean", "deterministic_std",
+                           "stochastic_mean", "stochastic_std"}
+    assert report["episodes"] == 8
+
+
+def test_plot_writes_an_image(tmp_path: Path) -> None:
+    run_dir = _train(tmp_path / "runs")
+    out = tmp_path / "curves.png"
+    assert main(["plot", str(run_dir), "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_resume_of_a_finished_run_adds_nothing(tmp_path: Path) -> None:
+    run_dir = _train(tmp_path)
+    before = (run_dir / "progress.csv").read_text()
+    assert main(["train", "--resume", str(run_dir), "--no-progress"]) == 0
+    assert (run_dir / "progress.csv").read_text() == before
+
+
+def test_bad_override_is_an_error_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = main(["train", "--task", "dejong", "--algo", "ppo", "--logdir", str(tmp_path),
+                 "--set", "nonsense=1", "--no-progress"])
+    assert code == 2
+    assert "nonsense" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())

@@ -1,0 +1,144 @@
+"""Training loop: determinism, exact resume after a kill, reward floors, evaluation, config."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import difftraffic_rl
+from difftraffic_rl.config import apply_overrides, default_config
+from difftraffic_rl.tasks.function_optimization import dejong
+from difftraffic_rl.training import RewardMeter, evaluate, resume
+
+ALGOS = ["lr", "rp", "lrp", "ppo", "gippo"]
+
+
+def _rows(run_dir: Path) -> list[dict[str, str]]:
+    with (run_dir / "progress.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        del row["wall_time"]
+    return rows
+
+
+@pytest.mark.parametrize("algo", ALGOS)
+def test_same_seed_gives_the_same_curve_and_another_seed_does_not(algo: str) -> None:
+    def curve(seed: int) -> list[dict[str, float]]:
+        result = difftraffic_rl.train("dejong", algo, seed=seed, epochs=8, logdir=None,
+                                      progress=False)
+        return [{k: v for k, v in row.items() if k != "wall_time"} for row in result.metrics]
+
+    first, second = curve(0), curve(0)
+    assert first == second
+    assert [r["reward"] for r in curve(1)] != [r["reward"] for r in first]
+
+
+class KilledError(Exception):
+    pass
+
+
+@pytest.mark.parametrize("algo", ["gippo", "ppo", "lrp"])
+def test_resume_after_a_kill_reproduces_the_uninterrupted_curve(algo: str, tmp_path: Path) -> None:
+    settings = ["train.checkpoint_every=7", "train.tensorboard=false"]
+    full = difftraffic_rl.train("dejong", algo, seed=3, epochs=20, logdir=tmp_path / "full",
+                                overrides=settings, progress=False)
+
+    def kill_after_epoch_11(row: dict[str, float]) -> None:
+        if row["epoch"] == 11:
+            raise KilledError
+
+    with pytest.raises(KilledError):
+        difftraffic_rl.train("dejong", algo, seed=3, epochs=20, logdir=tmp_path / "killed",
+                             overrides=settings, progress=False, callback=kill_after_epoch_11)
+    (killed_dir,) = (tmp_path / "killed").iterdir()
+    assert len(_rows(killed_dir)) == 11  # epochs 8-11 were logged after the last checkpoint
+    resumed = resume(killed_dir, progress=False)
+    assert [int(r["epoch"]) for r in resumed.metrics] == list(range(8, 21))
+    assert _rows(killed_dir) == _rows(full.run_dir)
+    for a, b in zip(resumed.algorithm.actor.parameters(), full.algorithm.actor.parameters(),
+                    strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(
+    ("algo", "floor"), [("lr", -0.1), ("rp", -0.01), ("lrp", -0.01), ("ppo", -0.1),
+                        ("gippo", -0.01)]
+)
+def test_short_learning_run_reaches_a_reward_floor_on_dejong_1d(algo: str, floor: float) -> None:
+    result = difftraffic_rl.train("dejong", algo, seed=1, epochs=100, logdir=None,
+                                  progress=False)
+    start, end = result.metrics[0]["reward_smoothed"], result.metrics[-1]["reward_smoothed"]
+    assert start < -5  # a random policy on [-5.12, 5.12]
+    assert end > floor
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", ["dejong", "ackley"])
+def test_gippo_beats_ppo_at_600_epochs(task: str) -> None:
+    def best(algo: str) -> float:
+        result = difftraffic_rl.train(task, algo, seed=1, epochs=600, logdir=None,
+                                      progress=False)
+        return max(r["reward_smoothed"] for r in result.metrics)
+
+    assert best("gippo") > best("ppo")
+
+
+def test_evaluate_deterministic_return_is_the_mean_action_reward(tmp_path: Path) -> None:
+    result = difftraffic_rl.train("dejong", "gippo", seed=2, epochs=30, logdir=tmp_path,
+                                  overrides=["train.tensorboard=false"], progress=False)
+    report = evaluate(result.run_dir, episodes=16, seed=5)
+    mean, _ = result.algorithm.actor(result.algorithm.normalize_obs(torch.zeros(1, 1)))
+    expected = -dejong(5.12 * torch.tanh(mean.detach())).item()
+    assert report["deterministic_mean"] == pytest.approx(expected, rel=2e-3)  # float32 sums
+    assert report["deterministic_std"] == 0
+    assert report["stochastic_std"] > 0
+    assert report == evaluate(result.run_dir, episodes=16, seed=5)
+
+
+def test_reward_meter_follows_the_authors_running_mean() -> None:
+    meter = RewardMeter(window=100)
+    meter.update(torch.full((64,), -10.0))
+    assert meter.update(torch.full((64,), -1.0)) == pytest.approx(0.36 * -10 + 0.64 * -1)
+    assert meter.update(torch.empty(0)) == pytest.approx(0.36 * -10 + 0.64 * -1)
+
+
+def test_overrides_are_typed_and_bad_keys_name_the_valid_ones() -> None:
+    values = apply_overrides(default_config("dejong64", "gippo"),
+                             ["actor_lr=3e-4", "train.epochs=7", "actor_hidden=[8, 8]"])
+    assert values["hyperparameters"]["actor_lr"] == 3e-4
+    assert values["train"]["epochs"] == 7
+    assert values["hyperparameters"]["actor_hidden"] == [8, 8]
+    with pytest.raises(ValueError, match="no field 'alpha_zero'"):
+        apply_overrides(default_config("dejong", "gippo"), ["hyperparameters.alpha_zero=1"])
+    with pytest.raises(ValueError, match="key=value"):
+        apply_overrides(default_config("dejong", "gippo"), ["actor_lr"])
+
+
+@pytest.mark.parametrize("task", ["dejong", "dejong64", "ackley", "ackley64"])
+@pytest.mark.parametrize("algo", ALGOS)
+def test_shipped_configs_hold_the_paper_learning_rates(task: str, algo: str) -> None:
+    table = {
+        "dejong": {"lr": 1e-3, "rp": 1e-2, "lrp": 1e-2, "ppo": 1e-4, "gippo": 1e-4},
+        "dejong64": {"lr": 1e-3, "rp": 1e-2, "lrp": 1e-3, "ppo": 1e-2, "gippo": 1e-2},
+        "ackley": {"lr": 1e-4, "rp": 1e-3, "lrp": 1e-4, "ppo": 1e-4, "gippo": 1e-4},
+        "ackley64": {"lr": 3e-4, "rp": 1e-3, "lrp": 3e-4, "ppo": 1e-2, "gippo": 1e-2},
+    }
+    values = default_config(task, algo)
+    assert (values["task"], values["algo"]) == (task, algo)
+    hp = values["hyperparameters"]
+    assert hp["actor_lr"] == table[task][algo]
+    assert (hp["horizon"], hp["gamma"], hp["gae_lambda"], hp["critic_lr"]) == (1, 0.99, 0.95, 1e-3)
+    assert values["train"]["num_envs"] == 64 and values["train"]["epochs"] == 2000
+    if algo == "gippo":
+        assert (hp["alpha0"], hp["alpha_factor"], hp["det_interval"], hp["max_oorr"],
+                hp["alpha_lr"]) == (1e-5, 1.1, 0.4, 0.5, 1e-3)
+
+
+def test_import_is_cheap() -> None:
+    code = "import sys, difftraffic_rl; assert 'torch' not in sys.modules, 'torch imported'"
+    subprocess.run([sys.executable, "-c", code], check=True)
