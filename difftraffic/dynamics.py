@@ -24,11 +24,15 @@ from torch import Tensor
 
 from difftraffic.idm import IDMParams, idm_acceleration
 from difftraffic.neighbors import (
+    BodyBox,
     LeaderMethod,
     Neighbors,
+    box_collisions,
+    box_occupancy,
     compute_neighbors,
-    detect_collisions,
-    leader_gap_and_speed,
+    find_leaders,
+    gap_to_leader,
+    longitudinal_extent,
 )
 from difftraffic.road import Road
 from difftraffic.state import TrafficState
@@ -94,30 +98,40 @@ def step(
     """
     if neighbors is None:
         neighbors = compute_neighbors(state, road, leader_method)
+    active, is_av = state.active, state.is_av
     zeros = torch.zeros_like(state.x)
     av_acceleration = zeros if av_acceleration is None else av_acceleration
     av_steering = zeros if av_steering is None else av_steering
 
-    gap, v_lead = leader_gap_and_speed(state, neighbors, road)
+    cos_h = torch.cos(state.heading)
+    sin_h = torch.sin(state.heading)
+    rear_x, front_x = longitudinal_extent(state.x, state.length, state.width, cos_h, sin_h)
+    gap = gap_to_leader(state.x, rear_x, front_x, neighbors.leader, road.ring_length)
+    v_lead = (state.v * cos_h).gather(1, neighbors.leader)
     human_acc = idm_acceleration(state.v, v_lead, gap.clamp_min(MIN_GAP), idm, neighbors.has_leader)
-    acceleration = torch.where(state.is_av, av_acceleration, human_acc)
-    acceleration = torch.where(state.active, acceleration, zeros)
+    acceleration = torch.where(active, torch.where(is_av, av_acceleration, human_acc), zeros)
 
     v_next = torch.relu(state.v + acceleration * dt)
     yaw_rate = bicycle_yaw_rate(v_next, av_steering, wheelbase_ratio * state.length)
-    heading_next = torch.where(state.is_av & state.active, state.heading + yaw_rate * dt, state.heading)
-    x_next = road.wrap(state.x + v_next * torch.cos(heading_next) * dt)
-    y_next = state.y + v_next * torch.sin(heading_next) * dt
+    heading_next = torch.where(is_av & active, state.heading + yaw_rate * dt, state.heading)
+    cos_next, sin_next = torch.cos(heading_next), torch.sin(heading_next)
+    x_next = road.wrap(state.x + v_next * cos_next * dt)
+    y_next = state.y + v_next * sin_next * dt
 
-    active = state.active
     new_state = state.replace(
         x=torch.where(active, x_next, state.x),
         y=torch.where(active, y_next, state.y),
         v=torch.where(active, v_next, state.v),
         heading=heading_next,
     )
-    new_neighbors = compute_neighbors(new_state, road, leader_method)
-    collided = detect_collisions(new_state, new_neighbors, road)
+    # Leaders and collisions are discrete: find them on detached values, outside autograd, and
+    # reuse the cosine and sine of the new heading for the new bodies.
+    with torch.no_grad():
+        x, y = new_state.x, new_state.y
+        new_box = BodyBox.of(x, y, state.length, state.width, cos_next, sin_next)
+        occupancy = box_occupancy(new_box, active, road)
+        new_neighbors = find_leaders(x, occupancy, road.ring_length, leader_method)
+        collided = box_collisions(x, new_box, new_neighbors, road.ring_length)
     return StepResult(new_state, new_neighbors, collided, acceleration)
 
 
@@ -150,4 +164,6 @@ def rollout(
         states.append(result.state)
         neighbors = result.neighbors
         collisions.append(result.collided)
-    return states, torch.stack(collisions) if collisions else torch.zeros(0, *state.x.shape, dtype=torch.bool)
+    if not collisions:
+        return states, torch.zeros(0, *state.x.shape, dtype=torch.bool, device=state.x.device)
+    return states, torch.stack(collisions)

@@ -1,0 +1,341 @@
+"""Simulator throughput: vehicle-steps per second, forward and forward+backward.
+
+For every road (a 4-lane straight road and a 1-lane ring) and world size ``B x N`` this times a
+100-step rollout of :func:`difftraffic.dynamics.step`:
+
+* forward: the rollout under ``torch.no_grad()`` (simulation only);
+* forward+backward: the rollout with autograd recording, then the backward pass of a scalar of the
+  final state (sum of positions and speeds) to the AV actions (acceleration and steering of every
+  step) and the initial positions and speeds.
+
+Each measurement is warmed up first (which also triggers compilation with ``--compile``) and the
+median of several repeats is reported. Results go to a markdown table (``--out``).
+
+Usage::
+
+    python benchmarks/sim_throughput.py --out docs/benchmarks.md          # eager and compiled
+    python benchmarks/sim_throughput.py --quick                           # smoke run, prints only
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from difftraffic.compile import compile_step
+from difftraffic.dynamics import step
+from difftraffic.idm import IDMParams
+from difftraffic.road import Road
+from difftraffic.state import TrafficState
+
+STEPS = 100
+DT = 0.1
+SPACING = 30.0
+"""Distance (m) between consecutive vehicles of one lane at the start."""
+
+SUMO_VEHICLE_STEPS_PER_S = 0.4e6
+"""SUMO through libsumo, 4 lanes, on this class of 2-core machine (reference figure)."""
+HIGHWAY_ENV_VEHICLE_STEPS_PER_S = 2e3
+"""highway-env on the same machine class (reference figure)."""
+
+TARGET_FORWARD = 40e6
+TARGET_BACKWARD = 10e6
+TARGET_SMALL_STEP_US = 100.0
+TARGET_CASE = ("4-lane straight", 1024, 16)
+
+SIZES = [(1, 10), (64, 16), (1024, 16), (4096, 40)]
+QUICK_SIZES = [(1, 10), (64, 16)]
+
+StepFn = Callable[..., object]
+
+
+@dataclass(frozen=True)
+class World:
+    """A benchmark world: road, initial state ``[B, N]``, drivers and AV controls ``[T, B, N]``."""
+
+    name: str
+    road: Road
+    state: TrafficState
+    idm: IDMParams
+    av_acceleration: Tensor
+    av_steering: Tensor
+
+    @property
+    def vehicle_steps(self) -> int:
+        return self.state.batch_size * self.state.num_vehicles * STEPS
+
+
+def make_world(name: str, road: Road, batch: int, vehicles: int, seed: int = 0) -> World:
+    """Vehicles spread round-robin over the lanes, ``SPACING`` apart; slot 0 of each world is an AV.
+
+    On the ring the circumference is chosen so that every lane keeps the same spacing.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    index = torch.arange(vehicles)
+    lane = index % road.num_lanes
+    x = (index // road.num_lanes).to(torch.float32) * SPACING
+    x = x + torch.rand(batch, vehicles, generator=gen) * 2.0
+    y = ((lane.to(torch.float32) + 0.5) * road.lane_width).expand(batch, vehicles)
+    v = 10.0 + 10.0 * torch.rand(batch, vehicles, generator=gen)
+    zeros = torch.zeros(batch, vehicles)
+    is_av = (index == 0).expand(batch, vehicles)
+    state = TrafficState(
+        x=x,
+        y=y.clone(),
+        v=v,
+        heading=zeros,
+        length=torch.full((batch, vehicles), 5.0),
+        width=torch.full((batch, vehicles), 2.0),
+        is_av=is_av.clone(),
+        active=torch.ones(batch, vehicles, dtype=torch.bool),
+    )
+    idm = IDMParams(v0=road.speed_limit).to(x)
+    av_acceleration = torch.randn(STEPS, batch, vehicles, generator=gen)
+    av_steering = 0.002 * torch.randn(STEPS, batch, vehicles, generator=gen)
+    return World(name, road, state, idm, av_acceleration, av_steering)
+
+
+def make_worlds(sizes: list[tuple[int, int]]) -> list[World]:
+    """The 4-lane straight road and the 1-lane ring at every size."""
+    worlds = []
+    for batch, vehicles in sizes:
+        straight = Road.straight(num_lanes=4, speed_limit=30.0)
+        ring = Road.ring(length=vehicles * SPACING, num_lanes=1, speed_limit=30.0)
+        worlds.append(make_world("4-lane straight", straight, batch, vehicles))
+        worlds.append(make_world("1-lane ring", ring, batch, vehicles))
+    return worlds
+
+
+def run_rollout(step_fn: StepFn, world: World, state: TrafficState, acc: Tensor, steer: Tensor):
+    """The final state after ``STEPS`` steps, reusing each step's neighbours in the next."""
+    neighbors = None
+    for t in range(STEPS):
+        result = step_fn(state, world.road, world.idm, DT, acc[t], steer[t], neighbors)
+        state, neighbors = result.state, result.neighbors
+    return state
+
+
+def forward_seconds(step_fn: StepFn, world: World) -> float:
+    """Wall time (s) of one rollout without autograd."""
+    start = time.perf_counter()
+    with torch.no_grad():
+        run_rollout(step_fn, world, world.state, world.av_acceleration, world.av_steering)
+    return time.perf_counter() - start
+
+
+def backward_seconds(step_fn: StepFn, world: World) -> float:
+    """Wall time (s) of one rollout with autograd plus the backward pass to actions and state."""
+    acc = world.av_acceleration.clone().requires_grad_(True)
+    steer = world.av_steering.clone().requires_grad_(True)
+    x0 = world.state.x.clone().requires_grad_(True)
+    v0 = world.state.v.clone().requires_grad_(True)
+    start = time.perf_counter()
+    final = run_rollout(step_fn, world, world.state.replace(x=x0, v=v0), acc, steer)
+    (final.x.sum() + final.v.sum()).backward()
+    return time.perf_counter() - start
+
+
+def median_seconds(measure: Callable[[], float], budget_s: float, min_repeats: int = 3) -> float:
+    """Median of repeated measurements after one warm-up run, within about ``budget_s``."""
+    warmup = measure()
+    repeats = max(min_repeats, min(20, int(budget_s / max(warmup, 1e-6))))
+    return statistics.median(measure() for _ in range(repeats))
+
+
+@dataclass(frozen=True)
+class Row:
+    mode: str
+    road: str
+    batch: int
+    vehicles: int
+    forward: float
+    backward: float
+    step_us: float
+
+
+def benchmark(worlds: list[World], modes: list[str], budget_s: float) -> list[Row]:
+    """Time every world in every mode (``"eager"`` / ``"compile"``)."""
+    rows = []
+    jobs = [(mode, world) for mode in modes for world in worlds]
+    for mode, world in tqdm(jobs, desc="sim throughput", unit="case"):
+        if mode == "compile":
+            # Compiled graphs are cached per function: start each case from an empty cache so
+            # that earlier cases do not use up the recompile limit.
+            torch._dynamo.reset()
+            step_fn = compile_step()
+        else:
+            step_fn = step
+        forward = median_seconds(lambda f=step_fn, w=world: forward_seconds(f, w), budget_s)
+        backward = median_seconds(lambda f=step_fn, w=world: backward_seconds(f, w), budget_s)
+        state = world.state
+        rows.append(
+            Row(
+                mode,
+                world.name,
+                state.batch_size,
+                state.num_vehicles,
+                world.vehicle_steps / forward,
+                world.vehicle_steps / backward,
+                forward / STEPS * 1e6,
+            )
+        )
+    return rows
+
+
+def machine_description() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as info:
+            names = [
+                line.split(":", 1)[1].strip() for line in info if line.startswith("model name")
+            ]
+        cpu = names[0] if names else cpu
+    except OSError:
+        pass
+    return (
+        f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} intra-op threads, Python {platform.python_version()}"
+    )
+
+
+def format_rate(rate: float) -> str:
+    return f"{rate / 1e6:.2f} M" if rate >= 1e5 else f"{rate / 1e3:.1f} k"
+
+
+def table(rows: list[Row]) -> str:
+    lines = [
+        "| mode | road | B×N | forward (veh-steps/s) | fwd+bwd (veh-steps/s) "
+        "| µs/step (fwd) | forward / SUMO | forward / highway-env |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r.mode} | {r.road} | {r.batch}×{r.vehicles} | {format_rate(r.forward)} "
+            f"| {format_rate(r.backward)} | {r.step_us:.0f} "
+            f"| {r.forward / SUMO_VEHICLE_STEPS_PER_S:.1f}× "
+            f"| {r.forward / HIGHWAY_ENV_VEHICLE_STEPS_PER_S:,.0f}× |"
+        )
+    return "\n".join(lines)
+
+
+def target_lines(rows: list[Row]) -> list[str]:
+    """One line per target and mode: met, or missed by what factor."""
+    lines = []
+    road, batch, vehicles = TARGET_CASE
+    for mode in dict.fromkeys(r.mode for r in rows):
+        for r in rows:
+            if r.mode != mode:
+                continue
+            if (r.road, r.batch, r.vehicles) == TARGET_CASE:
+                lines.append(
+                    _versus(
+                        mode,
+                        f"forward {batch}×{vehicles} {road}",
+                        r.forward,
+                        TARGET_FORWARD,
+                        higher_is_better=True,
+                    )
+                )
+                lines.append(
+                    _versus(
+                        mode,
+                        f"forward+backward {batch}×{vehicles} {road}",
+                        r.backward,
+                        TARGET_BACKWARD,
+                        higher_is_better=True,
+                    )
+                )
+            if (r.road, r.batch, r.vehicles) == ("4-lane straight", 1, 10):
+                lines.append(
+                    _versus(
+                        mode,
+                        "1×10 step (4-lane straight)",
+                        r.step_us,
+                        TARGET_SMALL_STEP_US,
+                        higher_is_better=False,
+                    )
+                )
+    return lines
+
+
+def _versus(mode: str, what: str, value: float, target: float, higher_is_better: bool) -> str:
+    if higher_is_better:
+        met, factor = value >= target, target / value
+        shown, goal = f"{format_rate(value)} veh-steps/s", f">= {format_rate(target)}"
+    else:
+        met, factor = value <= target, value / target
+        shown, goal = f"{value:.0f} µs", f"<= {target:.0f} µs"
+    verdict = "met" if met else f"**missed by {factor:.2f}×**"
+    return f"- {mode}, {what}: {shown} (target {goal}): {verdict}"
+
+
+def write_report(rows: list[Row], path: Path, notes: str) -> None:
+    text = "\n".join(
+        [
+            "# Simulator throughput",
+            "",
+            "Generated by `benchmarks/sim_throughput.py` (`make bench`). Vehicle-steps per second",
+            f"over a {STEPS}-step rollout (dt = {DT} s), median of repeats after a warm-up;",
+            "forward+backward includes the backward pass of a scalar of the final state to every",
+            "step's AV actions and to the initial state. float32, every slot active, one AV per",
+            f"world, vehicles {SPACING:.0f} m apart per lane.",
+            "",
+            f"Machine: {machine_description()}.",
+            "",
+            table(rows),
+            "",
+            "SUMO (libsumo, 4 lanes) is taken as "
+            f"{format_rate(SUMO_VEHICLE_STEPS_PER_S)} and highway-env as "
+            f"{format_rate(HIGHWAY_ENV_VEHICLE_STEPS_PER_S)} vehicle-steps/s on this machine "
+            "class.",
+            "",
+            "## Targets",
+            "",
+            *target_lines(rows),
+            "",
+            notes,
+            "",
+        ]
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
+    parser.add_argument("--quick", action="store_true", help="smoke run: small sizes, eager only")
+    parser.add_argument(
+        "--compile",
+        choices=["both", "only", "no"],
+        default="both",
+        help="time torch.compile'd steps as well as eager ones (both), only them, or not",
+    )
+    parser.add_argument("--notes", type=Path, default=None, help="markdown appended to the report")
+    args = parser.parse_args()
+
+    sizes = QUICK_SIZES if args.quick else SIZES
+    modes = {"both": ["eager", "compile"], "only": ["compile"], "no": ["eager"]}[args.compile]
+    if args.quick:
+        modes = modes[:1]
+    rows = benchmark(make_worlds(sizes), modes, budget_s=0.3 if args.quick else 3.0)
+    print(table(rows))
+    print("\n".join(target_lines(rows)))
+    if args.out is not None:
+        notes = args.notes.read_text() if args.notes is not None else ""
+        write_report(rows, args.out, notes)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
