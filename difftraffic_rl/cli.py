@@ -6,6 +6,7 @@ Examples::
     difftraffic-rl train --resume runs/dejong64_gippo_s1_20250101-120000
     difftraffic-rl eval runs/dejong64_gippo_s1_20250101-120000
     difftraffic-rl plot runs/dejong64_* --out curves.png
+    difftraffic-rl sweep --tasks dejong ackley --algos ppo gippo --seeds 1 2 3 --workers 2
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 __all__ = ["build_parser", "main"]
 
@@ -50,6 +52,17 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", default="curves.png", help="output image")
     plot.add_argument("--column", default="reward_smoothed", help="progress.csv column")
 
+    sweep = sub.add_parser("sweep", help="tasks x algorithms x seeds in parallel, then a table")
+    sweep.add_argument("--tasks", nargs="+", default=["dejong", "dejong64", "ackley", "ackley64"])
+    sweep.add_argument("--algos", nargs="+", choices=ALGORITHM_NAMES, default=list(ALGORITHM_NAMES))
+    sweep.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    sweep.add_argument("--epochs", type=int, help="epochs per run (default: the config's)")
+    sweep.add_argument("--logdir", default="runs/sweep")
+    sweep.add_argument("--workers", type=int, default=1, help="parallel processes")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[],
+                       metavar="KEY=VALUE")
+    sweep.add_argument("--table", help="also write the markdown table to this file")
+
     sub.add_parser("list", help="registered tasks and algorithms")
     return parser
 
@@ -68,6 +81,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         from difftraffic_rl.plot import plot_runs
 
         print(plot_runs(args.run_dirs, args.out, args.column))
+        return 0
+    if args.command == "sweep":
+        from difftraffic_rl.sweep import run_sweep, summarize
+
+        table = summarize(run_sweep(args.tasks, args.algos, args.seeds, args.epochs,
+                                    args.logdir, args.workers, args.overrides))
+        print(table)
+        if args.table:
+            Path(args.table).write_text(table)
         return 0
     if args.command == "eval":
         from difftraffic_rl.training import evaluate
