@@ -31,7 +31,16 @@ from difftraffic_rl.config import RunConfig, apply_overrides, default_config, lo
 from difftraffic_rl.rollout import EpisodeTracker
 from difftraffic_rl.tasks import make_task
 
-__all__ = ["RewardMeter", "TrainResult", "Trainer", "evaluate", "resume", "train"]
+__all__ = [
+    "RewardMeter",
+    "TrainResult",
+    "Trainer",
+    "evaluate",
+    "load_algorithm",
+    "load_trainer",
+    "resume",
+    "train",
+]
 
 CHECKPOINT = Path("checkpoints") / "checkpoint.pt"
 
@@ -336,6 +345,18 @@ def load_trainer(run_dir: str | Path) -> Trainer:
     state = torch.load(path, map_location=trainer.config.train.device, weights_only=False)
     trainer.load_state_dict(state)
     return trainer
+
+
+def load_algorithm(checkpoint: str | Path, device: str | None = None) -> Algorithm:
+    """Rebuild a trained algorithm (networks, normalizers, optimizers) from a checkpoint file
+    alone: the checkpoint carries its run configuration."""
+    state = torch.load(checkpoint, map_location=device or "cpu", weights_only=False)
+    config = RunConfig.from_dict(state["config"])
+    if device is not None:
+        config.train.device = device
+    trainer = Trainer(config)
+    trainer.algorithm.load_state_dict(state["algorithm"])
+    return trainer.algorithm
 
 
 def resume(

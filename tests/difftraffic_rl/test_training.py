@@ -142,3 +142,14 @@ def test_shipped_configs_hold_the_paper_learning_rates(task: str, algo: str) -> 
 def test_import_is_cheap() -> None:
     code = "import sys, difftraffic_rl; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_checkpoint_rebuilds_the_policy_on_its_own(tmp_path: Path) -> None:
+    from difftraffic_rl.training import load_algorithm
+
+    result = difftraffic_rl.train("dejong64", "gippo", seed=4, epochs=3, logdir=tmp_path,
+                                  overrides=["train.tensorboard=false"], progress=False)
+    rebuilt = load_algorithm(result.run_dir / "checkpoints" / "checkpoint.pt")
+    obs = torch.zeros(5, 1)
+    assert torch.equal(rebuilt.act(obs), result.algorithm.act(obs))
+    assert rebuilt.alpha == result.algorithm.alpha
