@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from difftraffic_rl.networks import Actor, Critic
 from difftraffic_rl.normalization import RunningMeanStd
@@ -138,3 +140,38 @@ def test_running_mean_std_matches_the_whole_stream() -> None:
     torch.testing.assert_close(rms.var, data.var(0, unbiased=False))
     x = torch.tensor([[0.5, -2.0]], dtype=torch.float64)
     torch.testing.assert_close(rms.unnormalize(rms.normalize(x)), x)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    dones=st.lists(st.lists(st.booleans(), min_size=3, max_size=3), min_size=1, max_size=7),
+    gamma=st.floats(0.5, 1.0),
+    lam=st.floats(0.5, 1.0),
+    seed=st.integers(0, 2**16),
+)
+def test_eq12_property_on_random_episode_boundaries(
+    dones: list[list[bool]], gamma: float, lam: float, seed: int
+) -> None:
+    """On a chain ``s_t = s_{t-1} (reset at episode starts) + a_t`` with rewards, values and
+    bootstraps that depend on the state, Eq. 12 equals per-step autograd for any done pattern."""
+    done = torch.tensor(dones)
+    h, n = done.shape
+    gen = torch.Generator().manual_seed(seed)
+    actions = [torch.randn(n, 1, generator=gen, dtype=torch.float64, requires_grad=True)
+               for _ in range(h)]
+    state = torch.zeros(n, 1, dtype=torch.float64)
+    rewards, values, next_values = [], [], []
+    for t in range(h):
+        values.append(0.5 * state.squeeze(-1))
+        state = state + actions[t]
+        rewards.append((-state.square() + 0.3 * actions[t]).squeeze(-1))
+        next_values.append(0.2 * state.square().squeeze(-1))
+        state = torch.where(done[t][:, None], torch.zeros_like(state), state)
+    adv = gae(torch.stack(rewards), torch.stack(values), torch.stack(next_values), done,
+              gamma, lam)
+    starts = torch.ones_like(done)
+    starts[1:] = done[:-1]
+    brute = torch.stack([torch.autograd.grad(adv[t].sum(), actions[t], retain_graph=True)[0]
+                         for t in range(h)])
+    one_pass = advantage_action_gradient(adv, actions, starts, gamma, lam)
+    torch.testing.assert_close(one_pass, brute, rtol=1e-9, atol=1e-10)
