@@ -1,0 +1,40 @@
+"""The sweep summary table and the curve loader used by the plot command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from difftraffic_rl.plot import load_curve
+from difftraffic_rl.sweep import summarize
+
+
+def _fake_run(root: Path, name: str, algo: str, rewards: list[float], seconds: float) -> Path:
+    run = root / name
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump({"task": "dejong", "algo": algo}))
+    lines = ["epoch,env_steps,wall_time,reward_smoothed"]
+    for i, reward in enumerate(rewards, start=1):
+        lines.append(f"{i},{64 * i},{seconds * i / len(rewards)},{reward}")
+    (run / "progress.csv").write_text("\n".join(lines) + "\n")
+    return run
+
+
+def test_summary_reports_final_and_best_mean_and_std_over_seeds(tmp_path: Path) -> None:
+    runs = [
+        _fake_run(tmp_path, "a", "gippo", [-3.0, -1.0, -2.0], 3.0),
+        _fake_run(tmp_path, "b", "gippo", [-5.0, -3.0, -4.0], 6.0),
+        _fake_run(tmp_path, "c", "ppo", [-9.0, -8.0], 1.0),
+    ]
+    table = summarize(runs).splitlines()
+    assert table[2] == "| dejong | gippo | 2 | -3 ± 1.4 | -2 ± 1.4 | 1.500 |"
+    assert table[3] == "| dejong | ppo | 1 | -8 ± 0 | -8 ± 0 | 0.500 |"
+
+
+def test_load_curve_names_missing_columns(tmp_path: Path) -> None:
+    run = _fake_run(tmp_path, "a", "ppo", [-1.0], 1.0)
+    assert load_curve(run) == ([64.0], [-1.0])
+    with pytest.raises(ValueError, match="alpha"):
+        load_curve(run, "alpha")
