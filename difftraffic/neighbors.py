@@ -169,46 +169,66 @@ def _auto_method(batch: int, vehicles: int, lanes: int) -> Literal["pairwise", "
     return "pairwise" if fits and vehicles <= PAIRWISE_MAX_VEHICLES_PER_LANE * lanes else "sorted"
 
 
-def _shared_lanes(occupancy: Tensor, order: Tensor) -> Tensor:
-    """``[B, N, N]`` bool: whether the vehicles of ranks ``s`` and ``r`` share a lane.
+def _lane_sets(occupancy: Tensor) -> Tensor:
+    """Each vehicle's set of lanes in the cheapest form to intersect pairwise.
 
-    ``order`` (``[B, N]``) maps rank to vehicle index. The lane sets are packed into one integer
-    per vehicle before ranking, so that the ``[B, N, N]`` work is a single bitwise AND.
+    ``[B, N]`` bool for one lane, ``[B, N]`` int64 bitmasks up to :data:`_MAX_BITMASK_LANES`
+    lanes (one bitwise AND per pair instead of a matrix product), else ``[B, N, L]`` float.
     """
     lanes = occupancy.shape[-1]
     if lanes == 1:
-        lane_set = occupancy.squeeze(-1).gather(1, order)
-        return lane_set.unsqueeze(2) & lane_set.unsqueeze(1)
+        return occupancy.squeeze(-1)
     if lanes <= _MAX_BITMASK_LANES:
         lane_bit = torch.ones(lanes, dtype=torch.int64, device=occupancy.device)
         lane_bit = lane_bit.bitwise_left_shift(torch.arange(lanes, device=occupancy.device))
-        lane_set = (occupancy * lane_bit).sum(-1).gather(1, order)
-        return (lane_set.unsqueeze(2) & lane_set.unsqueeze(1)) != 0
-    ranked = occupancy.gather(1, order.unsqueeze(-1).expand_as(occupancy)).to(torch.float32)
-    return torch.bmm(ranked, ranked.transpose(1, 2)) > 0
+        return (occupancy * lane_bit).sum(-1)
+    return occupancy.to(torch.float32)
+
+
+def _share_a_lane(sets_a: Tensor, sets_b: Tensor) -> Tensor:
+    """``[B, N, N]`` bool, ``[b, i, j]``: vehicle ``i`` of ``sets_a`` and ``j`` of ``sets_b``."""
+    if sets_a.dim() == 3:
+        return torch.bmm(sets_a, sets_b.transpose(1, 2)) > 0
+    shared = sets_a.unsqueeze(2) & sets_b.unsqueeze(1)
+    return shared if shared.dtype == torch.bool else shared != 0
+
+
+def _closeness(ahead: Tensor, n: int, ring: bool) -> Tensor:
+    """``n`` minus the position of a vehicle in another's order of vehicles ahead; 0 if not ahead.
+
+    ``ahead`` is the vehicle's rank minus the other's (ranks by ``(x, index)``). The vehicles
+    ahead are the later ranks, nearest first, then on a ring the earlier ones: rank ``r``'s
+    leader is ``(r + n + 1 - closeness) mod n`` for the sharing vehicle of largest closeness.
+    """
+    if ring:
+        return (n - torch.remainder(ahead - 1, n)) * (ahead != 0)
+    return (n + 1 - ahead) * (ahead > 0)
 
 
 def _leaders_pairwise(x: Tensor, occupancy: Tensor, ring_length: float | None) -> Neighbors:
     n = x.shape[1]
-    # Ranked by (x, index), the vehicles ahead of rank r are the ranks after it (then, on a ring,
-    # those before it), nearest first, ties in x included: the leader is the first rank in that
-    # cyclic order that shares a lane. `closeness[s, r]` is n minus the position of rank s in r's
-    # order (0 where s may not lead r), so the leader is the sharing rank of largest closeness.
+    ring = ring_length is not None
     order = torch.argsort(x, dim=1, stable=True)
-    rank = torch.arange(n, device=x.device)
-    position = rank.unsqueeze(1) - rank.unsqueeze(0) - 1
-    if ring_length is None:
-        closeness = torch.where(position >= 0, n - position, 0)
-    else:
-        closeness = torch.where(position == -1, 0, n - torch.remainder(position, n))
-    # int32: the smallest type whose max-reduction is vectorised well on CPU. Reducing over dim 1
-    # rather than the contiguous last one vectorises over the inner dimension.
-    best = (_shared_lanes(occupancy, order) * closeness.to(torch.int32)).amax(dim=1)
-    has_leader_by_rank = best > 0
-    leader_rank = torch.remainder(rank + (n + 1) - best, n)
-    leader_by_rank = torch.where(has_leader_by_rank, order.gather(1, leader_rank), order)
+    index = torch.arange(n, device=x.device)
+    sets = _lane_sets(occupancy)
+    if torch.compiler.is_compiling():
+        # Compiled, the [B, N, N] loop is fused and must not gather: work in vehicle order with
+        # per-pair rank differences.
+        rank = torch.empty_like(order).scatter_(1, order, index.expand_as(order))
+        ahead = rank.unsqueeze(1) - rank.unsqueeze(2)
+        best = (_share_a_lane(sets, sets) * _closeness(ahead, n, ring)).amax(dim=2)
+        leader = order.gather(1, torch.remainder(rank + (n + 1) - best, n))
+        return Neighbors(torch.where(best > 0, leader, index), best > 0)
+    # Eager, every [B, N, N] temporary costs memory traffic: work in rank order, where the rank
+    # differences are one small [N, N] table. int32: the narrowest type whose max-reduction is
+    # vectorised well on CPU; reducing over dim 1 vectorises over the contiguous last one.
+    ranked_sets = sets.gather(1, order if sets.dim() == 2 else order.unsqueeze(-1).expand_as(sets))
+    closeness = _closeness(index.unsqueeze(1) - index.unsqueeze(0), n, ring).to(torch.int32)
+    best = (_share_a_lane(ranked_sets, ranked_sets) * closeness).amax(dim=1)
+    leader_rank = torch.remainder(index + (n + 1) - best, n)
+    leader_by_rank = torch.where(best > 0, order.gather(1, leader_rank), order)
     leader = torch.empty_like(order).scatter_(1, order, leader_by_rank)
-    return Neighbors(leader, leader != rank)
+    return Neighbors(leader, leader != index)
 
 
 def _leaders_sorted(x: Tensor, occupancy: Tensor, ring_length: float | None) -> Neighbors:
