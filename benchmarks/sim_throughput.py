@@ -179,6 +179,8 @@ def median_seconds(measure: Callable[[], float], budget_s: float, min_repeats: i
 
 @dataclass(frozen=True)
 class Row:
+    """One measured case: throughputs in vehicle-steps/s and the forward time per step (µs)."""
+
     mode: str
     road: str
     batch: int
@@ -218,6 +220,7 @@ def benchmark(worlds: list[World], modes: list[str], budget_s: float) -> list[Ro
 
 
 def machine_description() -> str:
+    """CPU model, core count, torch version and threads, as one line."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
@@ -234,10 +237,12 @@ def machine_description() -> str:
 
 
 def format_rate(rate: float) -> str:
+    """A rate in vehicle-steps/s as ``"12.34 M"`` or ``"56.7 k"``."""
     return f"{rate / 1e6:.2f} M" if rate >= 1e5 else f"{rate / 1e3:.1f} k"
 
 
 def table(rows: list[Row]) -> str:
+    """The results as a markdown table, with the ratios to SUMO and highway-env."""
     lines = [
         "| mode | road | B×N | forward (veh-steps/s) | fwd+bwd (veh-steps/s) "
         "| µs/step (fwd) | forward / SUMO | forward / highway-env |",
@@ -294,6 +299,7 @@ def target_lines(rows: list[Row]) -> list[str]:
 
 
 def _versus(mode: str, what: str, value: float, target: float, higher_is_better: bool) -> str:
+    """One markdown bullet: ``value`` against ``target``, and the factor by which it is missed."""
     if higher_is_better:
         met, factor = value >= target, target / value
         shown, goal = f"{format_rate(value)} veh-steps/s", f">= {format_rate(target)}"
