@@ -39,9 +39,7 @@ class TaskSpec:
 _REGISTRY: dict[str, TaskSpec] = {}
 
 
-def register_task(
-    name: str, entry_point: str, description: str = "", **kwargs: Any
-) -> TaskSpec:
+def register_task(name: str, entry_point: str, description: str = "", **kwargs: Any) -> TaskSpec:
     """Register a task under ``name``; raise ``ValueError`` if the name is taken."""
     if name in _REGISTRY:
         raise ValueError(f"task name {name!r} is already registered; choose another name")
@@ -93,4 +91,12 @@ for _dim, _suffix in ((1, ""), (64, "64")):
         description=f"maximize -Ackley(x), x = 32.768 * action, {_dim}-D (paper 7.5.1)",
         function="ackley",
         dim=_dim,
+    )
+
+for _variant in ("1lane", "2lane", "3lane", "4lane", "10lane"):
+    register_task(
+        f"pacecar-{_variant}",
+        "difftraffic_rl.tasks.traffic:PaceCarVecEnv",
+        description=f"pace car holding IDM drivers to 10 m/s, variant {_variant} (paper 7.5.2)",
+        variant=_variant,
     )

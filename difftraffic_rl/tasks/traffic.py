@@ -1,0 +1,114 @@
+"""The pace-car traffic problems (paper appendix 7.5.2) through the environment protocol.
+
+A thin adapter around :class:`difftraffic.PaceCarEnv`: the simulator already steps batched torch
+worlds differentiably, resets finished worlds in the same step and returns the reached observation
+in ``info["final_obs"]``; this module only fits it to :class:`difftraffic_rl.envs.VecEnv`
+(``reset`` returns the observation alone) and makes its state checkpointable, so a resumed run
+continues the very episodes it left.
+
+Gradients of rewards reach the actions through the pace car's bicycle model and the IDM of the
+humans behind it; lane changes are discrete, so the gradient is partial there (see
+``docs/simulator.md``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any
+
+import torch
+
+from difftraffic_rl.envs import check_action
+
+__all__ = ["PaceCarVecEnv"]
+
+
+class PaceCarVecEnv:
+    """``num_envs`` pace-car worlds of one variant.
+
+    Args:
+        num_envs: number of parallel worlds ``B`` (>= 1).
+        variant: ``1lane``, ``2lane``, ``3lane``, ``4lane`` or ``10lane``.
+        device, dtype: where the simulation runs.
+        seed: seed of the simulator's generator (initial lanes of the pace car); ``reset(seed)``
+            re-seeds it.
+        **config_overrides: :class:`difftraffic.PaceCarConfig` fields, e.g. ``target_speed=12.0``
+            or ``max_episode_steps=200``.
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        variant: str = "1lane",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        seed: int | None = 0,
+        **config_overrides: Any,
+    ) -> None:
+        from difftraffic import PaceCarEnv
+
+        self.variant = variant
+        # The protocol checks actions itself; the simulator's own check would sync twice.
+        self.env = PaceCarEnv(
+            variant,
+            num_envs,
+            config_overrides=config_overrides,
+            seed=seed,
+            device=device,
+            dtype=dtype,
+            check_actions=False,
+        )
+        self.num_envs = num_envs
+        self.obs_dim = self.env.obs_dim
+        self.action_dim = self.env.action_dim
+        self.max_episode_steps = self.env.max_episode_steps
+
+    @property
+    def task(self) -> Any:
+        """The underlying :class:`difftraffic.PaceCarTask` (road, reward, configuration)."""
+        return self.env.task
+
+    def reset(self, seed: int | None = None) -> torch.Tensor:
+        """Start new episodes in every world; ``obs: [B, obs_dim]``."""
+        obs, _ = self.env.reset(seed=seed)
+        return obs
+
+    def step(
+        self, action: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        """Advance every world by ``dt`` (0.03 s); ``action: [B, 2]`` = (acceleration, steering)
+        in ``[-1, 1]`` (clipped by the simulator)."""
+        check_action(action, self.num_envs, self.action_dim)
+        return self.env.step(action)
+
+    def detach(self) -> None:
+        """Cut the autograd graph at the current state."""
+        self.env.detach()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the same episodes: worlds, drivers, clocks, RNG."""
+        env = self.env
+        if env.state is None:
+            return {}
+        return {
+            "state": {
+                f.name: getattr(env.state, f.name).detach().clone() for f in fields(env.state)
+            },
+            "idm": {f.name: getattr(env.idm, f.name).detach().clone() for f in fields(env.idm)},
+            "elapsed": env.elapsed.clone(),
+            "generator": env.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` wrote (an empty dict means: not reset yet)."""
+        if not state:
+            return
+        from difftraffic import IDMParams, TrafficState, compute_neighbors
+
+        env = self.env
+        device = env.device
+        env.state = TrafficState(**{k: v.to(device) for k, v in state["state"].items()})
+        env.idm = IDMParams(**{k: v.to(device) for k, v in state["idm"].items()})
+        env.neighbors = compute_neighbors(env.state, env.task.road)
+        env.elapsed = state["elapsed"].to(device)
+        env.generator.set_state(state["generator"])
