@@ -25,6 +25,7 @@ from torch import Tensor
 
 from difftraffic.dynamics import step
 from difftraffic.env import PaceCarEnv
+from difftraffic.policy import load_policy
 from difftraffic.scenario import Scenario
 from difftraffic.scenarios.pace_car import PACE_CAR_VARIANTS, WeavingPaceCar
 from difftraffic.state import TrafficState
@@ -100,15 +101,14 @@ def make_policy(name: str | None, source: Source, seed: int) -> Callable[[Any], 
 
     ``random`` draws actions uniformly in ``[-1, 1]`` for a pace-car environment and, for a user
     scenario, accelerations in ``±RANDOM_ACCELERATION`` and steering in ``±RANDOM_STEERING``.
-    ``weave`` is :class:`WeavingPaceCar` (pace-car variants only). Anything else is taken for a
-    ``difftraffic_rl`` checkpoint path.
+    ``weave`` is :class:`WeavingPaceCar` (pace-car variants only). Anything else is taken for
+    an exported policy: a ``difftraffic_rl`` run directory or its ``policy.pt2``.
     """
     name = policy_name(name, source)
     if name not in POLICIES:
-        raise ValueError(
-            f"--policy {name!r}: policy checkpoints need difftraffic_rl's traffic tasks, which do "
-            f"not exist yet; use one of {', '.join(POLICIES)}"
-        )
+        if not isinstance(source, PaceCarEnv):
+            raise ValueError(f"--policy {name!r}: a policy file drives a pace-car variant")
+        return load_policy(name, source.obs_dim)
     if name == "idle":
         return None
     generator = torch.Generator().manual_seed(seed)
@@ -289,7 +289,8 @@ def _add_common(parser: argparse.ArgumentParser, steps: int) -> None:
         metavar="{weave,random,idle,PATH}",
         help="what drives the autonomous vehicles: 'weave' (a scripted pace car that weaves "
         "across the lanes; pace-car variants only), 'random' (uniform random actions), 'idle' "
-        "(zero actions: the AVs coast), or a difftraffic_rl checkpoint PATH (not supported yet); "
+        "(zero actions: the AVs coast), or PATH: a trained difftraffic_rl run directory or its "
+        "exported policy.pt2 (pace-car variants); "
         "default weave for pace-car variants, idle otherwise",
     )
 

@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
                        metavar="KEY=VALUE")
     sweep.add_argument("--table", help="also write the markdown table to this file")
 
+    export = sub.add_parser(
+        "export", help="write a run's deterministic policy as a self-contained policy.pt2"
+    )
+    export.add_argument("run_dir", help="run directory with checkpoints/checkpoint.pt")
+    export.add_argument("--out", help="output file (default RUN_DIR/policy.pt2)")
     sub.add_parser("list", help="registered tasks and algorithms")
     return parser
 
@@ -90,6 +95,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(table)
         if args.table:
             Path(args.table).write_text(table)
+        return 0
+    if args.command == "export":
+        from difftraffic_rl.export import POLICY_FILE, export_policy
+        from difftraffic_rl.training import CHECKPOINT, load_algorithm
+
+        algorithm = load_algorithm(Path(args.run_dir) / CHECKPOINT)
+        print(export_policy(algorithm, args.out or Path(args.run_dir) / POLICY_FILE))
         return 0
     if args.command == "eval":
         from difftraffic_rl.training import evaluate

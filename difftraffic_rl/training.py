@@ -241,7 +241,8 @@ class Trainer:
         """Train until ``train.epochs`` (or ``stop_after`` more epochs); return the rows.
 
         ``callback(row)`` is called after every epoch; checkpoints every ``checkpoint_every``
-        epochs and at the end when a run directory exists.
+        epochs and at the end when a run directory exists, where a finished run also exports its
+        deterministic policy to ``policy.pt2`` (see :mod:`difftraffic_rl.export`).
         """
         from tqdm import tqdm
 
@@ -270,6 +271,10 @@ class Trainer:
             bar.close()
             if self._writer is not None:
                 self._writer.flush()
+        if self.run_dir is not None and self.epoch == total:
+            from difftraffic_rl.export import POLICY_FILE, export_policy
+
+            export_policy(self.algorithm, self.run_dir / POLICY_FILE)
         return rows
 
     def close(self) -> None:

@@ -72,7 +72,7 @@ def test_simulate_prints_speeds_collisions_and_throughput(capsys, scenario_file)
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["render", "1lane", "--policy", "runs/ckpt.pt"], "checkpoints need difftraffic_rl"),
+        (["render", "1lane", "--policy", "runs/missing"], "no exported policy found"),
         (["simulate", "7lane"], "pace-car variant \\(1lane, 2lane, 3lane, 4lane, 10lane\\)"),
         (["simulate", "missing.py:ring"], "does not exist"),
         (["render", "1lane", "--world", "3", "--batch", "2"], r"world must be .* \[0, 1\]"),
