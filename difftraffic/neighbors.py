@@ -44,8 +44,9 @@ PAIRWISE_SMALL_BATCH = 1024
 """``method="auto"``: up to this many slots in all (``B N``) per-operation overhead dominates, and
 the pairwise search, with fewer operations, wins."""
 
-_MAX_BITMASK_LANES = 63
-"""Up to this many lanes, lane sets are packed into one int64 per vehicle."""
+_MAX_BITMASK_LANES = 31
+"""Up to this many lanes, lane sets are packed into one int32 per vehicle (int32 rather than int64:
+AVX2 vectorises 32-bit integer arithmetic only)."""
 
 
 class Neighbors(NamedTuple):
@@ -172,16 +173,17 @@ def _auto_method(batch: int, vehicles: int, lanes: int) -> Literal["pairwise", "
 def _lane_sets(occupancy: Tensor) -> Tensor:
     """Each vehicle's set of lanes in the cheapest form to intersect pairwise.
 
-    ``[B, N]`` bool for one lane, ``[B, N]`` int64 bitmasks up to :data:`_MAX_BITMASK_LANES`
+    ``[B, N]`` bool for one lane, ``[B, N]`` int32 bitmasks up to :data:`_MAX_BITMASK_LANES`
     lanes (one bitwise AND per pair instead of a matrix product), else ``[B, N, L]`` float.
     """
     lanes = occupancy.shape[-1]
     if lanes == 1:
         return occupancy.squeeze(-1)
     if lanes <= _MAX_BITMASK_LANES:
-        lane_bit = torch.ones(lanes, dtype=torch.int64, device=occupancy.device)
-        lane_bit = lane_bit.bitwise_left_shift(torch.arange(lanes, device=occupancy.device))
-        return (occupancy * lane_bit).sum(-1)
+        lane_bit = torch.ones(lanes, dtype=torch.int32, device=occupancy.device)
+        shifts = torch.arange(lanes, dtype=torch.int32, device=occupancy.device)
+        lane_bit = lane_bit.bitwise_left_shift(shifts)
+        return (occupancy * lane_bit).sum(-1, dtype=torch.int32)
     return occupancy.to(torch.float32)
 
 
@@ -201,8 +203,8 @@ def _closeness(ahead: Tensor, n: int, ring: bool) -> Tensor:
     leader is ``(r + n + 1 - closeness) mod n`` for the sharing vehicle of largest closeness.
     """
     if ring:
-        return (n - torch.remainder(ahead - 1, n)) * (ahead != 0)
-    return (n + 1 - ahead) * (ahead > 0)
+        return torch.where(ahead != 0, n - torch.remainder(ahead - 1, n), 0)
+    return torch.where(ahead > 0, n + 1 - ahead, 0)
 
 
 def _leaders_pairwise(x: Tensor, occupancy: Tensor, ring_length: float | None) -> Neighbors:
@@ -213,11 +215,12 @@ def _leaders_pairwise(x: Tensor, occupancy: Tensor, ring_length: float | None) -
     sets = _lane_sets(occupancy)
     if torch.compiler.is_compiling():
         # Compiled, the [B, N, N] loop is fused and must not gather: work in vehicle order with
-        # per-pair rank differences.
+        # per-pair rank differences, in int32 like the lane sets.
         rank = torch.empty_like(order).scatter_(1, order, index.expand_as(order))
-        ahead = rank.unsqueeze(1) - rank.unsqueeze(2)
-        best = (_share_a_lane(sets, sets) * _closeness(ahead, n, ring)).amax(dim=2)
-        leader = order.gather(1, torch.remainder(rank + (n + 1) - best, n))
+        rank = rank.to(torch.int32)
+        closeness = _closeness(rank.unsqueeze(1) - rank.unsqueeze(2), n, ring)
+        best = torch.where(_share_a_lane(sets, sets), closeness, 0).amax(dim=2)
+        leader = order.gather(1, torch.remainder(rank + (n + 1) - best, n).long())
         return Neighbors(torch.where(best > 0, leader, index), best > 0)
     # Eager, every [B, N, N] temporary costs memory traffic: work in rank order, where the rank
     # differences are one small [N, N] table. int32: the narrowest type whose max-reduction is
