@@ -28,6 +28,7 @@ import yaml
 
 from difftraffic_rl.algorithms import Algorithm, get_algorithm
 from difftraffic_rl.config import RunConfig, apply_overrides, default_config, load_run_config
+from difftraffic_rl.evaluation import episode_returns
 from difftraffic_rl.rollout import EpisodeTracker
 from difftraffic_rl.tasks import make_task
 
@@ -396,16 +397,10 @@ def evaluate(run_dir: str | Path, episodes: int | None = None, seed: int = 0) ->
     generator = torch.Generator(device=trainer.algorithm.device).manual_seed(seed)
     result: dict[str, float] = {"episodes": float(num)}
     for mode in ("deterministic", "stochastic"):
-        obs = env.reset(seed=seed)
-        returns = torch.zeros(num, dtype=obs.dtype, device=obs.device)
-        running = torch.ones(num, dtype=torch.bool, device=obs.device)
-        for _ in range(env.max_episode_steps):
-            action = trainer.algorithm.act(obs, mode == "deterministic", generator)
-            obs, reward, terminated, truncated, _ = env.step(action)
-            returns += torch.where(running, reward, 0.0)
-            running &= ~(terminated | truncated)
-            if not running.any():
-                break
+        deterministic = mode == "deterministic"
+        returns = episode_returns(
+            env, lambda obs, d=deterministic: trainer.algorithm.act(obs, d, generator), seed
+        )
         result[f"{mode}_mean"] = float(returns.mean())
         result[f"{mode}_std"] = float(returns.std()) if num > 1 else 0.0
     return result
