@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -51,8 +52,8 @@ def plot_runs(
     fig, axes = plt.subplots(1, len(tasks), figsize=(5 * len(tasks), 4), squeeze=False)
     for ax, task in zip(axes[0], tasks, strict=True):
         curves = groups[task]
-        negative = all(v <= 0 for runs in curves.values() for _, ys in runs for v in ys
-                       if v == v)
+        finite = [v for runs in curves.values() for _, ys in runs for v in ys if math.isfinite(v)]
+        negative = bool(finite) and all(v < 0 for v in finite)
         for algo in sorted(curves):
             runs = curves[algo]
             length = min(len(ys) for _, ys in runs)
