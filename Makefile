@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/demo.py
+	$(BIN)/python examples/pace_car_gippo.py
 
 test: $(STAMP)
 	$(BIN)/ruff check .

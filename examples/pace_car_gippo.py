@@ -4,11 +4,12 @@ The pace car (blue) must hold the human drivers behind it (yellow, IDM) to 10 m/
 the simulator's analytic gradients of the rewards with respect to the pace car's actions, which
 are exact along the lanes and partial across lane changes (see docs/simulator.md).
 
-    python examples/pace_car_gippo.py                          # 1 lane, a few minutes on a CPU
-    python examples/pace_car_gippo.py --variant 2lane --epochs 300
+    python examples/pace_car_gippo.py                          # 2 lanes, a few minutes on a CPU
+    python examples/pace_car_gippo.py --variant 4lane --epochs 500 --device cuda
 
 Writes, under --out: the training run (checkpoints, logs, the exported policy.pt2), the learning
-curve (learning_curve.png) and a video of one evaluation episode (pace_car.mp4).
+curve (learning_curve.png), a video of one evaluation episode (pace_car.mp4) and one of its
+frames (pace_car.png).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import imageio.v3 as iio
 import torch
 
 import difftraffic_rl
@@ -29,10 +31,10 @@ from difftraffic_rl.tasks import make_task
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="1lane",
-                        help="1lane, 2lane, 3lane, 4lane or 10lane (default 1lane)")
-    parser.add_argument("--epochs", type=int, default=150,
-                        help="training epochs of 64 worlds x 32 steps (default 150; paper 500)")
+    parser.add_argument("--variant", default="2lane",
+                        help="1lane, 2lane, 3lane, 4lane or 10lane (default 2lane)")
+    parser.add_argument("--epochs", type=int, default=250,
+                        help="training epochs of 64 worlds x 32 steps (default 250; paper 500)")
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--eval-worlds", type=int, default=32,
@@ -73,7 +75,10 @@ def main() -> None:
     video_env = PaceCarEnv(args.variant, num_envs=1, device=args.device)
     video = record_rollout(video_env, args.out / "pace_car.mp4", args.video_steps, trained,
                            seed=args.seed)
-    print(f"\nrun directory:  {run_dir}\nlearning curve: {curve}\nvideo:          {video}")
+    frame = args.out / "pace_car.png"
+    iio.imwrite(frame, iio.imread(video, index=args.video_steps * 2 // 3))
+    print(f"\nrun directory:  {run_dir}\nlearning curve: {curve}\nvideo:          {video}"
+          f"\nframe:          {frame}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,126 @@
+"""The pace-car traffic tasks: gradients into the policy, exact resume, configurations, learning,
+exported policies, and the example script."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+import torch
+
+import difftraffic_rl
+from difftraffic.cli import main as difftraffic_main
+from difftraffic_rl.config import default_config
+from difftraffic_rl.evaluation import episode_returns
+from difftraffic_rl.networks import Actor
+from difftraffic_rl.tasks import make_task
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_gradients_reach_the_policy_through_the_dynamics_while_the_pace_car_changes_lanes():
+    env = make_task("pacecar-2lane", 8, dtype=torch.float64)
+    obs = env.reset(seed=3)
+    actor = Actor(env.obs_dim, env.action_dim, [16], torch.Generator().manual_seed(0)).double()
+    start_lane = env.task.road.nearest_lane(env.env.state.y[:, 0])
+    toward_other_lane = torch.where(start_lane == 0, 1.0, -1.0).double()
+    total = torch.zeros(8, dtype=torch.float64)
+    for t in range(48):
+        mean, _ = actor(obs / 50.0)
+        # The policy sets the throttle; a fixed steering schedule moves the pace car into the
+        # other lane (turn, counter-steer, hold), so the window spans a change of leaders.
+        steering = toward_other_lane * (1.0 if t < 32 else (-0.5 if t < 40 else 0.0))
+        action = torch.stack([0.9 + 0.1 * torch.tanh(mean[:, 0]), steering], dim=1)
+        obs, reward, terminated, _, _ = env.step(action)
+        assert not terminated.any()
+        total = total + reward
+    end_lane = env.task.road.nearest_lane(env.env.state.y[:, 0])
+    assert (end_lane != start_lane).all(), "the pace car did not change lanes"
+    total.sum().backward()
+    grads = torch.cat([p.grad.flatten() for p in actor.parameters() if p.grad is not None])
+    assert torch.isfinite(grads).all()
+    assert grads.abs().sum() > 0
+
+
+def test_state_dict_continues_the_very_same_episodes():
+    env = make_task("pacecar-4lane", 4, dtype=torch.float64)
+    env.reset(seed=0)
+    generator = torch.Generator().manual_seed(1)
+    actions = torch.rand(60, 4, 2, generator=generator, dtype=torch.float64) * 2 - 1
+    for t in range(20):
+        env.step(actions[t])
+    saved = env.state_dict()
+    first = [env.step(actions[t])[0] for t in range(20, 60)]
+    other = make_task("pacecar-4lane", 4, dtype=torch.float64)
+    other.load_state_dict(saved)
+    second = [other.step(actions[t])[0] for t in range(20, 60)]
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("variant", ["1lane", "2lane", "3lane", "4lane", "10lane"])
+@pytest.mark.parametrize("algo", ["lr", "rp", "lrp", "ppo", "gippo"])
+def test_traffic_configurations_hold_the_papers_settings(variant, algo):
+    config = default_config(f"pacecar-{variant}", algo)
+    h, train = config["hyperparameters"], config["train"]
+    assert h["actor_hidden"] == [512, 64, 64] and h["critic_hidden"] == [64, 64]
+    assert h["horizon"] == 32 and train["num_envs"] == 64 and train["epochs"] == 500
+    assert h["critic_lr"] == 1e-3 and h["critic_iterations"] == 16
+    expected_lr = {"lr": 3e-4, "rp": 1e-3, "lrp": 3e-4, "ppo": 3e-4, "gippo": 3e-4}[algo]
+    assert h["actor_lr"] == expected_lr
+    if algo in ("ppo", "gippo"):
+        assert h["minibatch_size"] == 2048 and h["mini_epochs"] == 5 and h["clip"] == 0.2
+    if algo == "gippo":
+        assert h["alpha0"] == 0.1 and h["alpha_lr"] == 1e-5 and h["max_alpha"] == 1.0
+        assert h["det_interval"] == 0.4 and h["max_oorr"] == 0.5 and h["alpha_factor"] == 1.1
+
+
+@pytest.mark.slow
+def test_short_training_improves_the_return_on_one_lane(tmp_path):
+    untrained = difftraffic_rl.train("pacecar-1lane", "ppo", seed=2, epochs=1, logdir=tmp_path,
+                                     progress=False)
+    trained = difftraffic_rl.train("pacecar-1lane", "ppo", seed=2, epochs=60, logdir=tmp_path,
+                                   progress=False)
+    env = make_task("pacecar-1lane", 16)
+
+    def deterministic(algorithm):
+        return lambda obs: algorithm.act(obs, deterministic=True)
+
+    before = episode_returns(env, deterministic(untrained.algorithm)).mean()
+    after = episode_returns(env, deterministic(trained.algorithm)).mean()
+    assert after > before + 200.0
+
+
+def test_a_trained_run_renders_with_the_difftraffic_command(tmp_path):
+    result = difftraffic_rl.train("pacecar-2lane", "ppo", seed=1, epochs=2, logdir=tmp_path,
+                                  progress=False, overrides=["train.tensorboard=false"])
+    policy_file = result.run_dir / "policy.pt2"
+    assert policy_file.is_file()
+    exported = torch.export.load(policy_file).module()
+    obs = torch.randn(5, 20) * 10
+    expected = result.algorithm.act(obs, deterministic=True)
+    torch.testing.assert_close(exported(obs), expected)
+    out = tmp_path / "trained.mp4"
+    difftraffic_main(["render", "2lane", "--steps", "10", "--out", str(out), "--quiet",
+                      "--policy", str(result.run_dir), "--width", "160", "--height", "96"])
+    frames = iio.imread(out)
+    assert frames.shape == (11, 96, 160, 3)
+
+
+def test_the_example_trains_evaluates_and_writes_its_curve_and_video(tmp_path):
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+    run = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "pace_car_gippo.py"), "--epochs", "2",
+         "--eval-worlds", "3", "--video-steps", "12", "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    for name in ("GI-PPO", "idle", "random"):
+        assert name in run.stdout
+    curve = tmp_path / "learning_curve.png"
+    video = tmp_path / "pace_car.mp4"
+    assert curve.stat().st_size > 1000
+    assert iio.imread(video).shape[0] == 13
+    assert iio.imread(tmp_path / "pace_car.png").ndim == 3
