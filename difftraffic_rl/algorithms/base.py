@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from difftraffic_rl.envs import VecEnv
+from difftraffic_rl.flat_parameters import FlatParameters
 from difftraffic_rl.networks import Actor, Critic
 from difftraffic_rl.normalization import RunningMeanStd
 from difftraffic_rl.rollout import EpisodeTracker, Rollout, collect_rollout, gae
@@ -161,14 +162,13 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 
 def clip_and_step(
-    parameters: list[nn.Parameter], optimizer: torch.optim.Optimizer, grad_norm: float | None
+    parameters: FlatParameters, optimizer: torch.optim.Optimizer, grad_norm: float | None
 ) -> None:
-    """Replace NaN gradients by 0, clip the global norm to ``grad_norm``, take one step."""
-    for p in parameters:
-        if p.grad is not None:
-            torch.nan_to_num_(p.grad, nan=0.0)
+    """Replace NaN gradients by 0, clip the global norm to ``grad_norm``, take one step of
+    ``optimizer`` (built over ``parameters.flat``)."""
+    torch.nan_to_num_(parameters.grad, nan=0.0)
     if grad_norm:
-        nn.utils.clip_grad_norm_(parameters, grad_norm)
+        parameters.clip_grad_norm_(grad_norm)
     optimizer.step()
 
 
@@ -261,19 +261,18 @@ class Algorithm:
         self.actor.to(self.device, dtype)
         self.critic.to(self.device, dtype)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.actor_params = FlatParameters(self.actor)
+        self.critic_params = FlatParameters(self.critic)
+        self.target_critic_params = FlatParameters(self.target_critic)
         self.obs_rms = RunningMeanStd((obs_dim,), device=self.device, dtype=dtype)
         self.value_rms = RunningMeanStd((), device=self.device, dtype=dtype)
         self.actor_optimizer = self.make_actor_optimizer()
         self.actor_lr_now = config.actor_lr
-        self.critic_optimizer = torch.optim.Adam(
-            self.critic.parameters(), lr=config.critic_lr, betas=config.critic_betas
-        )
+        self.critic_optimizer = self.critic_params.adam(config.critic_lr, config.critic_betas)
 
     def make_actor_optimizer(self) -> torch.optim.Optimizer:
         """The actor's main optimizer (Adam with ``actor_betas``)."""
-        return torch.optim.Adam(
-            self.actor.parameters(), lr=self.config.actor_lr, betas=self.config.actor_betas
-        )
+        return self.actor_params.adam(self.config.actor_lr, self.config.actor_betas)
 
     # ----------------------------------------------------------------------------- evaluation
     def normalize_obs(self, obs: torch.Tensor, stats: RunningMeanStd | None = None) -> torch.Tensor:
@@ -363,16 +362,15 @@ class Algorithm:
             self.value_rms.update(targets)
         k = cfg.critic_num_batches
         batches = list(zip(obs.tensor_split(k), targets.tensor_split(k), strict=True))
-        params = list(self.critic.parameters())
         total = torch.zeros((), device=targets.device, dtype=targets.dtype)
         for _ in range(cfg.critic_iterations):
             for obs_b, target_b in batches:
                 if target_b.numel() == 0:
                     continue
                 loss = (self.value(self.critic, obs_b) - target_b).square().mean()
-                self.critic_optimizer.zero_grad(set_to_none=True)
+                self.critic_params.zero_grad()
                 loss.backward()
-                clip_and_step(params, self.critic_optimizer, cfg.grad_norm)
+                clip_and_step(self.critic_params, self.critic_optimizer, cfg.grad_norm)
                 total = total + loss.detach()
         count = cfg.critic_iterations * sum(1 for _, t in batches if t.numel())
         return {"losses/critic": float(total) / count}
@@ -381,10 +379,7 @@ class Algorithm:
     def update_target_critic(self) -> None:
         """``theta_target <- alpha * theta_target + (1 - alpha) * theta``."""
         alpha = self.config.target_critic_alpha
-        for target, source in zip(
-            self.target_critic.parameters(), self.critic.parameters(), strict=True
-        ):
-            target.mul_(alpha).add_(source, alpha=1 - alpha)
+        self.target_critic_params.flat.mul_(alpha).add_(self.critic_params.flat, alpha=1 - alpha)
 
     # ---------------------------------------------------------------------------- checkpoints
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:

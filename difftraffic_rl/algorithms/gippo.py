@@ -194,9 +194,7 @@ class GIPPO(PPO):
         super().__init__(config, *args, **kwargs)
         self.alpha = config.alpha0
         self.alpha_lr = config.alpha_lr
-        self.alpha_optimizer = torch.optim.Adam(
-            self.actor.parameters(), lr=config.alpha_lr, betas=config.alpha_betas
-        )
+        self.alpha_optimizer = self.actor_params.adam(config.alpha_lr, config.alpha_betas)
         self.gain_rms = RunningMeanStd((), device=self.device, dtype=self.dtype)
 
     def fit_alpha_policy(
@@ -206,16 +204,14 @@ class GIPPO(PPO):
 
         Returns ``(accepted, first_loss, last_loss)``.
         """
-        params = list(self.actor.parameters())
-
         def attempt() -> tuple[float, float]:
             losses = []
             for _ in range(self.config.alpha_iterations):
                 action, _, _ = self.actor.sample(obs, eps)
                 loss = (action - targets).square().sum(dim=-1).mean()
-                self.alpha_optimizer.zero_grad(set_to_none=True)
+                self.actor_params.zero_grad()
                 loss.backward()
-                clip_and_step(params, self.alpha_optimizer, self.config.grad_norm)
+                clip_and_step(self.actor_params, self.alpha_optimizer, self.config.grad_norm)
                 losses.append(loss.detach())
             return float(losses[0]), float(losses[-1])
 

@@ -55,7 +55,7 @@ class LR(Algorithm):
     def update_actor(self, rollout: Rollout, advantages: torch.Tensor) -> dict[str, float]:
         """One step on the mean LR surrogate."""
         loss = likelihood_ratio_losses(self, rollout, advantages).mean()
-        self.actor_optimizer.zero_grad(set_to_none=True)
+        self.actor_params.zero_grad()
         loss.backward()
-        clip_and_step(list(self.actor.parameters()), self.actor_optimizer, self.config.grad_norm)
+        clip_and_step(self.actor_params, self.actor_optimizer, self.config.grad_norm)
         return {"losses/actor": float(loss.detach())}

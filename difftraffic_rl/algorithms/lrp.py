@@ -94,9 +94,9 @@ class LRP(Algorithm):
         )
         k_lr = interpolation_weight(var_lr, var_rp).detach()
         loss = k_lr * lr_losses.mean() + (1 - k_lr) * rp_losses.mean()
-        self.actor_optimizer.zero_grad(set_to_none=True)
+        self.actor_params.zero_grad()
         loss.backward()
-        clip_and_step(params, self.actor_optimizer, self.config.grad_norm)
+        clip_and_step(self.actor_params, self.actor_optimizer, self.config.grad_norm)
         return {
             "losses/actor": float(loss.detach()),
             "lrp/k_lr": float(k_lr),

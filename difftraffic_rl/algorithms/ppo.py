@@ -141,8 +141,6 @@ class PPO(Algorithm):
         cfg = self.config
         obs = rollout.obs.detach().reshape(rollout.num_samples, -1)
         actions = rollout.actions.reshape(rollout.num_samples, -1)
-        params = list(self.actor.parameters())
-
         def attempt() -> tuple[float, float]:
             pass_losses = []
             for _ in range(cfg.mini_epochs):
@@ -155,9 +153,9 @@ class PPO(Algorithm):
                         self.actor.log_prob(obs[idx], actions[idx]),
                         log_prob_denominator[idx], advantages[idx], cfg.clip, cfg.max_log_ratio,
                     )
-                    self.actor_optimizer.zero_grad(set_to_none=True)
+                    self.actor_params.zero_grad()
                     loss.backward()
-                    clip_and_step(params, self.actor_optimizer, cfg.grad_norm)
+                    clip_and_step(self.actor_params, self.actor_optimizer, cfg.grad_norm)
                     losses.append(loss.detach())
                 pass_losses.append(torch.stack(losses).mean())
             return float(pass_losses[0]), float(pass_losses[-1])

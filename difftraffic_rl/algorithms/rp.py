@@ -41,7 +41,7 @@ class RP(Algorithm):
     def update_actor(self, rollout: Rollout, advantages: torch.Tensor) -> dict[str, float]:
         """One step ascending the mean lambda-return of the trajectory starts."""
         loss = -reparameterized_objectives(rollout, advantages).mean()
-        self.actor_optimizer.zero_grad(set_to_none=True)
+        self.actor_params.zero_grad()
         loss.backward()
-        clip_and_step(list(self.actor.parameters()), self.actor_optimizer, self.config.grad_norm)
+        clip_and_step(self.actor_params, self.actor_optimizer, self.config.grad_norm)
         return {"losses/actor": float(loss.detach())}
