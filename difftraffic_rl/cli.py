@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--set", dest="overrides", action="append", default=[],
                        metavar="KEY=VALUE")
     sweep.add_argument("--table", help="also write the markdown table to this file")
+    sweep.add_argument("--resume", action="store_true",
+                       help="incremental: runs named <task>_<algo>_s<seed> under --logdir; "
+                            "finished ones are skipped, interrupted ones continue")
 
     export = sub.add_parser(
         "export", help="write a run's deterministic policy as a self-contained policy.pt2"
@@ -91,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from difftraffic_rl.sweep import run_sweep, summarize
 
         table = summarize(run_sweep(args.tasks, args.algos, args.seeds, args.epochs,
-                                    args.logdir, args.workers, args.overrides))
+                                    args.logdir, args.workers, args.overrides,
+                                    resume=args.resume))
         print(table)
         if args.table:
             Path(args.table).write_text(table)

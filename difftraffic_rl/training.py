@@ -94,7 +94,11 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _new_run_dir(logdir: Path, config: RunConfig) -> Path:
+def _new_run_dir(logdir: Path, config: RunConfig, name: str | None = None) -> Path:
+    if name is not None:
+        run_dir = logdir / name
+        run_dir.mkdir(parents=True, exist_ok=False)
+        return run_dir
     stamp = time.strftime("%Y%m%d-%H%M%S")
     base = f"{config.task}_{config.algo}_s{config.train.seed}_{stamp}"
     for suffix in range(1000):
@@ -296,6 +300,7 @@ def train(
     hyperparameters: dict[str, Any] | None = None,
     progress: bool = True,
     callback: Callable[[dict[str, float]], None] | None = None,
+    run_name: str | None = None,
 ) -> TrainResult:
     """Train ``algo`` on ``task`` with the shipped (paper) configuration.
 
@@ -310,6 +315,8 @@ def train(
         hyperparameters: algorithm hyperparameters to override.
         progress: show a progress bar.
         callback: called with every epoch's metrics row.
+        run_name: name of the run directory under ``logdir`` (it must not exist yet); default
+            ``<task>_<algo>_s<seed>_<timestamp>``.
     """
     values = default_config(task, algo)
     items = [f"train.seed={seed}"]
@@ -322,7 +329,7 @@ def train(
     config = RunConfig.from_dict(values)
     run_dir = None
     if logdir is not None:
-        run_dir = _new_run_dir(Path(logdir), config)
+        run_dir = _new_run_dir(Path(logdir), config, run_name)
         (run_dir / "config.yaml").write_text(yaml.safe_dump(_plain(config.to_dict()),
                                                             sort_keys=False))
     trainer = Trainer(config, run_dir)

@@ -38,3 +38,38 @@ def test_load_curve_names_missing_columns(tmp_path: Path) -> None:
     assert load_curve(run) == ([64.0], [-1.0])
     with pytest.raises(ValueError, match="alpha"):
         load_curve(run, "alpha")
+
+
+class KilledError(Exception):
+    pass
+
+
+def test_resumable_sweep_run_continues_an_interrupted_run_and_skips_a_finished_one(
+    tmp_path: Path,
+) -> None:
+    from difftraffic_rl.sweep import _one_run, run_name
+    from difftraffic_rl.training import train
+
+    settings = ["train.tensorboard=false", "train.checkpoint_every=2"]
+    full = Path(_one_run("dejong", "ppo", 0, 5, str(tmp_path / "full"), settings, True))
+    assert full == tmp_path / "full" / run_name("dejong", "ppo", 0)
+
+    def kill_after_epoch_3(row: dict[str, float]) -> None:
+        if row["epoch"] == 3:
+            raise KilledError
+
+    with pytest.raises(KilledError):
+        train("dejong", "ppo", seed=0, epochs=5, logdir=tmp_path / "killed", overrides=settings,
+              progress=False, callback=kill_after_epoch_3, run_name=run_name("dejong", "ppo", 0))
+    killed = Path(_one_run("dejong", "ppo", 0, 5, str(tmp_path / "killed"), settings, True))
+
+    def rewards(run: Path) -> list[float]:
+        return load_curve(run)[1]
+
+    assert len(rewards(killed)) == 5
+    assert rewards(killed) == rewards(full)
+    finished_log = (full / "progress.csv").read_text()
+    _one_run("dejong", "ppo", 0, 5, str(tmp_path / "full"), settings, True)
+    assert (full / "progress.csv").read_text() == finished_log  # skipped, not re-run
+    with pytest.raises(ValueError, match="5 epochs, not 7"):
+        _one_run("dejong", "ppo", 0, 7, str(tmp_path / "full"), settings, True)
