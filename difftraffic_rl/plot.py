@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import math
+import warnings
 from collections import defaultdict
 from pathlib import Path
 
@@ -61,7 +62,10 @@ def plot_runs(
             values = np.asarray([ys[:length] for _, ys in runs])
             if negative:
                 values = -values
-            mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
+            with warnings.catch_warnings():
+                # Epochs before any episode has ended have no return: all-NaN columns stay NaN.
+                warnings.simplefilter("ignore", RuntimeWarning)
+                mean, std = np.nanmean(values, axis=0), np.nanstd(values, axis=0)
             ax.plot(steps, mean, label=f"{algo} (n={len(runs)})")
             lower = np.maximum(mean - std, mean * 1e-3) if negative else mean - std
             ax.fill_between(steps, lower, mean + std, alpha=0.2)
