@@ -105,6 +105,8 @@ class RunSummary:
         task, algo, seed: what ran.
         epochs: epochs logged; ``final``, ``best``: last and best smoothed reward;
         seconds_per_epoch: training wall time per epoch (logging and checkpoints excluded).
+        cpu_seconds_per_epoch: CPU time of the training process per epoch (NaN when not
+            logged); unlike wall time it hardly grows when other jobs share the cores.
     """
 
     task: str
@@ -114,6 +116,7 @@ class RunSummary:
     final: float
     best: float
     seconds_per_epoch: float
+    cpu_seconds_per_epoch: float = math.nan
 
 
 def run_summaries(run_dirs: list[str | Path]) -> list[RunSummary]:
@@ -135,6 +138,7 @@ def run_summaries(run_dirs: list[str | Path]) -> list[RunSummary]:
             seed=int(config.get("train", {}).get("seed", 0)), epochs=len(rows),
             final=rewards[-1], best=max(finite) if finite else math.nan,
             seconds_per_epoch=float(rows[-1]["wall_time"]) / len(rows),
+            cpu_seconds_per_epoch=float(rows[-1].get("cpu_time", math.nan)) / len(rows),
         ))
     return summaries
 

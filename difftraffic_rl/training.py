@@ -138,6 +138,7 @@ class Trainer:
         self.epoch = 0
         self.env_steps = 0
         self.wall_time = 0.0
+        self.cpu_time = 0.0
         self._writer: Any = None
 
     # ------------------------------------------------------------------------------- logging
@@ -187,6 +188,7 @@ class Trainer:
             "epoch": self.epoch,
             "env_steps": self.env_steps,
             "wall_time": self.wall_time,
+            "cpu_time": self.cpu_time,
             "obs": self.obs,
             "tracker": self.tracker.state_dict(),
             "meter": {"mean": self.meter.mean, "count": self.meter.count},
@@ -199,6 +201,7 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.env_steps = int(state["env_steps"])
         self.wall_time = float(state["wall_time"])
+        self.cpu_time = float(state.get("cpu_time", 0.0))
         self.tracker.load_state_dict(state["tracker"])
         self.meter.mean, self.meter.count = state["meter"]["mean"], state["meter"]["count"]
         if state["env"] is not None and hasattr(self.env, "load_state_dict"):
@@ -215,7 +218,7 @@ class Trainer:
     # ---------------------------------------------------------------------------------- loop
     def run_epoch(self) -> dict[str, float]:
         """Train one epoch and return its log row."""
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         self.epoch += 1
         rollout, metrics = self.algorithm.train_epoch(
             self.env, self.obs, self.tracker, self.epoch, self.config.train.epochs
@@ -223,11 +226,13 @@ class Trainer:
         self.obs = rollout.next_obs
         self.env_steps += rollout.num_samples
         self.wall_time += time.perf_counter() - start
+        self.cpu_time += time.process_time() - cpu_start
         returns = rollout.episode_returns
         row = {
             "epoch": float(self.epoch),
             "env_steps": float(self.env_steps),
             "wall_time": self.wall_time,
+            "cpu_time": self.cpu_time,
             "reward": float(returns.mean()) if returns.numel() else math.nan,
             "reward_smoothed": self.meter.update(returns),
             "episode_length": (float(rollout.episode_lengths.float().mean())
