@@ -65,7 +65,7 @@ Profiles (`torch.profiler`, and inductor's per-kernel profile for compiled steps
   Compiled, the step is two or three fused C++ kernels, and what remains is the call itself
   (Dynamo guards on about 20 input tensors, the AOT wrapper, `argsort`, which inductor leaves to
   ATen): about 40 µs. Further eager gains would need fewer operations in `idm.py` (its
-  `has_leader` masking costs seven of them) or the state's geometry cached across steps.
+  `has_leader` masking costs five of them) or the state's geometry cached across steps.
 - **Large batches (1024×16, 4096×40) are bound by memory traffic and the leader search.** Eager,
   each of the ~160 operations writes a fresh `[B, N]` (or `[B, N, L]`, `[B, N, N]`) temporary;
   the pairwise search reads and writes `B N^2` entries (262 k at 1024×16) and `argsort` costs

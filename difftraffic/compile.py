@@ -2,7 +2,7 @@
 
 :func:`difftraffic.dynamics.step` has no graph breaks, host synchronisations or data-dependent
 Python branches, so it compiles to one graph per call signature. Compiling pays off for small
-worlds, where eager execution is bound by per-operation overhead (about 4x faster for one world
+worlds, where eager execution is bound by per-operation overhead (about 4.5x faster for one world
 of 10 vehicles on a 2-core CPU), and for gradients, whose backward graph is compiled too.
 
 Compilation takes a few seconds per distinct call signature, and one step signature usually
