@@ -100,6 +100,33 @@ def test_alpha_fit_determinant_estimates_det_of_i_plus_alpha_hessian() -> None:
     assert det.max().item() == pytest.approx(expected, rel=1e-2)
 
 
+@pytest.mark.parametrize("alpha_lr", [1e-3, 30.0])
+def test_alpha_fit_judges_the_parameters_it_ends_with(alpha_lr: float) -> None:
+    """The reported last loss is the loss of the kept parameters (after the last step), and a
+    fit whose last step overshoots (a huge step size) is rejected and leaves the actor as it
+    was."""
+    cfg = GIPPOConfig(alpha_lr=alpha_lr, alpha_iterations=4, max_optim_iter=1,
+                      actor_hidden=(8,))
+    algo = GIPPO(cfg, obs_dim=1, action_dim=2, seed=0, dtype=torch.float64)
+    obs = torch.zeros(16, 1, dtype=torch.float64)
+    eps = torch.randn(16, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    before = [p.detach().clone() for p in algo.actor.parameters()]
+    with torch.no_grad():
+        actions, _, _ = algo.actor.sample(obs, eps)
+    targets = actions + 0.05
+    accepted, first, last = algo.fit_alpha_policy(obs, eps, targets)
+    with torch.no_grad():
+        kept, _, _ = algo.actor.sample(obs, eps)
+    kept_loss = (kept - targets).square().sum(dim=-1).mean().item()
+    if alpha_lr < 1:
+        assert accepted and last == pytest.approx(kept_loss, rel=1e-12) and last < first
+    else:
+        assert not accepted and last > first
+        assert kept_loss == pytest.approx(first, rel=1e-12)
+        assert all(torch.equal(a, b) for a, b in zip(before, algo.actor.parameters(),
+                                                       strict=True))
+
+
 def test_lrp_weights_from_known_variances() -> None:
     grads = torch.tensor([[1.0, 0.0], [3.0, 0.0], [5.0, 2.0]])
     assert gradient_variance(grads).item() == pytest.approx(4.0 + 4.0 / 3.0)
