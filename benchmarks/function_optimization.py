@@ -33,8 +33,12 @@ from difftraffic_rl.sweep import RunSummary, run_name, run_summaries, run_sweep
 TASKS = ("dejong", "dejong64", "ackley", "ackley64")
 ALGOS = ("gippo", "ppo", "lr", "rp", "lrp")
 ALGO_LABELS = {"gippo": "GI-PPO", "ppo": "PPO", "lr": "LR", "rp": "RP", "lrp": "LR+RP"}
-TASK_LABELS = {"dejong": "De Jong 1-D", "dejong64": "De Jong 64-D", "ackley": "Ackley 1-D",
-               "ackley64": "Ackley 64-D"}
+TASK_LABELS = {
+    "dejong": "De Jong 1-D",
+    "dejong64": "De Jong 64-D",
+    "ackley": "Ackley 1-D",
+    "ackley64": "Ackley 64-D",
+}
 PAPER_EPOCHS = 2000
 
 AUTHORS_BEST: dict[str, dict[str, float]] = {
@@ -84,9 +88,11 @@ def results_table(runs: list[RunSummary]) -> str:
 
 def speed_table(runs: list[RunSummary]) -> str:
     """Time per epoch per algorithm (mean over problems and seeds) against the reference."""
-    lines = ["| algorithm | s / epoch, wall | s / epoch, CPU | reference (wall, unloaded) "
-             "| speed-up (wall / CPU) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        "| algorithm | s / epoch, wall | s / epoch, CPU | reference (wall, unloaded) "
+        "| speed-up (wall / CPU) |",
+        "|---|---|---|---|---|",
+    ]
     for algo in ALGOS:
         group = [r for r in runs if r.algo == algo]
         if not group:
@@ -100,8 +106,14 @@ def speed_table(runs: list[RunSummary]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(run_dirs: list[Path], expected_epochs: int, seeds: list[int], out: Path,
-                 plot: Path, command: str) -> bool:
+def write_report(
+    run_dirs: list[Path],
+    expected_epochs: int,
+    seeds: list[int],
+    out: Path,
+    plot: Path,
+    command: str,
+) -> bool:
     """Write the markdown report and the plot; return whether every requested run finished."""
     from difftraffic_rl.plot import plot_runs
 
@@ -123,7 +135,7 @@ def write_report(run_dirs: list[Path], expected_epochs: int, seeds: list[int], o
             "",
         ]
     body = [
-        "\"Reward\" is the smoothed reward of sampled actions (running mean over about 100 "
+        '"Reward" is the smoothed reward of sampled actions (running mean over about 100 '
         "episodes, as the authors log it); *final* is its last value, *best* the best value of "
         "a run, each as mean ± std over seeds. The authors' column is their published mean "
         "over 5 seeds of each run's best reward. s / epoch is training time per epoch (logging "
@@ -152,25 +164,40 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS)
     parser.add_argument("--workers", type=int, default=2, help="parallel runs (one per core)")
     parser.add_argument("--logdir", type=Path, default=Path("runs/function_optimization"))
-    parser.add_argument("--out", type=Path,
-                        default=Path("docs/results/function_optimization.md"))
-    parser.add_argument("--quick", action="store_true",
-                        help="smoke test: 20 epochs, seed 1, results under the logdir only")
-    parser.add_argument("--report-only", action="store_true",
-                        help="write the table and plot from the runs that exist; train nothing")
+    parser.add_argument("--out", type=Path, default=Path("docs/results/function_optimization.md"))
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke test: 20 epochs, seed 1, results under the logdir only",
+    )
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the table and plot from the runs that exist; train nothing",
+    )
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.seeds = 20, [1]
         args.logdir = args.logdir.with_name(args.logdir.name + "_quick")
         args.out = args.logdir / "function_optimization.md"
-    run_dirs = [args.logdir / run_name(t, a, s)
-                for s in args.seeds for t in args.tasks for a in args.algos]
+    run_dirs = [
+        args.logdir / run_name(t, a, s) for s in args.seeds for t in args.tasks for a in args.algos
+    ]
     if not args.report_only:
-        run_sweep(args.tasks, args.algos, args.seeds, args.epochs, args.logdir, args.workers,
-                  overrides=["train.tensorboard=false"], resume=True)
+        run_sweep(
+            args.tasks,
+            args.algos,
+            args.seeds,
+            args.epochs,
+            args.logdir,
+            args.workers,
+            overrides=["train.tensorboard=false"],
+            resume=True,
+        )
     command = "python benchmarks/function_optimization.py" + (" --quick" if args.quick else "")
-    complete = write_report(run_dirs, args.epochs, args.seeds, args.out,
-                            args.out.with_suffix(".png"), command)
+    complete = write_report(
+        run_dirs, args.epochs, args.seeds, args.out, args.out.with_suffix(".png"), command
+    )
     print(args.out.read_text())
     print(f"{'complete' if complete else 'PARTIAL'}: {args.out} and {args.out.with_suffix('.png')}")
 

@@ -41,8 +41,8 @@ class FlatParameters:
         offset = 0
         for p in self.tensors:
             size = p.numel()
-            p.data = self.flat.data[offset:offset + size].view_as(p)
-            p.grad = self.flat.grad[offset:offset + size].view_as(p)
+            p.data = self.flat.data[offset : offset + size].view_as(p)
+            p.grad = self.flat.grad[offset : offset + size].view_as(p)
             offset += size
         self.grads = [p.grad for p in self.tensors]
 
