@@ -6,6 +6,7 @@ driver parameters. Importing this package registers the Gymnasium ids
 ``difftraffic/PaceCar-<variant>-v0`` and does not import pygame.
 """
 
+from difftraffic.compile import compile_step
 from difftraffic.dynamics import StepResult, rollout, step
 from difftraffic.env import PaceCarEnv, PaceCarGymEnv, TrafficEnv, TrafficTask
 from difftraffic.idm import IDMParams, desired_gap, equilibrium_gap, idm_acceleration
@@ -36,6 +37,7 @@ __all__ = [
     "TrafficEnv",
     "TrafficState",
     "TrafficTask",
+    "compile_step",
     "compute_neighbors",
     "desired_gap",
     "detect_collisions",

@@ -24,7 +24,6 @@ from torch import Tensor
 
 from difftraffic.idm import IDMParams, idm_acceleration
 from difftraffic.neighbors import (
-    BodyBox,
     LeaderMethod,
     Neighbors,
     box_collisions,
@@ -32,10 +31,9 @@ from difftraffic.neighbors import (
     compute_neighbors,
     find_leaders,
     gap_to_leader,
-    longitudinal_extent,
 )
 from difftraffic.road import Road
-from difftraffic.state import TrafficState
+from difftraffic.state import BodyBox, TrafficState, longitudinal_extent
 
 MIN_GAP = 1e-2
 """Gap (m) at which the IDM is evaluated when a vehicle overlaps its leader. The IDM is undefined

@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from difftraffic.road import Road
-from difftraffic.state import TrafficState
+from difftraffic.state import BodyBox, TrafficState, longitudinal_extent
 
 LeaderMethod = Literal["auto", "pairwise", "sorted"]
 
@@ -59,61 +59,6 @@ class Neighbors(NamedTuple):
 
     leader: Tensor
     has_leader: Tensor
-
-
-def longitudinal_extent(
-    x: Tensor, length: Tensor, width: Tensor, cos_h: Tensor, sin_h: Tensor
-) -> tuple[Tensor, Tensor]:
-    """``(rear_x, front_x)``, each ``[B, N]`` (m): the bodies' extent along the road.
-
-    Args as in :meth:`BodyBox.of`; equal to the first two results of
-    :func:`difftraffic.state.body_extents`, bit for bit.
-    """
-    center_x = x - 0.5 * length * cos_h
-    half_x = 0.5 * (length * cos_h.abs() + width * sin_h.abs())
-    return center_x - half_x, center_x + half_x
-
-
-class BodyBox(NamedTuple):
-    """Axis-aligned bounding box of every vehicle body, each field ``[B, N]`` (m).
-
-    Values equal :func:`difftraffic.state.body_extents` exactly; the cosine and sine of the
-    heading are passed in so that a step computes them once for integration and geometry.
-    """
-
-    rear_x: Tensor
-    front_x: Tensor
-    low_y: Tensor
-    high_y: Tensor
-
-    @classmethod
-    def of(
-        cls, x: Tensor, y: Tensor, length: Tensor, width: Tensor, cos_h: Tensor, sin_h: Tensor
-    ) -> BodyBox:
-        """Box of bodies with front-bumper midpoint ``(x, y)`` and heading ``(cos_h, sin_h)``.
-
-        Args:
-            x, y: ``[B, N]`` front-bumper midpoint (m).
-            length, width: ``[B, N]`` body size (m).
-            cos_h, sin_h: ``[B, N]`` cosine and sine of the heading.
-        """
-        rear_x, front_x = longitudinal_extent(x, length, width, cos_h, sin_h)
-        # Same operations, in the same order, as state.body_extents: bit-identical results.
-        center_y = y - 0.5 * length * sin_h
-        half_y = 0.5 * (length * sin_h.abs() + width * cos_h.abs())
-        return cls(rear_x, front_x, center_y - half_y, center_y + half_y)
-
-    @classmethod
-    def of_state(cls, state: TrafficState) -> BodyBox:
-        """Box of every body of ``state``."""
-        return cls.of(
-            state.x,
-            state.y,
-            state.length,
-            state.width,
-            torch.cos(state.heading),
-            torch.sin(state.heading),
-        )
 
 
 def box_occupancy(box: BodyBox, active: Tensor, road: Road) -> Tensor:

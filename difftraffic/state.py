@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -103,17 +104,61 @@ class TrafficState:
         check_positive("TrafficState.width", self.width[active], "m")
 
 
-def body_extents(state: TrafficState) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Axis-aligned bounding box of every vehicle body.
+def longitudinal_extent(
+    x: Tensor, length: Tensor, width: Tensor, cos_h: Tensor, sin_h: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(rear_x, front_x)``, each ``[B, N]`` (m): the bodies' extent along the road.
 
-    Returns:
-        ``(rear_x, front_x, low_y, high_y)``, each ``[B, N]`` (m). For ``heading = 0`` the box is
-        exactly ``[x - length, x] x [y - width/2, y + width/2]``.
+    Args as in :meth:`BodyBox.of`.
     """
-    cos_h = torch.cos(state.heading)
-    sin_h = torch.sin(state.heading)
-    center_x = state.x - 0.5 * state.length * cos_h
-    center_y = state.y - 0.5 * state.length * sin_h
-    half_x = 0.5 * (state.length * cos_h.abs() + state.width * sin_h.abs())
-    half_y = 0.5 * (state.length * sin_h.abs() + state.width * cos_h.abs())
-    return center_x - half_x, center_x + half_x, center_y - half_y, center_y + half_y
+    center_x = x - 0.5 * length * cos_h
+    half_x = 0.5 * (length * cos_h.abs() + width * sin_h.abs())
+    return center_x - half_x, center_x + half_x
+
+
+class BodyBox(NamedTuple):
+    """Axis-aligned bounding box of every vehicle body, each field ``[B, N]`` (m).
+
+    For ``heading = 0`` the box is exactly ``[x - length, x] x [y - width/2, y + width/2]``.
+    :meth:`of` takes the cosine and sine of the heading, so that a step computes them once for
+    integration and geometry.
+    """
+
+    rear_x: Tensor
+    front_x: Tensor
+    low_y: Tensor
+    high_y: Tensor
+
+    @classmethod
+    def of(
+        cls, x: Tensor, y: Tensor, length: Tensor, width: Tensor, cos_h: Tensor, sin_h: Tensor
+    ) -> BodyBox:
+        """Box of bodies with front-bumper midpoint ``(x, y)`` and heading ``(cos_h, sin_h)``.
+
+        Args:
+            x, y: ``[B, N]`` front-bumper midpoint (m).
+            length, width: ``[B, N]`` body size (m).
+            cos_h, sin_h: ``[B, N]`` cosine and sine of the heading.
+        """
+        rear_x, front_x = longitudinal_extent(x, length, width, cos_h, sin_h)
+        center_y = y - 0.5 * length * sin_h
+        half_y = 0.5 * (length * sin_h.abs() + width * cos_h.abs())
+        return cls(rear_x, front_x, center_y - half_y, center_y + half_y)
+
+    @classmethod
+    def of_state(cls, state: TrafficState) -> BodyBox:
+        """Box of every body of ``state``."""
+        return cls.of(
+            state.x,
+            state.y,
+            state.length,
+            state.width,
+            torch.cos(state.heading),
+            torch.sin(state.heading),
+        )
+
+
+def body_extents(state: TrafficState) -> BodyBox:
+    """Axis-aligned bounding box ``(rear_x, front_x, low_y, high_y)`` of every body of ``state``,
+    each ``[B, N]`` (m); see :class:`BodyBox`."""
+    return BodyBox.of_state(state)
