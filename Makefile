@@ -8,7 +8,7 @@ TORCH_PIN := torch==2.13.0
 export SDL_VIDEODRIVER ?= dummy
 export SDL_AUDIODRIVER ?= dummy
 
-.PHONY: demo test test-slow lint bench figures clean
+.PHONY: demo test test-slow lint bench bench-functions bench-traffic figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,12 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_throughput.py --out docs/benchmarks.md
+
+bench-functions: $(STAMP)
+	$(BIN)/python benchmarks/function_optimization.py
+
+bench-traffic: $(STAMP)
+	$(BIN)/python benchmarks/traffic.py
 
 figures: $(STAMP)
 	$(BIN)/python examples/demo.py --frame docs/images/pace_car_10lane.png --video docs/images/pace_car_10lane.gif --every 3 --width 640 --height 360

@@ -143,10 +143,13 @@ def run_summaries(run_dirs: list[str | Path]) -> list[RunSummary]:
     return summaries
 
 
-def _fmt(values: list[float]) -> str:
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.3g} ± {std:.2g}"
+def format_mean_std(values: list[float], mean_format: str = ".3g", std_format: str = ".2g") -> str:
+    """``"mean ± std"`` of the values that are not NaN (``"n/a"`` when none is)."""
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return "n/a"
+    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
+    return f"{statistics.fmean(finite):{mean_format}} ± {std:{std_format}}"
 
 
 def summarize(run_dirs: list[str | Path]) -> str:
@@ -157,7 +160,8 @@ def summarize(run_dirs: list[str | Path]) -> str:
     lines = ["| task | algorithm | seeds | final reward | best reward | s / epoch |",
              "|---|---|---|---|---|---|"]
     for (task, algo), runs in sorted(groups.items()):
-        lines.append(f"| {task} | {algo} | {len(runs)} | {_fmt([r.final for r in runs])} | "
-                     f"{_fmt([r.best for r in runs])} | "
+        lines.append(f"| {task} | {algo} | {len(runs)} | "
+                     f"{format_mean_std([r.final for r in runs])} | "
+                     f"{format_mean_std([r.best for r in runs])} | "
                      f"{statistics.fmean(r.seconds_per_epoch for r in runs):.3f} |")
     return "\n".join(lines) + "\n"
