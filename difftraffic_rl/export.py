@@ -8,6 +8,7 @@ The file maps raw observations ``[B, obs_dim]`` to actions ``[B, action_dim]`` i
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -25,8 +26,12 @@ class DeterministicPolicy(nn.Module):
 
     def __init__(self, algorithm: Algorithm) -> None:
         super().__init__()
-        self.algorithm = algorithm
-        self.actor = algorithm.actor
+        self.algorithm = copy.deepcopy(algorithm)
+        self.actor = self.algorithm.actor
+        # Trained parameters are views into one flat buffer; give each its own storage so the
+        # exported file holds plain, complete tensors.
+        for parameter in self.actor.parameters():
+            parameter.data = parameter.data.clone()
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.algorithm.act(obs, deterministic=True)
