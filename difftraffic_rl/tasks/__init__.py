@@ -100,3 +100,9 @@ for _variant in ("1lane", "2lane", "3lane", "4lane", "10lane"):
         description=f"pace car holding IDM drivers to 10 m/s, variant {_variant} (paper 7.5.2)",
         variant=_variant,
     )
+
+register_task(
+    "cartpole",
+    "difftraffic_rl.tasks.physics.cartpole:CartPoleSwingUpEnv",
+    description="cart-pole swing-up of the SHAC benchmark, 240 steps of 1/60 s (paper 7.4.2)",
+)
