@@ -1,4 +1,4 @@
-"""The five algorithms by name: ``lr``, ``rp``, ``lrp`` (LR+RP), ``ppo``, ``gippo``."""
+"""The algorithms by name: ``lr``, ``rp``, ``lrp`` (LR+RP), ``ppo``, ``gippo``, ``pe``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from difftraffic_rl.algorithms.base import Algorithm, AlgorithmConfig
 from difftraffic_rl.algorithms.gippo import GIPPO, GIPPOConfig
 from difftraffic_rl.algorithms.lr import LR, LRConfig
 from difftraffic_rl.algorithms.lrp import LRP, LRPConfig
+from difftraffic_rl.algorithms.pe import PE, PEConfig
 from difftraffic_rl.algorithms.ppo import PPO, PPOConfig
 from difftraffic_rl.algorithms.rp import RP, RPConfig
 
@@ -14,6 +15,7 @@ __all__ = [
     "GIPPO",
     "LR",
     "LRP",
+    "PE",
     "PPO",
     "RP",
     "Algorithm",
@@ -21,13 +23,14 @@ __all__ = [
     "GIPPOConfig",
     "LRConfig",
     "LRPConfig",
+    "PEConfig",
     "PPOConfig",
     "RPConfig",
     "get_algorithm",
 ]
 
 ALGORITHMS: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (LR, RP, LRP, PPO, GIPPO)
+    cls.name: cls for cls in (LR, RP, LRP, PPO, GIPPO, PE)
 }
 
 

@@ -38,10 +38,17 @@ class RP(Algorithm):
     uses_analytic_gradients = True
     name = "rp"
 
+    def actor_loss(
+        self, rollout: Rollout, advantages: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss the actor step descends (minus the mean lambda-return of the trajectory
+        starts) and extra metrics; subclasses that add terms override this."""
+        return -reparameterized_objectives(rollout, advantages).mean(), {}
+
     def update_actor(self, rollout: Rollout, advantages: torch.Tensor) -> dict[str, float]:
-        """One step ascending the mean lambda-return of the trajectory starts."""
-        loss = -reparameterized_objectives(rollout, advantages).mean()
+        """One clipped Adam step on :meth:`actor_loss`."""
+        loss, metrics = self.actor_loss(rollout, advantages)
         self.actor_params.zero_grad()
         loss.backward()
         clip_and_step(self.actor_params, self.actor_optimizer, self.config.grad_norm)
-        return {"losses/actor": float(loss.detach())}
+        return {"losses/actor": float(loss.detach()), **metrics}
