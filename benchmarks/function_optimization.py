@@ -54,6 +54,20 @@ REFERENCE_SECONDS_PER_EPOCH = {"ppo": 0.11, "gippo": 0.2}
 ``../shared/paper/gippo_reference_notes.md`` section 8."""
 
 
+BOUNDS_NOTE = (
+    "What bounds an epoch: the networks are two layers of 32, so arithmetic is negligible; an "
+    "epoch is 100-200 *sequential* small optimizer steps (64 critic steps; 16 per alpha-fit "
+    "try; 5 per PPO try, up to 8 tries), each a forward, a backward and an Adam step of a few "
+    "dozen tiny kernels, so the time is per-op dispatch and the autograd engine. Parameters "
+    "and gradients live in one flat buffer per network (bit-identical results), which makes "
+    "Adam, clipping and NaN scrubbing a handful of ops; what remains scales with the number "
+    "of sequential steps the algorithms prescribe. GI-PPO costs most (alpha-fit retries plus "
+    "PPO tries), LR and RP least (one actor step). Wall time also includes waiting for the "
+    "cores when other jobs run: compare the CPU column with the reference when the two "
+    "differ."
+)
+
+
 def _mean_std(values: list[float]) -> str:
     finite = [v for v in values if not math.isnan(v)]
     if not finite:
@@ -79,7 +93,7 @@ def results_table(runs: list[RunSummary]) -> str:
                 f"| {TASK_LABELS[task]} | {ALGO_LABELS[algo]} | "
                 f"{','.join(str(r.seed) for r in sorted(group, key=lambda r: r.seed))} | "
                 f"{'/'.join(map(str, epochs))} | {_mean_std([r.final for r in group])} | "
-                f"**{_mean_std([r.best for r in group])}** | {AUTHORS_BEST[task][algo]:.2g} | "
+                f"**{_mean_std([r.best for r in group])}** | {AUTHORS_BEST[task][algo]:g} | "
                 f"{statistics.fmean(r.seconds_per_epoch for r in group):.3f} | "
                 f"{statistics.fmean(r.cpu_seconds_per_epoch for r in group):.3f} |"
             )
@@ -146,6 +160,8 @@ def write_report(
         "## Speed",
         "",
         speed_table(runs),
+        BOUNDS_NOTE,
+        "",
         f"![learning curves]({plot.name})",
         "",
     ]
