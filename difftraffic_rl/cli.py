@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from difftraffic_rl.tasks import available_tasks
 
         print("tasks:", " ".join(available_tasks()))
-        print("algorithms:", " ".join(ALGORITHM_NAMES))
+        print("algorithms:", " ".join(ALGORITHM_CHOICES))
         return 0
     if args.command == "plot":
         from difftraffic_rl.plot import plot_runs
