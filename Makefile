@@ -34,7 +34,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_throughput.py --out docs/benchmarks.md
 
 bench-functions: $(STAMP)
-	$(BIN)/python benchmarks/function_optimization.py
+	$(BIN)/python benchmarks/function_optimization.py --seeds 1 2 3 4 5
 
 bench-traffic: $(STAMP)
 	$(BIN)/python benchmarks/traffic.py

@@ -51,7 +51,7 @@ def export_policy(algorithm: Algorithm, path: str | Path) -> Path:
         program = torch.export.export(
             DeterministicPolicy(algorithm).eval(), (example,), dynamic_shapes={"obs": {0: batch}}
         )
-    temporary = path.with_name(path.name + ".tmp")
+    temporary = path.with_name(f"{path.stem}.partial{path.suffix}")
     torch.export.save(program, temporary)
     os.replace(temporary, path)
     return path
