@@ -21,14 +21,19 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import statistics
 import time
 from pathlib import Path
 
-from difftraffic_rl.sweep import RunSummary, run_name, run_summaries, run_sweep
+from difftraffic_rl.sweep import (
+    RunSummary,
+    format_mean_std,
+    run_name,
+    run_summaries,
+    run_sweep,
+)
 
 TASKS = ("dejong", "dejong64", "ackley", "ackley64")
 ALGOS = ("gippo", "ppo", "lr", "rp", "lrp")
@@ -69,11 +74,7 @@ BOUNDS_NOTE = (
 
 
 def _mean_std(values: list[float]) -> str:
-    finite = [v for v in values if not math.isnan(v)]
-    if not finite:
-        return "n/a"
-    std = statistics.stdev(finite) if len(finite) > 1 else 0.0
-    return f"{statistics.fmean(finite):.2e} ± {std:.1e}"
+    return format_mean_std(values, ".2e", ".1e")
 
 
 def results_table(runs: list[RunSummary]) -> str:
