@@ -64,9 +64,9 @@ def evaluation_return(run_dir: Path, episodes: int) -> float:
 def results_table(runs: list[RunSummary], returns: dict[tuple[str, str, int], float]) -> str:
     """Markdown table, one row per (variant, algorithm)."""
     lines = [
-        "| variant | algorithm | seeds | epochs | evaluation return | final training reward "
-        "| authors' return | s / epoch |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | algorithm | seeds | epochs | evaluation return | per seed "
+        "| final training reward | authors' return | s / epoch |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for variant in VARIANTS:
         for algo in ALGOS:
@@ -80,6 +80,7 @@ def results_table(runs: list[RunSummary], returns: dict[tuple[str, str, int], fl
                 f"| {variant} | {ALGO_LABELS[algo]} | {','.join(str(r.seed) for r in group)} | "
                 f"{'/'.join(str(e) for e in sorted({r.epochs for r in group}))} | "
                 f"**{format_mean_std(evaluated, '.1f', '.1f')}** | "
+                f"{' / '.join(f'{value:.0f}' for value in evaluated)} | "
                 f"{format_mean_std([r.final for r in group], '.1f', '.1f')} | "
                 f"{AUTHORS_RETURN[variant][algo]:.1f} | "
                 f"{statistics.fmean(r.seconds_per_epoch for r in group):.2f} |"
@@ -87,8 +88,8 @@ def results_table(runs: list[RunSummary], returns: dict[tuple[str, str, int], fl
     return "\n".join(lines) + "\n"
 
 
-def write_report(run_dirs: list[Path], epochs: int, seeds: list[int], episodes: int, out: Path,
-                 command: str) -> bool:
+def write_report(run_dirs: list[Path], variants: list[str], epochs: int, seeds: list[int],
+                 episodes: int, out: Path, command: str) -> bool:
     """Evaluate finished runs, write the table and one learning-curve plot; return whether every
     requested run finished."""
     from difftraffic_rl.plot import plot_runs
@@ -100,7 +101,7 @@ def write_report(run_dirs: list[Path], epochs: int, seeds: list[int], episodes: 
         (r.task, r.algo, r.seed): evaluation_return(d, episodes)
         for r, d in zip(runs, logged, strict=True) if (r.task, r.algo, r.seed) in finished
     }
-    complete = len(finished) == len(run_dirs)
+    complete = len(finished) == len(run_dirs) and set(variants) == set(VARIANTS)
     plot = out.with_suffix(".png")
     lines = [
         "# Pace car: GI-PPO and the baselines",
@@ -111,8 +112,9 @@ def write_report(run_dirs: list[Path], epochs: int, seeds: list[int], episodes: 
         "",
     ]
     if not complete:
-        lines += [f"**Partial:** {len(finished)} of {len(run_dirs)} runs finished; only finished "
-                  "runs are evaluated. Re-run the command to continue.", ""]
+        lines += [f"**Partial:** variants {', '.join(variants)} of {', '.join(VARIANTS)}; "
+                  f"{len(finished)} of {len(run_dirs)} requested runs finished (only finished runs "
+                  "are evaluated). `make bench-traffic` runs and resumes the full benchmark.", ""]
     lines += [
         f"*Evaluation return*: the trained policy's mean action over {episodes} episodes of 1000 "
         "steps (maximum 1000), mean ± std over seeds. *Final training reward*: the smoothed "
@@ -158,7 +160,8 @@ def main() -> None:
         run_sweep(tasks, args.algos, args.seeds, args.epochs, args.logdir, args.workers,
                   overrides=["train.tensorboard=false"], resume=True)
     command = "python benchmarks/traffic.py" + (" --quick" if args.quick else "")
-    complete = write_report(run_dirs, args.epochs, args.seeds, args.episodes, args.out, command)
+    complete = write_report(run_dirs, args.variants, args.epochs, args.seeds, args.episodes,
+                            args.out, command)
     print(args.out.read_text())
     print(f"{'complete' if complete else 'PARTIAL'}: {args.out} and {args.out.with_suffix('.png')}")
 
