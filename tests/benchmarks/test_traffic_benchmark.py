@@ -20,7 +20,8 @@ def test_quick_traffic_benchmark_writes_an_evaluated_table_and_a_plot(tmp_path):
     assert {algo for algo, _ in rows} == {"PPO", "RP"}
     # An evaluation return lies between -1 (immediate termination) and 1000 (perfect episode).
     assert all(-1.0 <= float(value) <= 1000.0 for _, value in rows)
-    assert "Partial" not in report
+    assert "variants 1lane of 1lane, 2lane, 3lane, 4lane, 10lane" in report
+    assert "2 of 2 requested runs finished" in report
     assert (tmp_path / "traffic_quick" / "traffic.png").stat().st_size > 1000
     for run_dir in (tmp_path / "traffic_quick").glob("pacecar-1lane_*"):
         assert (run_dir / "evaluation.json").exists()
