@@ -16,7 +16,8 @@ ended.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from dataclasses import fields
+from typing import Any, Protocol, TypeVar
 
 import gymnasium
 import numpy as np
@@ -32,6 +33,8 @@ from difftraffic.scenarios.pace_car import PaceCarTask, pace_car_config
 from difftraffic.state import TrafficState
 
 RENDER_MODES = ["rgb_array", "human"]
+
+Batched = TypeVar("Batched", TrafficState, IDMParams)
 
 
 class TrafficTask(Protocol):
@@ -55,22 +58,13 @@ class TrafficTask(Protocol):
     def evaluate(self, state: TrafficState, collided: Tensor) -> tuple[Tensor, Tensor, dict]: ...
 
 
-def _select_state(mask: Tensor, new: TrafficState, old: TrafficState) -> TrafficState:
+def _select_worlds(mask: Tensor, new: Batched, old: Batched) -> Batched:
+    """Field by field, ``new``'s worlds where ``mask [B]`` is True and ``old``'s elsewhere."""
     column = mask.unsqueeze(1)
-    return TrafficState(
+    return type(new)(
         **{
-            name: torch.where(column, getattr(new, name), getattr(old, name))
-            for name in new.__dataclass_fields__
-        }
-    )
-
-
-def _select_idm(mask: Tensor, new: IDMParams, old: IDMParams) -> IDMParams:
-    column = mask.unsqueeze(1)
-    return IDMParams(
-        **{
-            name: torch.where(column, getattr(new, name), getattr(old, name))
-            for name in new.__dataclass_fields__
+            f.name: torch.where(column, getattr(new, f.name), getattr(old, f.name))
+            for f in fields(new)
         }
     )
 
@@ -236,8 +230,8 @@ class TrafficEnv(VectorEnv):
         fresh_state, fresh_idm = self.task.initial(
             self.num_envs, self.generator, self.device, self.dtype
         )
-        self.state = _select_state(done, fresh_state, self.state)
-        self.idm = _select_idm(done, fresh_idm, self.idm)
+        self.state = _select_worlds(done, fresh_state, self.state)
+        self.idm = _select_worlds(done, fresh_idm, self.idm)
         self.neighbors = compute_neighbors(self.state, self.task.road)
         self.elapsed = torch.where(done, torch.zeros_like(self.elapsed), self.elapsed)
         return torch.where(done.unsqueeze(1), self.task.observe(fresh_state), obs)
