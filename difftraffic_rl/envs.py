@@ -20,7 +20,9 @@ Conventions (gymnasium's "next-step" autoreset is *not* used; worlds reset in th
   (the critic bootstraps from ``info["final_obs"]``).
 
 Optional: ``state_dict() -> dict`` and ``load_state_dict(dict)`` make resumed training exact for
-stateful environments; without them a resumed run starts fresh episodes.
+stateful environments; without them a resumed run starts fresh episodes. ``log_metrics() ->
+dict[str, float]`` returns counters accumulated since its last call (the same keys every time,
+namespaced like ``"physics/..."``); the trainer adds them to every epoch's log row.
 """
 
 from __future__ import annotations

@@ -240,6 +240,8 @@ class Trainer:
             "episodes": float(returns.numel()),
         }
         row.update(metrics)
+        if hasattr(self.env, "log_metrics"):
+            row.update(self.env.log_metrics())
         return row
 
     def run(

@@ -1,0 +1,206 @@
+"""Ant and Hopper on Newton: gradients through rollouts, falling and resting, determinism,
+non-finite gradient handling, Featherstone, errors, configurations and a training epoch.
+
+Few worlds and module-scoped environments keep this file short (Warp compiles its CPU kernels
+once, into ~/.cache/warp).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+pytest.importorskip("newton", reason="Ant/Hopper need the difftraffic[physics] extra")
+
+import difftraffic_rl  # noqa: E402
+from difftraffic_rl.config import RunConfig, default_config  # noqa: E402
+from difftraffic_rl.tasks import make_task  # noqa: E402
+from difftraffic_rl.tasks.physics.newton_sim import import_newton  # noqa: E402
+
+ROBOTS = ("ant", "hopper")
+SIZES = {"ant": (37, 8), "hopper": (11, 3)}
+WORLDS = 3
+
+
+@pytest.fixture(scope="module", params=ROBOTS)
+def env(request):
+    return make_task(request.param, WORLDS)
+
+
+@pytest.fixture(scope="module", params=ROBOTS)
+def quiet_env(request):
+    """One world, no start noise, no early termination: the robot's own fall."""
+    return make_task(request.param, 1, stochastic_init=False, early_termination=False)
+
+
+def random_actions(steps: int, num_envs: int, action_dim: int, seed: int) -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    return [
+        (torch.rand(num_envs, action_dim, generator=generator) * 2 - 1).requires_grad_()
+        for _ in range(steps)
+    ]
+
+
+def test_sizes_are_the_benchmarks(env):
+    obs_dim, action_dim = SIZES[env.physics.asset.removesuffix(".xml")]
+    assert (env.obs_dim, env.action_dim, env.max_episode_steps) == (obs_dim, action_dim, 1000)
+    assert env.reset(seed=0).shape == (WORLDS, obs_dim)
+
+
+def test_32_step_rollout_gives_finite_nonzero_action_gradients_in_every_world(env):
+    env.reset(seed=3)
+    env.log_metrics()
+    actions = random_actions(32, WORLDS, env.action_dim, seed=0)
+    total = sum(env.step(action)[1].sum() for action in actions)
+    total.backward()
+    grads = torch.stack([a.grad for a in actions])
+    assert torch.isfinite(grads).all()
+    assert (grads.abs().sum(dim=(0, 2)) > 0).all()
+    assert env.log_metrics() == {
+        "physics/nonfinite_grad_worlds": 0.0,
+        "physics/unstable_worlds": 0.0,
+    }
+
+
+def test_robot_starts_at_its_height_falls_and_rests_on_the_ground(quiet_env):
+    env = quiet_env
+    obs = env.reset()
+    is_ant = env.obs_dim == 37
+    # Ant: torso centre 0.75 m above the ground; Hopper: z = 0 puts the torso centre at 1.25 m.
+    assert obs[0, 0].item() == pytest.approx(0.75 if is_ant else 0.0, abs=1e-6)
+    resting_on_torso = 0.25 if is_ant else -1.25 + 0.05  # the torso's radius above the ground
+    heights, speeds = [], []
+    with torch.no_grad():
+        for _ in range(150):
+            obs = env.step(torch.zeros(1, env.action_dim))[0]
+            heights.append(obs[0, 0].item())
+            speeds.append(env.joint_qd.abs().max().item())
+    assert heights[5] < heights[0] - 0.005
+    assert min(heights) > resting_on_torso - 0.06  # soft contact: centimetres, not through
+    assert speeds[-1] < 0.05
+
+
+def test_same_seed_same_rollout_and_state_dict_resumes_exactly():
+    def rollout(env, actions):
+        with torch.no_grad():
+            steps = [env.step(a) for a in actions]
+        return torch.stack([torch.cat((obs, reward[:, None]), -1) for obs, reward, *_ in steps])
+
+    actions = [a.detach() for a in random_actions(6, 2, 3, seed=1)]
+    first, second = make_task("hopper", 2), make_task("hopper", 2)
+    a, b = first.reset(seed=5), second.reset(seed=5)
+    assert torch.equal(a, b) and a.std() > 0.01
+    assert torch.equal(rollout(first, actions), rollout(second, actions))
+    second.load_state_dict(first.state_dict())
+    assert torch.equal(rollout(first, actions), rollout(second, actions))
+    assert not torch.equal(second.reset(seed=6), a)
+
+
+def test_a_nonfinite_gradient_zeroes_that_worlds_contribution_and_is_counted():
+    env = make_task("hopper", WORLDS)
+    env.reset(seed=0)
+    env.log_metrics()
+    action = random_actions(1, WORLDS, env.action_dim, seed=2)[0]
+    joint_f = F.pad(200.0 * action, (env.sim.dofs - env.action_dim, 0))
+    _, _, joint_q, joint_qd = env.sim.step(env.sim_state, joint_f)
+
+    def poison_world_1(grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[1, 0] = math.nan
+        return grad
+
+    joint_q.register_hook(poison_world_1)
+    (joint_q.sum() + joint_qd.sum()).backward()
+    assert torch.isfinite(action.grad).all()
+    assert (action.grad[1] == 0).all() and (action.grad[[0, 2]].abs().sum(-1) > 0).all()
+    assert env.log_metrics()["physics/nonfinite_grad_worlds"] == 1.0
+
+
+@pytest.mark.parametrize("robot", ROBOTS)
+def test_featherstone_is_selectable_and_gives_a_finite_differentiable_rollout(robot):
+    env = make_task(robot, 2, solver="featherstone")
+    assert type(env.sim.solver).__name__ == "SolverFeatherstone"
+    env.reset(seed=0)
+    actions = random_actions(8, 2, env.action_dim, seed=3)
+    steps = [env.step(a) for a in actions]
+    assert all(torch.isfinite(obs).all() for obs, *_ in steps)
+    sum(reward.sum() for _, reward, *_ in steps).backward()
+    grads = torch.stack([a.grad for a in actions])
+    assert torch.isfinite(grads).all() and grads.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"solver": "implicit"}, r"solver='implicit' is invalid; valid values: \['semi_"),
+        ({"dtype": torch.float64}, "dtype=torch.float64 is invalid; valid: torch.float32"),
+        ({"contact_ke": -1.0}, r"contact_ke=-1.0 is invalid; valid range: finite and > 0"),
+        ({"armature": math.nan}, "armature=nan is invalid"),
+        ({"substeps": 0}, "substeps=0 is invalid; valid range: integer >= 1"),
+        ({"max_episode_steps": 0}, "max_episode_steps=0 is invalid; valid range: >= 1"),
+        ({"contact_kee": 1.0}, r"unknown physics parameters \['contact_kee'\]"),
+    ],
+)
+def test_bad_arguments_fail_with_name_value_and_range(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        make_task("ant", 2, **kwargs)
+
+
+def test_bad_actions_fail_loudly(env):
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="shape"):
+        env.step(torch.zeros(WORLDS, env.action_dim + 1))
+    with pytest.raises(ValueError, match="NaN"):
+        env.step(torch.full((WORLDS, env.action_dim), math.nan))
+
+
+def test_missing_engine_says_which_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "newton", None)
+    with pytest.raises(ImportError, match=r"difftraffic\[physics\]"):
+        import_newton()
+
+
+def test_one_gippo_epoch_on_ant_logs_the_gradient_counters(tmp_path):
+    result = difftraffic_rl.train(
+        "ant",
+        "gippo",
+        seed=1,
+        epochs=1,
+        logdir=tmp_path,
+        progress=False,
+        overrides=["train.num_envs=4", "horizon=8"],
+    )
+    row = result.metrics[-1]
+    assert math.isfinite(row["losses/critic"]) and row["physics/nonfinite_grad_worlds"] == 0
+    header = (result.run_dir / "progress.csv").read_text().splitlines()[0]
+    assert "physics/nonfinite_grad_worlds" in header and "physics/unstable_worlds" in header
+
+
+@pytest.mark.parametrize("robot", ROBOTS)
+@pytest.mark.parametrize("algo", ["lr", "rp", "lrp", "ppo", "gippo", "pe"])
+def test_configurations_hold_the_papers_settings(robot, algo):
+    config = default_config(robot, algo)
+    h, train = config["hyperparameters"], config["train"]
+    is_ant = robot == "ant"
+    assert config["task"] == robot and config["algo"] == algo
+    assert h["actor_hidden"] == [128, 64, 32] and h["critic_hidden"] == [64, 64]
+    assert h["horizon"] == 32 and train["epochs"] == 2000
+    assert train["num_envs"] == (64 if is_ant else 256)
+    assert h["critic_lr"] == (2e-3 if is_ant else 2e-4) and h["critic_iterations"] == 16
+    assert h["critic_num_batches"] == 4 and h["gamma"] == 0.99 and h["gae_lambda"] == 0.95
+    expected_lr = {"lr": 1e-4, "rp": 2e-3, "lrp": 1e-4, "ppo": 1e-4, "gippo": 1e-4, "pe": 2e-3}
+    assert h["actor_lr"] == expected_lr[algo]
+    assert h["lr_schedule"] == ("constant" if algo in ("ppo", "gippo") else "linear")
+    if algo in ("ppo", "gippo"):
+        assert h["minibatch_size"] == 2048 and h["mini_epochs"] == 5 and h["clip"] == 0.2
+    if algo == "gippo":
+        assert h["alpha0"] == (0.5 if is_ant else 5e-3)
+        assert h["alpha_lr"] == (5e-4 if is_ant else 5e-3)
+        assert h["max_oorr"] == (0.5 if is_ant else 0.75)
+        assert h["max_alpha"] == 1.0 and h["alpha_factor"] == 1.02
+        assert h["det_interval"] == 0.4 and h["alpha_iterations"] == 16
+    RunConfig.from_dict(config)
