@@ -42,9 +42,11 @@ __all__ = [
     "normalize_advantages",
     "optimize_with_backoff",
     "scheduled_lr",
+    "snapshot",
 ]
 
 SCHEDULES = ("linear", "constant")
+"""Epoch-indexed schedules every algorithm has (PPO-based ones add ``"adaptive"``)."""
 
 
 def check_range(condition: bool, name: str, value: Any, valid: str) -> None:
@@ -65,7 +67,8 @@ class AlgorithmConfig:
         critic_hidden: hidden widths of the critic MLP.
         actor_lr: actor learning rate (Adam).
         actor_betas: Adam betas of the actor optimizer.
-        lr_schedule: ``"linear"`` (decays to ``min_lr`` at the last epoch) or ``"constant"``.
+        lr_schedule: ``"linear"`` (decays to ``min_lr`` at the last epoch) or ``"constant"``
+            (PPO-based algorithms also accept ``"adaptive"``, see :class:`PPOConfig`).
         critic_lr: critic learning rate (Adam).
         critic_betas: Adam betas of the critic optimizer.
         critic_lr_schedule: schedule of the critic learning rate.
@@ -99,6 +102,8 @@ class AlgorithmConfig:
     normalize_value: bool = True
     normalize_advantage: bool = True
 
+    actor_lr_schedules: ClassVar[tuple[str, ...]] = SCHEDULES
+
     def __post_init__(self) -> None:
         self.actor_hidden = tuple(int(w) for w in self.actor_hidden)
         self.critic_hidden = tuple(int(w) for w in self.critic_hidden)
@@ -117,8 +122,10 @@ class AlgorithmConfig:
             betas = getattr(self, name)
             check_range(len(betas) == 2 and all(0 <= b < 1 for b in betas), name, betas,
                    "two numbers in [0, 1)")
-        for name in ("lr_schedule", "critic_lr_schedule"):
-            check_range(getattr(self, name) in SCHEDULES, name, getattr(self, name), str(SCHEDULES))
+        check_range(self.lr_schedule in self.actor_lr_schedules, "lr_schedule", self.lr_schedule,
+                    str(self.actor_lr_schedules))
+        check_range(self.critic_lr_schedule in SCHEDULES, "critic_lr_schedule",
+                    self.critic_lr_schedule, str(SCHEDULES))
         for name in ("actor_hidden", "critic_hidden"):
             widths = getattr(self, name)
             check_range(len(widths) >= 1 and min(widths) >= 1, name, widths,
@@ -190,6 +197,21 @@ class BackoffResult:
     last_loss: float
 
 
+def snapshot(module: nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[], None]:
+    """Copy ``module``'s parameters and ``optimizer``'s state now; the returned function puts
+    both back (any number of times)."""
+    params = {k: v.detach().clone() for k, v in module.state_dict().items()}
+    optim_state = copy.deepcopy(optimizer.state_dict())
+
+    def restore() -> None:
+        module.load_state_dict(params)
+        # load_state_dict adopts the given tensors, which the next step updates in place: load a
+        # copy so that the snapshot survives for the next restore.
+        optimizer.load_state_dict(copy.deepcopy(optim_state))
+
+    return restore
+
+
 def optimize_with_backoff(
     module: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -204,8 +226,7 @@ def optimize_with_backoff(
     ``last_loss > first_loss`` the parameters *and the optimizer state* are restored and the next
     try uses ``lr / backoff**k``. After ``max_tries`` rejections ``module`` is left as it was.
     """
-    params = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    optim_state = copy.deepcopy(optimizer.state_dict())
+    restore = snapshot(module, optimizer)
     first = last = math.nan
     try_lr = lr
     for k in range(max_tries):
@@ -214,8 +235,7 @@ def optimize_with_backoff(
         first, last = attempt()
         if last <= first:
             return BackoffResult(True, try_lr, k + 1, first, last)
-        module.load_state_dict(params)
-        optimizer.load_state_dict(optim_state)
+        restore()
     return BackoffResult(False, try_lr, max_tries, first, last)
 
 
@@ -304,10 +324,15 @@ class Algorithm:
         return torch.tanh(mean + std * eps)
 
     # ---------------------------------------------------------------------------------- epoch
+    def actor_lr_for_epoch(self, epoch: int, total_epochs: int) -> float:
+        """The actor's main learning rate for 1-based ``epoch`` (``lr_schedule``)."""
+        cfg = self.config
+        return scheduled_lr(cfg.actor_lr, cfg.min_lr, cfg.lr_schedule, epoch, total_epochs)
+
     def set_learning_rates(self, epoch: int, total_epochs: int) -> dict[str, float]:
         """Apply the schedules for 1-based ``epoch``; return the rates as metrics."""
         cfg = self.config
-        actor_lr = scheduled_lr(cfg.actor_lr, cfg.min_lr, cfg.lr_schedule, epoch, total_epochs)
+        actor_lr = self.actor_lr_for_epoch(epoch, total_epochs)
         critic_lr = scheduled_lr(
             cfg.critic_lr, cfg.min_lr, cfg.critic_lr_schedule, epoch, total_epochs
         )

@@ -37,6 +37,15 @@ Differences from the authors' code, and why:
   epochs 1500-2000 took the reward from its best, -1.4e-3, to -1.6; with the final loss checked
   there were none and the run ended at -1.3e-3 (measured; ``docs/rl_results.md``);
 * ``min_alpha`` (default 0, the paper's clip) can bound alpha from below;
+* ``discard_failed_alpha_policy`` (default off, the paper's Algorithm 1) drops a fitted
+  alpha-policy that fails one of the tests that shrink alpha (determinant, out-of-range ratio,
+  negative gain): the PPO phase then starts from ``pi_old`` (so ``pi_h = pi_old``, plain PPO).
+  On Cartpole the published settings (alpha0 0.5, beta 1.02) start with alpha-steps of several
+  policy standard deviations (out-of-range ratio 0.9-1.0, determinant estimates 0.01-10^4),
+  the 2 % per epoch shrink cannot catch up, and within ten epochs the fits, dominated by a few
+  samples whose closed-loop ``dA/da`` has exploded (up to 10^5), drive the tanh-squashed
+  actions into saturation where ``dA/da`` vanishes and the run never recovers
+  (``docs/results/physics.md``, "Investigation");
 * ``lr_carryover`` defaults to ``"on_backoff"``: the PPO-phase rate falls by ``lr_backoff``
   after every epoch whose first PPO try was rejected. In the authors' runs the PPO-phase rate
   collapses (to 5e-11 .. 6e-7 from 1e-4, because their retries repeat one step size), so late in
@@ -58,6 +67,7 @@ from difftraffic_rl.algorithms.base import (
     clip_and_step,
     normalize_advantages,
     optimize_with_backoff,
+    snapshot,
 )
 from difftraffic_rl.algorithms.ppo import PPO, PPOConfig
 from difftraffic_rl.networks import gaussian_log_prob
@@ -65,6 +75,7 @@ from difftraffic_rl.normalization import RunningMeanStd
 from difftraffic_rl.rollout import Rollout, advantage_action_gradient
 
 __all__ = [
+    "FAILED_TESTS",
     "GIPPO",
     "GIPPOConfig",
     "estimate_determinant",
@@ -95,6 +106,9 @@ class GIPPOConfig(PPOConfig):
         min_alpha_lr: floor of ``alpha_lr`` after failed fits.
         pi_h_max_log_ratio: use ``pi_alpha`` instead of ``pi_h`` as the denominator for samples
             whose ``|log pi_alpha - log pi_old|`` exceeds this (> 0).
+        discard_failed_alpha_policy: when the fitted alpha-policy fails a test that shrinks
+            alpha (:data:`FAILED_TESTS`), restore ``pi_old`` before the PPO phase instead of
+            keeping it (the paper keeps it; see the module docstring).
     """
 
     lr_carryover: str = "on_backoff"
@@ -110,6 +124,7 @@ class GIPPOConfig(PPOConfig):
     alpha_iterations: int = 16
     min_alpha_lr: float = 1e-5
     pi_h_max_log_ratio: float = 4.0
+    discard_failed_alpha_policy: bool = False
 
     def validate(self) -> None:
         """See :meth:`AlgorithmConfig.validate`."""
@@ -130,6 +145,10 @@ class GIPPOConfig(PPOConfig):
         check_range(self.min_alpha_lr > 0, "min_alpha_lr", self.min_alpha_lr, "> 0")
         check_range(self.pi_h_max_log_ratio > 0, "pi_h_max_log_ratio", self.pi_h_max_log_ratio,
                     "> 0")
+
+
+FAILED_TESTS = ("determinant", "out_of_range", "negative_gain")
+"""Reasons of :func:`next_alpha` that say the fitted alpha-policy failed a test."""
 
 
 def estimate_determinant(std_old: torch.Tensor, std_new: torch.Tensor) -> torch.Tensor:
@@ -247,6 +266,7 @@ class GIPPO(PPO):
         obs = rollout.obs.detach().reshape(m, -1)
         actions = rollout.actions.reshape(m, -1)
         targets = actions + self.alpha * grad
+        restore = snapshot(self.actor, self.alpha_optimizer)
         accepted, first_loss, last_loss = self.fit_alpha_policy(
             obs, rollout.eps.reshape(m, -1), targets
         )
@@ -265,9 +285,13 @@ class GIPPO(PPO):
             "gain_normalized": float(gain_normalized), "oorr": float(oorr),
         }
         alpha_used = self.alpha
-        self.alpha, _ = next_alpha(self.alpha, cfg, fit_accepted=accepted, **stats)
+        self.alpha, reason = next_alpha(self.alpha, cfg, fit_accepted=accepted, **stats)
         if not accepted:
             self.alpha_lr = max(self.alpha_lr / cfg.lr_backoff, cfg.min_alpha_lr)
+        kept = accepted and not (cfg.discard_failed_alpha_policy and reason in FAILED_TESTS)
+        if accepted and not kept:
+            restore()
+            log_prob_alpha = log_prob_old
         adv = normalize_advantages(raw_adv) if cfg.normalize_advantage else raw_adv
         metrics = self.ppo_update(
             rollout,
@@ -279,6 +303,7 @@ class GIPPO(PPO):
             "gippo/alpha": alpha_used,
             "gippo/alpha_lr": self.alpha_lr,
             "gippo/fit_accepted": float(accepted),
+            "gippo/alpha_policy_kept": float(kept),
             "losses/alpha_fit": last_loss,
             "losses/alpha_fit_first": first_loss,
             "gippo/grad_norm": float(grad.norm(dim=-1).mean()),

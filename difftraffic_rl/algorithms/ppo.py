@@ -14,6 +14,16 @@ when a reduction outlives its epoch (the rate only ever falls): ``"on_failure"``
 epochs' rate by ``lr_backoff`` when every try failed (the authors' rule), ``"on_backoff"`` when
 the first try failed, ``"none"`` never.
 
+``lr_schedule: adaptive`` (the appendix's "Adaptive" rate for Cartpole, rl_games'
+``AdaptiveScheduler``) keeps the KL divergence of each update near ``kl_target``: after the
+epoch's update, ``KL(pi_new || pi_start)`` (``pi_start`` is the policy the update started from) is
+averaged over the batch and the next epoch's rate is divided by ``adaptive_lr_factor`` when the
+KL exceeds ``2 * kl_target``, multiplied by it when the KL is below ``kl_target / 2``, and kept
+inside the band, always clamped to ``[adaptive_min_lr, adaptive_max_lr]``
+(:func:`adaptive_lr`). The rule starts from the rate of the guard's last try (the accepted one,
+or the smallest when every try was rejected), so a back-off within the epoch carries over and
+``lr_carryover`` must be ``"none"``.
+
 Differences from the authors' code, and why:
 
 * the guard restores Adam's moments with the parameters and backs off ``lr / 1.5**k`` within the
@@ -26,16 +36,22 @@ Differences from the authors' code, and why:
 * the critic learning rate follows ``critic_lr_schedule`` (linear) like every other algorithm;
   the reference leaves PPO's critic rate constant by accident.
 * the log-ratio is clamped to ``[-max_log_ratio, max_log_ratio]`` (reference: ``<= 64``).
+* the adaptive rate is updated once per epoch from the KL of the accepted update; rl_games
+  updates it after every minibatch from the KL measured before that minibatch's step (the
+  appendix only says the KL "between the updated policy and the original policy" is kept at
+  0.008).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
 from difftraffic_rl.algorithms.base import (
+    SCHEDULES,
     Algorithm,
     AlgorithmConfig,
     check_range,
@@ -45,7 +61,7 @@ from difftraffic_rl.algorithms.base import (
 )
 from difftraffic_rl.rollout import Rollout
 
-__all__ = ["PPO", "PPOConfig", "clipped_surrogate_loss"]
+__all__ = ["PPO", "PPOConfig", "adaptive_lr", "clipped_surrogate_loss", "gaussian_kl"]
 
 CARRYOVER_RULES = ("on_failure", "on_backoff", "none")
 
@@ -61,8 +77,15 @@ class PPOConfig(AlgorithmConfig):
         max_optim_iter: tries of the monotonicity guard (>= 1).
         lr_backoff: divisor of the learning rate per rejected try (> 1).
         max_log_ratio: clamp of ``log r`` before ``exp`` (numerical safety, > 0).
-        lr_carryover: ``"on_failure"``, ``"on_backoff"`` or ``"none"`` (see the module doc).
+        lr_carryover: ``"on_failure"``, ``"on_backoff"`` or ``"none"`` (see the module doc;
+            ``"none"`` with ``lr_schedule: adaptive``).
+        kl_target: KL divergence per update that ``lr_schedule: adaptive`` aims at (> 0; the
+            appendix's Cartpole value is 0.008).
+        adaptive_lr_factor: divisor / multiplier of the adaptive rate per epoch (> 1).
+        adaptive_min_lr, adaptive_max_lr: bounds of the adaptive rate (rl_games': 1e-6, 1e-2).
     """
+
+    actor_lr_schedules: ClassVar[tuple[str, ...]] = (*SCHEDULES, "adaptive")
 
     actor_lr: float = 1e-4
     actor_betas: tuple[float, float] = (0.9, 0.999)
@@ -74,6 +97,10 @@ class PPOConfig(AlgorithmConfig):
     lr_backoff: float = 1.5
     max_log_ratio: float = 16.0
     lr_carryover: str = "on_failure"
+    kl_target: float = 0.008
+    adaptive_lr_factor: float = 1.5
+    adaptive_min_lr: float = 1e-6
+    adaptive_max_lr: float = 1e-2
 
     def validate(self) -> None:
         """See :meth:`AlgorithmConfig.validate`."""
@@ -86,6 +113,16 @@ class PPOConfig(AlgorithmConfig):
         check_range(self.max_log_ratio > 0, "max_log_ratio", self.max_log_ratio, "> 0")
         check_range(self.lr_carryover in CARRYOVER_RULES, "lr_carryover", self.lr_carryover,
                     str(CARRYOVER_RULES))
+        check_range(math.isfinite(self.kl_target) and self.kl_target > 0, "kl_target",
+                    self.kl_target, "finite and > 0")
+        check_range(self.adaptive_lr_factor > 1, "adaptive_lr_factor", self.adaptive_lr_factor,
+                    "> 1")
+        check_range(self.adaptive_min_lr > 0, "adaptive_min_lr", self.adaptive_min_lr, "> 0")
+        check_range(self.adaptive_max_lr >= self.adaptive_min_lr, "adaptive_max_lr",
+                    self.adaptive_max_lr, f">= adaptive_min_lr={self.adaptive_min_lr}")
+        if self.lr_schedule == "adaptive":
+            check_range(self.lr_carryover == "none", "lr_carryover", self.lr_carryover,
+                        "'none' with lr_schedule='adaptive' (the KL rule carries the rate over)")
 
 
 def clipped_surrogate_loss(
@@ -109,6 +146,31 @@ def clipped_surrogate_loss(
     return -surrogate.mean()
 
 
+def adaptive_lr(lr: float, kl: float, config: PPOConfig) -> float:
+    """Next learning rate of ``lr_schedule: adaptive`` after an update of KL divergence ``kl``.
+
+    ``lr / factor`` if ``kl > 2 * kl_target``, ``lr * factor`` if ``kl < kl_target / 2``,
+    otherwise ``lr``; a change is clamped to ``[adaptive_min_lr, adaptive_max_lr]``.
+    """
+    if kl > 2 * config.kl_target:
+        return max(lr / config.adaptive_lr_factor, config.adaptive_min_lr)
+    if kl < config.kl_target / 2:
+        return min(lr * config.adaptive_lr_factor, config.adaptive_max_lr)
+    return lr
+
+
+def gaussian_kl(
+    mean: torch.Tensor, std: torch.Tensor, ref_mean: torch.Tensor, ref_std: torch.Tensor
+) -> torch.Tensor:
+    """``KL(N(mean, std) || N(ref_mean, ref_std))`` of diagonal Gaussians.
+
+    All inputs ``[..., D]``; returns ``[...]`` (summed over the action dimensions).
+    """
+    log_ratio = torch.log(ref_std) - torch.log(std)
+    return (log_ratio + (std.square() + (mean - ref_mean).square()) / (2 * ref_std.square())
+            - 0.5).sum(dim=-1)
+
+
 class PPO(Algorithm):
     """Proximal policy optimization (no analytic gradients); see the module docstring."""
 
@@ -120,6 +182,13 @@ class PPO(Algorithm):
     def __init__(self, config: PPOConfig, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self.lr_scale = 1.0
+        self.adaptive_lr = config.actor_lr
+
+    def actor_lr_for_epoch(self, epoch: int, total_epochs: int) -> float:
+        """The KL-adapted rate under ``lr_schedule: adaptive``, else the base schedule's."""
+        if self.config.lr_schedule == "adaptive":
+            return self.adaptive_lr
+        return super().actor_lr_for_epoch(epoch, total_epochs)
 
     def update_actor(self, rollout: Rollout, advantages: torch.Tensor) -> dict[str, float]:
         """Clipped-surrogate update against ``pi_old`` with normalized advantages."""
@@ -141,6 +210,9 @@ class PPO(Algorithm):
         cfg = self.config
         obs = rollout.obs.detach().reshape(rollout.num_samples, -1)
         actions = rollout.actions.reshape(rollout.num_samples, -1)
+        with torch.no_grad():
+            start_mean, start_std = self.actor(obs)
+
         def attempt() -> tuple[float, float]:
             pass_losses = []
             for _ in range(cfg.mini_epochs):
@@ -168,17 +240,23 @@ class PPO(Algorithm):
             cfg.lr_carryover == "on_backoff" and result.tries > 1
         ):
             self.lr_scale /= cfg.lr_backoff
+        with torch.no_grad():
+            kl = float(gaussian_kl(*self.actor(obs), start_mean, start_std).mean())
+        if cfg.lr_schedule == "adaptive":
+            self.adaptive_lr = adaptive_lr(result.lr, kl, cfg)
         return {
             "losses/actor": result.last_loss,
             "ppo/tries": float(result.tries),
             "ppo/accepted": float(result.accepted),
             "ppo/lr": result.lr,
+            "ppo/kl": kl,
         }
 
     def extra_state(self) -> dict[str, Any]:
-        """The carried-over learning-rate scale."""
-        return {"lr_scale": self.lr_scale}
+        """The carried-over learning-rate scale and the adaptive rate."""
+        return {"lr_scale": self.lr_scale, "adaptive_lr": self.adaptive_lr}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned."""
         self.lr_scale = float(state["lr_scale"])
+        self.adaptive_lr = float(state["adaptive_lr"])

@@ -271,8 +271,11 @@ def test_cartpole_configurations_hold_the_papers_settings(algo):
     assert h["actor_lr"] == expected_lr[algo]
     if algo in ("ppo", "gippo"):
         assert h["minibatch_size"] == 2048 and h["mini_epochs"] == 5 and h["clip"] == 0.2
+        # appendix footnote 2: the rate keeps the KL of each update near 0.008
+        assert h["lr_schedule"] == "adaptive" and h["kl_target"] == 0.008
     if algo == "gippo":
         assert h["alpha0"] == 0.5 and h["alpha_lr"] == 1e-2 and h["max_alpha"] == 1.0
         assert h["alpha_factor"] == 1.02 and h["det_interval"] == 0.4 and h["max_oorr"] == 0.75
         assert h["alpha_iterations"] == 16
+        assert h["discard_failed_alpha_policy"] is True  # see docs/results/physics.md
     RunConfig.from_dict(config)

@@ -1,14 +1,15 @@
 """Hand-computed checks of the PPO / GI-PPO losses, the alpha controller, the determinant
-estimate, the LR+RP weights and the restore-and-back-off guard."""
+estimate, the LR+RP weights, the restore-and-back-off guard and the KL-adaptive rate."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 
-from difftraffic_rl.algorithms import GIPPO, GIPPOConfig, PPOConfig
+from difftraffic_rl.algorithms import GIPPO, GIPPOConfig, PPOConfig, RPConfig
 from difftraffic_rl.algorithms.base import optimize_with_backoff, scheduled_lr
 from difftraffic_rl.algorithms.gippo import (
     estimate_determinant,
@@ -16,7 +17,10 @@ from difftraffic_rl.algorithms.gippo import (
     next_alpha,
 )
 from difftraffic_rl.algorithms.lrp import gradient_variance, interpolation_weight
-from difftraffic_rl.algorithms.ppo import clipped_surrogate_loss
+from difftraffic_rl.algorithms.ppo import adaptive_lr, clipped_surrogate_loss, gaussian_kl
+from difftraffic_rl.config import RunConfig, apply_overrides, default_config
+from difftraffic_rl.rollout import Rollout
+from difftraffic_rl.training import Trainer
 
 
 def test_ppo_clipped_surrogate_on_a_hand_computed_case() -> None:
@@ -127,6 +131,66 @@ def test_alpha_fit_judges_the_parameters_it_ends_with(alpha_lr: float) -> None:
                                                        strict=True))
 
 
+@pytest.mark.parametrize("discard", [False, True])
+def test_a_failed_alpha_policy_is_discarded_only_when_asked(discard: bool) -> None:
+    """With ``max_oorr = 0`` every alpha-policy that moves a ratio out of ``1 +- clip`` fails the
+    out-of-range test; discarding it hands the PPO phase ``pi_old`` (its parameters and its
+    log-densities as the Eq. 16 denominator)."""
+    overrides = ["train.tensorboard=false", "train.num_envs=16", "hyperparameters.alpha0=1.0",
+                 "hyperparameters.alpha_lr=0.01",
+                 "hyperparameters.max_oorr=0.0",
+                 f"hyperparameters.discard_failed_alpha_policy={discard}"]
+    trainer = Trainer(RunConfig.from_dict(apply_overrides(default_config("dejong", "gippo"),
+                                                          overrides)))
+    algo = trainer.algorithm
+    seen: dict[str, torch.Tensor] = {}
+    fit = algo.fit_alpha_policy
+
+    def recording_fit(*args: torch.Tensor) -> tuple[bool, float, float]:
+        seen["before_fit"] = algo.actor_params.flat.detach().clone()
+        return fit(*args)
+
+    def recording_ppo(rollout: Rollout, denominator: torch.Tensor,
+                      advantages: torch.Tensor) -> dict[str, float]:
+        seen["at_ppo"] = algo.actor_params.flat.detach().clone()
+        seen["denominator"], seen["old"] = denominator, rollout.log_probs.reshape(-1)
+        return {}
+
+    algo.fit_alpha_policy = recording_fit  # type: ignore[method-assign]
+    algo.ppo_update = recording_ppo  # type: ignore[method-assign]
+    row = trainer.run_epoch()
+    assert row["gippo/fit_accepted"] == 1 and row["gippo/oorr"] > 0
+    assert row["gippo/alpha_policy_kept"] == float(not discard)
+    assert torch.equal(seen["at_ppo"], seen["before_fit"]) == discard
+    assert torch.equal(seen["denominator"], seen["old"]) == discard
+
+
+def test_backoff_restores_adam_moments_after_every_rejected_try() -> None:
+    """Each retry starts from the saved Adam state; ``Optimizer.load_state_dict`` adopts the
+    tensors it is given, so a restore that does not copy them lets the next try's steps
+    overwrite the saved moments."""
+    layer = torch.nn.Linear(2, 1)
+    opt = torch.optim.Adam(layer.parameters(), lr=0.1)
+    x = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
+
+    def step() -> None:
+        opt.zero_grad()
+        layer(x).square().sum().backward()
+        opt.step()
+
+    step()
+    saved = copy.deepcopy(opt.state_dict()["state"])
+
+    def failing() -> tuple[float, float]:
+        step()
+        return 0.0, 1.0
+
+    assert not optimize_with_backoff(layer, opt, failing, lr=0.1, max_tries=3, backoff=2.0).accepted
+    for index, state in opt.state_dict()["state"].items():
+        for key in ("step", "exp_avg", "exp_avg_sq"):
+            assert torch.equal(state[key], saved[index][key]), (index, key)
+
+
 def test_lrp_weights_from_known_variances() -> None:
     grads = torch.tensor([[1.0, 0.0], [3.0, 0.0], [5.0, 2.0]])
     assert gradient_variance(grads).item() == pytest.approx(4.0 + 4.0 / 3.0)
@@ -167,13 +231,59 @@ def test_linear_schedule_ends_at_min_lr_and_constant_stays() -> None:
     assert scheduled_lr(1e-3, 1e-5, "constant", 50, 100) == 1e-3
 
 
+ADAPTIVE = PPOConfig(lr_schedule="adaptive", lr_carryover="none", kl_target=0.01,
+                     adaptive_lr_factor=2.0, adaptive_min_lr=1e-4, adaptive_max_lr=1e-2)
+
+
+@pytest.mark.parametrize(
+    ("lr", "kl", "expected"),
+    [
+        (1e-3, 0.0201, 5e-4),  # above 2 * target: divided
+        (1e-3, 0.0049, 2e-3),  # below target / 2: multiplied
+        (1e-3, 0.02, 1e-3),  # the band's edges keep the rate
+        (1e-3, 0.005, 1e-3),
+        (1e-3, 0.01, 1e-3),
+        (1.5e-4, 1.0, 1e-4),  # clamped to the bounds
+        (8e-3, 0.0, 1e-2),
+        (1e-4, 1.0, 1e-4),
+    ],
+)
+def test_adaptive_rate_follows_the_kl_band(lr: float, kl: float, expected: float) -> None:
+    assert adaptive_lr(lr, kl, ADAPTIVE) == pytest.approx(expected)
+
+
+def test_gaussian_kl_matches_torch_distributions() -> None:
+    gen = torch.Generator().manual_seed(0)
+    mean, ref_mean = torch.randn(5, 3, generator=gen), torch.randn(5, 3, generator=gen)
+    std, ref_std = torch.rand(5, 3, generator=gen) + 0.1, torch.rand(5, 3, generator=gen) + 0.1
+    expected = torch.distributions.kl_divergence(
+        torch.distributions.Normal(mean, std), torch.distributions.Normal(ref_mean, ref_std)
+    ).sum(-1)
+    torch.testing.assert_close(gaussian_kl(mean, std, ref_mean, ref_std), expected)
+    assert torch.all(gaussian_kl(mean, std, mean, std) == 0)
+
+
 @pytest.mark.parametrize(
     ("field", "value", "fragment"),
     [("clip", 1.5, "clip=1.5"), ("gamma", 0.0, "gamma=0.0"), ("mini_epochs", 0, "mini_epochs=0"),
-     ("lr_schedule", "cosine", "lr_schedule='cosine'")],
+     ("lr_schedule", "cosine", "lr_schedule='cosine'"), ("kl_target", 0.0, "kl_target=0.0"),
+     ("kl_target", -0.008, "kl_target=-0.008"), ("kl_target", math.inf, "kl_target=inf"),
+     ("adaptive_lr_factor", 1.0, "adaptive_lr_factor=1.0"),
+     ("adaptive_max_lr", 1e-7, "adaptive_max_lr=1e-07")],
 )
 def test_invalid_hyperparameters_name_field_value_and_range(field, value, fragment) -> None:
     with pytest.raises(ValueError, match=fragment.replace("(", r"\(")):
         PPOConfig(**{field: value})
     with pytest.raises(ValueError, match="unknown PPOConfig keys"):
         PPOConfig.from_dict({"not_a_field": 1})
+
+
+def test_adaptive_schedule_is_ppos_and_owns_the_rate_across_epochs() -> None:
+    with pytest.raises(ValueError, match=r"kl_target=nan is invalid; valid range: finite and > 0"):
+        PPOConfig(kl_target=math.nan)
+    with pytest.raises(ValueError, match="lr_carryover='on_backoff'.*'none' with lr_schedule"):
+        GIPPOConfig(lr_schedule="adaptive")
+    with pytest.raises(ValueError, match="lr_schedule='adaptive'.*'linear', 'constant'"):
+        RPConfig(lr_schedule="adaptive")
+    with pytest.raises(ValueError, match="critic_lr_schedule='adaptive'"):
+        PPOConfig(critic_lr_schedule="adaptive")

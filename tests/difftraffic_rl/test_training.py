@@ -43,9 +43,20 @@ class KilledError(Exception):
     pass
 
 
-@pytest.mark.parametrize("algo", ["gippo", "ppo", "lrp"])
-def test_resume_after_a_kill_reproduces_the_uninterrupted_curve(algo: str, tmp_path: Path) -> None:
-    settings = ["train.checkpoint_every=7", "train.tensorboard=false"]
+ADAPTIVE = ["hyperparameters.lr_schedule=adaptive", "hyperparameters.lr_carryover=none"]
+
+
+@pytest.mark.parametrize(
+    ("algo", "extra"),
+    [("gippo", []), ("ppo", []), ("lrp", []),
+     ("ppo", [*ADAPTIVE, "hyperparameters.kl_target=1e-6"]),
+     ("gippo", [*ADAPTIVE, "hyperparameters.kl_target=1e-6"])],
+    ids=["gippo", "ppo", "lrp", "ppo-adaptive", "gippo-adaptive"],
+)
+def test_resume_after_a_kill_reproduces_the_uninterrupted_curve(
+    algo: str, extra: list[str], tmp_path: Path
+) -> None:
+    settings = ["train.checkpoint_every=7", "train.tensorboard=false", *extra]
     full = difftraffic_rl.train("dejong", algo, seed=3, epochs=20, logdir=tmp_path / "full",
                                 overrides=settings, progress=False)
 
@@ -60,10 +71,35 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_curve(algo: str, tmp_p
     assert len(_rows(killed_dir)) == 11  # epochs 8-11 were logged after the last checkpoint
     resumed = resume(killed_dir, progress=False)
     assert [int(r["epoch"]) for r in resumed.metrics] == list(range(8, 21))
-    assert _rows(killed_dir) == _rows(full.run_dir)
+    assert _rows(killed_dir) == _rows(full.run_dir)  # the logged rates and KLs included
     for a, b in zip(resumed.algorithm.actor.parameters(), full.algorithm.actor.parameters(),
                     strict=True):
         assert torch.equal(a, b)
+    if extra:
+        rates = [float(r["charts/actor_lr"]) for r in _rows(full.run_dir)]
+        assert len(set(rates)) > 1  # the rate did adapt, so the resume had one to restore
+        assert resumed.algorithm.adaptive_lr == full.algorithm.adaptive_lr
+
+
+@pytest.mark.parametrize("algo", ["ppo", "gippo"])
+@pytest.mark.parametrize(("kl_target", "direction"), [(1e-12, "down"), (1e3, "up")])
+def test_adaptive_rate_reacts_to_the_kl_of_each_update(
+    algo: str, kl_target: float, direction: str
+) -> None:
+    result = difftraffic_rl.train(
+        "dejong", algo, seed=1, epochs=6, logdir=None, progress=False,
+        overrides=[*ADAPTIVE, f"hyperparameters.kl_target={kl_target}"],
+    )
+    rows = result.metrics
+    rates = [r["charts/actor_lr"] for r in rows]
+    assert rates[0] == 1e-4  # the configured actor_lr starts the schedule
+    for row, next_rate in zip(rows, rates[1:], strict=False):
+        if direction == "down":  # every update's KL is far above 2 * kl_target
+            assert row["ppo/kl"] > 2 * kl_target
+            assert next_rate == pytest.approx(max(row["ppo/lr"] / 1.5, 1e-6))
+        else:  # and far below kl_target / 2
+            assert next_rate == pytest.approx(min(row["ppo/lr"] * 1.5, 1e-2))
+    assert (rates[-1] < rates[0]) if direction == "down" else (rates[-1] > rates[0])
 
 
 @pytest.mark.parametrize(
