@@ -100,6 +100,25 @@ def test_same_seed_same_rollout_and_state_dict_resumes_exactly():
     assert not torch.equal(second.reset(seed=6), a)
 
 
+def test_repeated_and_recycled_backward_passes_give_the_same_gradients():
+    env = make_task("hopper", WORLDS)
+    env.reset(seed=4)
+    start = env.state_dict()
+    actions = random_actions(4, WORLDS, env.action_dim, seed=5)
+
+    def window_return():
+        env.load_state_dict(start)
+        return sum(env.step(a)[1].sum() for a in actions)
+
+    total = window_return()
+    first = torch.autograd.grad(total, actions, retain_graph=True)
+    again = torch.autograd.grad(total, actions)  # retain_graph: no accumulation
+    del total
+    recycled = torch.autograd.grad(window_return(), actions)  # reuses the freed substep states
+    for a, b, c in zip(first, again, recycled, strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c) and a.abs().sum() > 0
+
+
 def test_a_nonfinite_gradient_zeroes_that_worlds_contribution_and_is_counted():
     env = make_task("hopper", WORLDS)
     env.reset(seed=0)
@@ -118,6 +137,20 @@ def test_a_nonfinite_gradient_zeroes_that_worlds_contribution_and_is_counted():
     assert torch.isfinite(action.grad).all()
     assert (action.grad[1] == 0).all() and (action.grad[[0, 2]].abs().sum(-1) > 0).all()
     assert env.log_metrics()["physics/nonfinite_grad_worlds"] == 1.0
+
+
+def test_a_world_that_blows_up_is_terminated_reset_and_counted():
+    env = make_task("hopper", WORLDS)
+    env.reset(seed=0)
+    env.log_metrics()
+    position, velocity = env.sim_state
+    velocity = velocity.clone()
+    velocity[1] = math.inf
+    env.sim_state = (position, velocity)
+    obs, reward, terminated, truncated, info = env.step(torch.zeros(WORLDS, env.action_dim))
+    assert terminated.tolist() == [False, True, False] and reward[1] == 0
+    assert not torch.isfinite(info["final_obs"][1]).all() and torch.isfinite(obs).all()
+    assert env.log_metrics()["physics/unstable_worlds"] == 1.0
 
 
 @pytest.mark.parametrize("robot", ROBOTS)
@@ -162,6 +195,20 @@ def test_missing_engine_says_which_extra_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "newton", None)
     with pytest.raises(ImportError, match=r"difftraffic\[physics\]"):
         import_newton()
+
+
+@pytest.mark.parametrize("algo", ["lr", "rp", "lrp", "ppo", "pe"])
+def test_every_algorithm_trains_an_epoch_on_hopper(algo):
+    result = difftraffic_rl.train(
+        "hopper",
+        algo,
+        seed=1,
+        epochs=1,
+        logdir=None,
+        progress=False,
+        overrides=["train.num_envs=4", "horizon=8"],
+    )
+    assert math.isfinite(result.metrics[-1]["losses/critic"])
 
 
 def test_one_gippo_epoch_on_ant_logs_the_gradient_counters(tmp_path):

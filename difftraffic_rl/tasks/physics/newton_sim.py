@@ -1,15 +1,17 @@
 """Bridge between torch and the Newton physics engine for the SHAC locomotion tasks (Ant, Hopper).
 
 :class:`NewtonArticulation` builds ``N`` copies of one MJCF articulation on a ground plane and
-advances them by one control step (``dt``, ``substeps`` integration substeps) from torch joint
-coordinates. The step is a :class:`torch.autograd.Function` (:class:`_NewtonStep`): the forward
-pass records the substeps on a ``warp.Tape``; the backward pass feeds the incoming torch gradients
-into the tape and returns the gradients with respect to the joint coordinates, velocities and
-forces. A world whose backward gradient holds a NaN or inf gets a zero gradient instead, and is
-counted in :attr:`NewtonArticulation.nonfinite_gradient_worlds` (never propagated silently).
+advances them by one control step (``dt``, ``substeps`` integration substeps) from torch tensors:
+the solver's state and the joint forces in, the next state and the joint coordinates and
+velocities out. The step is a :class:`torch.autograd.Function` (:class:`_NewtonStep`): the
+forward pass records the substeps on a ``warp.Tape``; the backward pass (repeatable, as with
+``retain_graph``) feeds the incoming torch gradients into the tape and returns the gradients with
+respect to the state and the forces. A world whose backward gradient holds a NaN or inf gets a
+zero gradient instead, and is counted in :attr:`NewtonArticulation.nonfinite_gradient_worlds`
+(never propagated silently).
 
 The physical parameters follow the benchmark's dflex loader (SHAC, Xu et al. 2022), which the
-engines model differently in two places; :class:`ArticulationPhysics` states how they map:
+engines model differently in three places; :class:`ArticulationPhysics` states how they map:
 
 * dflex damps every non-free joint with its ``limit_kd`` at all times (on top of the joint's own
   ``damping``) and adds no extra damping when a limit is violated; here that viscous term is put
@@ -19,17 +21,22 @@ engines model differently in two places; :class:`ArticulationPhysics` states how
   semi-implicit solver works on bodies and ignores joint armature, so for it the armature is
   added to the rotational inertia (``armature * I``, kg m^2) of the child body of every joint
   with rotational degrees of freedom, and not at all to sliding ones (an approximation).
+* dflex integrated in joint coordinates, so its joints were exact; Newton's semi-implicit solver
+  holds bodies together with penalty springs (``joint_attach_ke``, ``joint_attach_kd``), set per
+  robot.
 
 Engine dependency: ``newton`` and ``warp`` are imported when a model is built, not when this
 module is imported, so ``import difftraffic_rl`` works without them (install the
 ``difftraffic[physics]`` extra to use these tasks).
 
-Shapes: ``N`` worlds, ``C`` joint coordinates and ``D`` degrees of freedom per world.
+Shapes: ``N`` worlds, ``C`` joint coordinates and ``D`` degrees of freedom per world, ``P`` and
+``V`` the sizes of the solver's position and velocity state per world.
 """
 
 from __future__ import annotations
 
 import math
+import weakref
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
 from importlib import resources
@@ -188,6 +195,7 @@ class NewtonArticulation:
         self.substep_dt = physics.dt / physics.substeps
         self.nonfinite_gradient_worlds = 0
         self._plain_states: list[Any] | None = None
+        self._free_states: list[list[Any]] = []
 
     # ------------------------------------------------------------------------------ building
     def _shape_config(self) -> Any:
@@ -306,14 +314,16 @@ class NewtonArticulation:
         self._check("state position", position, self.state_sizes[0])
         self._check("state velocity", velocity, self.state_sizes[1])
         self._check("joint_f", joint_f, self.dofs)
-        return _NewtonStep.apply(self, position, velocity, joint_f)
+        inputs = (position, velocity, joint_f)
+        record = torch.is_grad_enabled() and any(t.requires_grad for t in inputs)
+        return _NewtonStep.apply(self, record, *inputs)
 
     def _simulate(
         self, position: torch.Tensor, velocity: torch.Tensor, joint_f: torch.Tensor, record: bool
-    ) -> tuple[list[Any], list[Any], Any | None]:
+    ) -> tuple[list[Any], list[Any], Any | None, list[Any]]:
         """Run the substeps; return the Warp inputs ``(position, velocity, joint_f)``, the
-        outputs ``(position, velocity, joint_q, joint_qd)`` and the tape (``None`` unless
-        ``record``)."""
+        outputs ``(position, velocity, joint_q, joint_qd)``, the tape (``None`` unless
+        ``record``) and the substep states."""
         wp, newton, model = self._wp, self._newton, self.model
         featherstone = self.solver_name == "featherstone"
         pose_type, twist_type = (
@@ -356,16 +366,25 @@ class NewtonArticulation:
                 joint_qd = wp.zeros(model.joint_dof_count, dtype=float, requires_grad=record)
                 newton.eval_ik(model, last, joint_q, joint_qd)
                 outputs = [last.body_q, last.body_qd, joint_q, joint_qd]
-        return inputs, outputs, tape
+        return inputs, outputs, tape, states
 
     def _states(self, record: bool) -> list[Any]:
-        """Substep states: fresh ones when taping (the tape keeps them), else a reused set."""
+        """Substep states. A taped step owns its set until its autograd node is freed (then
+        :meth:`_recycle` returns it to a pool: allocating states costs as much as simulating);
+        untaped steps share one set."""
         count = self.physics.substeps + 1
         if record:
+            if self._free_states:
+                return self._free_states.pop()
             return [self.model.state(requires_grad=True) for _ in range(count)]
         if self._plain_states is None:
             self._plain_states = [self.model.state(requires_grad=False) for _ in range(count)]
         return self._plain_states
+
+    def _recycle(self, states: list[Any], tape: Any) -> None:
+        """Zero the gradients ``tape``'s backward passes left in ``states``; pool the set."""
+        tape.zero()
+        self._free_states.append(states)
 
     def zero_nonfinite(self, grads: list[torch.Tensor]) -> list[torch.Tensor]:
         """Zero every world's row of all ``grads`` (each ``[N, ...]``) where any is not finite,
@@ -384,13 +403,15 @@ class _NewtonStep(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any,
         sim: NewtonArticulation,
+        record: bool,
         position: torch.Tensor,
         velocity: torch.Tensor,
         joint_f: torch.Tensor,
     ) -> tuple[torch.Tensor, ...]:
-        record = any(ctx.needs_input_grad[1:])
-        inputs, outputs, tape = sim._simulate(position, velocity, joint_f, record)
+        inputs, outputs, tape, states = sim._simulate(position, velocity, joint_f, record)
         ctx.sim, ctx.inputs, ctx.outputs, ctx.tape = sim, inputs, outputs, tape
+        if tape is not None:
+            weakref.finalize(ctx, sim._recycle, states, tape)
         return tuple(sim._per_world(array) for array in outputs)
 
     @staticmethod
@@ -399,6 +420,8 @@ class _NewtonStep(torch.autograd.Function):
     ) -> tuple[torch.Tensor | None, ...]:
         sim: NewtonArticulation = ctx.sim
         wp = sim._wp
+        # Repeated backward passes (retain_graph) must not add to the previous one's gradients.
+        ctx.tape.zero()
         # Featherstone's joint outputs are its state outputs: their gradients add up.
         seeds: dict[int, tuple[Any, torch.Tensor]] = {}
         for array, grad in zip(ctx.outputs, output_grads, strict=True):
@@ -415,6 +438,4 @@ class _NewtonStep(torch.autograd.Function):
             }
         )
         grads = [sim._per_world(array.grad) for array in ctx.inputs]
-        ctx.tape.reset()
-        ctx.tape = ctx.inputs = ctx.outputs = None
-        return (None, *sim.zero_nonfinite(grads))
+        return (None, None, *sim.zero_nonfinite(grads))
