@@ -234,6 +234,7 @@ def test_configurations_hold_the_papers_settings(robot, algo):
     h, train = config["hyperparameters"], config["train"]
     is_ant = robot == "ant"
     assert config["task"] == robot and config["algo"] == algo
+    assert set(h) == set(default_config("cartpole", algo)["hyperparameters"])  # same layout
     assert h["actor_hidden"] == [128, 64, 32] and h["critic_hidden"] == [64, 64]
     assert h["horizon"] == 32 and train["epochs"] == 2000
     assert train["num_envs"] == (64 if is_ant else 256)
