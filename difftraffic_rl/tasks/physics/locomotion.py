@@ -162,9 +162,9 @@ class LocomotionEnv:
             terminated = terminated | self.fallen(final_obs)
         truncated = self.elapsed >= self.max_episode_steps
         done = terminated | truncated
-        if bool(done.any()):
-            count = int(done.sum())
-            fresh_q, fresh_qd = self.initial_states(count)
+        any_done = bool(done.any())
+        if any_done:
+            fresh_q, fresh_qd = self.initial_states(int(done.sum()))
             q_reset, qd_reset = joint_q.detach().clone(), joint_qd.detach().clone()
             q_reset[done], qd_reset[done] = fresh_q, fresh_qd
             position_reset, velocity_reset = self.sim.state_from_joints(q_reset, qd_reset)
@@ -178,7 +178,7 @@ class LocomotionEnv:
             self.elapsed[done] = 0
         self.joint_q, self.joint_qd, self.actions = joint_q, joint_qd, actions
         self.sim_state = (position, velocity)
-        obs = self.observe(joint_q, joint_qd, actions) if bool(done.any()) else final_obs
+        obs = self.observe(joint_q, joint_qd, actions) if any_done else final_obs
         return obs, reward, terminated, truncated, {"final_obs": final_obs}
 
     def detach(self) -> None:
