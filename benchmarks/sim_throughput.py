@@ -15,6 +15,7 @@ Usage::
 
     python benchmarks/sim_throughput.py --out docs/benchmarks.md          # eager and compiled
     python benchmarks/sim_throughput.py --quick                           # smoke run, prints only
+    python benchmarks/sim_throughput.py --device cuda --sizes 1x10 4096x40 16384x40
 """
 
 from __future__ import annotations
@@ -100,10 +101,13 @@ class World:
         return self.state.batch_size * self.state.num_vehicles * STEPS
 
 
-def make_world(name: str, road: Road, batch: int, vehicles: int, seed: int = 0) -> World:
+def make_world(
+    name: str, road: Road, batch: int, vehicles: int, seed: int = 0, device: str = "cpu"
+) -> World:
     """Vehicles spread round-robin over the lanes, ``SPACING`` apart; slot 0 of each world is an AV.
 
-    On the ring the circumference is chosen so that every lane keeps the same spacing.
+    On the ring the circumference is chosen so that every lane keeps the same spacing. The draws
+    are made on the CPU, so every device times the same world.
     """
     gen = torch.Generator().manual_seed(seed)
     index = torch.arange(vehicles)
@@ -124,20 +128,26 @@ def make_world(name: str, road: Road, batch: int, vehicles: int, seed: int = 0) 
         is_av=is_av.clone(),
         active=torch.ones(batch, vehicles, dtype=torch.bool),
     )
-    idm = IDMParams(v0=road.speed_limit).to(x)
     av_acceleration = torch.randn(STEPS, batch, vehicles, generator=gen)
     av_steering = 0.002 * torch.randn(STEPS, batch, vehicles, generator=gen)
-    return World(name, road, state, idm, av_acceleration, av_steering)
+    return World(
+        name,
+        road,
+        state.to(device),
+        IDMParams(v0=road.speed_limit).to(state.x.to(device)),
+        av_acceleration.to(device),
+        av_steering.to(device),
+    )
 
 
-def make_worlds(sizes: list[tuple[int, int]]) -> list[World]:
+def make_worlds(sizes: list[tuple[int, int]], device: str = "cpu") -> list[World]:
     """The 4-lane straight road and the 1-lane ring at every size."""
     worlds = []
     for batch, vehicles in sizes:
         straight = Road.straight(num_lanes=4, speed_limit=30.0)
         ring = Road.ring(length=vehicles * SPACING, num_lanes=1, speed_limit=30.0)
-        worlds.append(make_world("4-lane straight", straight, batch, vehicles))
-        worlds.append(make_world("1-lane ring", ring, batch, vehicles))
+        worlds.append(make_world("4-lane straight", straight, batch, vehicles, device=device))
+        worlds.append(make_world("1-lane ring", ring, batch, vehicles, device=device))
     return worlds
 
 
@@ -150,11 +160,19 @@ def run_rollout(step_fn: StepFn, world: World, state: TrafficState, acc: Tensor,
     return state
 
 
+def finish(world: World) -> None:
+    """Wait for the world's device to finish queued work (GPU kernels run asynchronously)."""
+    if world.state.x.device.type == "cuda":
+        torch.cuda.synchronize(world.state.x.device)
+
+
 def forward_seconds(step_fn: StepFn, world: World) -> float:
     """Wall time (s) of one rollout without autograd."""
+    finish(world)
     start = time.perf_counter()
     with torch.no_grad():
         run_rollout(step_fn, world, world.state, world.av_acceleration, world.av_steering)
+    finish(world)
     return time.perf_counter() - start
 
 
@@ -164,9 +182,11 @@ def backward_seconds(step_fn: StepFn, world: World) -> float:
     steer = world.av_steering.clone().requires_grad_(True)
     x0 = world.state.x.clone().requires_grad_(True)
     v0 = world.state.v.clone().requires_grad_(True)
+    finish(world)
     start = time.perf_counter()
     final = run_rollout(step_fn, world, world.state.replace(x=x0, v=v0), acc, steer)
     (final.x.sum() + final.v.sum()).backward()
+    finish(world)
     return time.perf_counter() - start
 
 
@@ -219,8 +239,9 @@ def benchmark(worlds: list[World], modes: list[str], budget_s: float) -> list[Ro
     return rows
 
 
-def machine_description() -> str:
-    """CPU model, core count, torch version and threads, as one line."""
+def machine_description(device: str = "cpu") -> str:
+    """CPU model, core count, torch version and threads (and the GPU when timed on one), as one
+    line."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as info:
@@ -230,8 +251,9 @@ def machine_description() -> str:
         cpu = names[0] if names else cpu
     except OSError:
         pass
+    gpu = f"{torch.cuda.get_device_name(device)} (timed), " if device.startswith("cuda") else ""
     return (
-        f"{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
+        f"{gpu}{cpu}, {os.cpu_count()} logical cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} intra-op threads, Python {platform.python_version()}"
     )
 
@@ -314,6 +336,7 @@ def write_report(
     rows: list[Row],
     path: Path,
     notes: str,
+    device: str,
     load_before: tuple[float, float, float],
     load_after: tuple[float, float, float],
 ) -> None:
@@ -328,7 +351,7 @@ def write_report(
             "step's AV actions and to the initial state. float32, every slot active, one AV per",
             f"world, vehicles {SPACING:.0f} m apart per lane.",
             "",
-            f"Machine: {machine_description()}. Load average (1 min) {load_before[0]:.2f} "
+            f"Machine: {machine_description(device)}. Load average (1 min) {load_before[0]:.2f} "
             f"before the run, {load_after[0]:.2f} after.",
             "",
             table(rows),
@@ -350,6 +373,18 @@ def write_report(
     path.write_text(text)
 
 
+def world_size(text: str) -> tuple[int, int]:
+    """Parse ``"BxN"`` (worlds x vehicles per world), both positive integers."""
+    batch, sep, vehicles = text.lower().partition("x")
+    if not (
+        sep and batch.isdigit() and vehicles.isdigit() and int(batch) > 0 and int(vehicles) > 1
+    ):
+        raise argparse.ArgumentTypeError(
+            f"size {text!r} must look like BxN with worlds B >= 1 and vehicles N >= 2, e.g. 1024x16"
+        )
+    return int(batch), int(vehicles)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=None, help="markdown file to write")
@@ -360,18 +395,29 @@ def main() -> None:
         default="both",
         help="time torch.compile'd steps as well as eager ones (both), only them, or not",
     )
+    parser.add_argument("--device", default="cpu", help="torch device to time on, e.g. cuda")
+    parser.add_argument(
+        "--sizes",
+        nargs="+",
+        type=world_size,
+        default=None,
+        metavar="BxN",
+        help=f"world sizes to time (default: {' '.join(f'{b}x{n}' for b, n in SIZES)})",
+    )
     args = parser.parse_args()
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine")
 
-    sizes = QUICK_SIZES if args.quick else SIZES
+    sizes = args.sizes or (QUICK_SIZES if args.quick else SIZES)
     modes = {"both": ["eager", "compile"], "only": ["compile"], "no": ["eager"]}[args.compile]
     if args.quick:
         modes = modes[:1]
     load_before = os.getloadavg()
-    rows = benchmark(make_worlds(sizes), modes, budget_s=0.3 if args.quick else 3.0)
+    rows = benchmark(make_worlds(sizes, args.device), modes, budget_s=0.3 if args.quick else 3.0)
     print(table(rows))
     print("\n".join(target_lines(rows)))
     if args.out is not None:
-        write_report(rows, args.out, NOTES, load_before, os.getloadavg())
+        write_report(rows, args.out, NOTES, args.device, load_before, os.getloadavg())
         print(f"wrote {args.out}")
 
 
