@@ -4,6 +4,10 @@ Each run is an ordinary run directory (so ``difftraffic-rl plot`` and ``eval`` w
 summary reports, per task and algorithm, the mean +- std over seeds of each run's final and best
 smoothed reward and its wall time per epoch.
 
+The learning benchmarks (``benchmarks/*.py``) share the rest of this module: their command-line
+arguments, the resumable sweep followed by a report, cached evaluations, and the pieces of their
+markdown reports.
+
 With ``resume=True`` a sweep is incremental: every run lives in ``<logdir>/<task>_<algo>_s<seed>``,
 a run whose checkpoint is at its last epoch is skipped, an interrupted one continues from its
 checkpoint (exactly, see :func:`difftraffic_rl.training.resume`), and one killed before its first
@@ -12,20 +16,42 @@ checkpoint starts over.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import itertools
+import json
 import math
 import multiprocessing
+import os
+import platform
 import shutil
 import statistics
+import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
-__all__ = ["RunSummary", "run_name", "run_summaries", "run_sweep", "summarize"]
+__all__ = [
+    "RunSummary",
+    "add_benchmark_arguments",
+    "cached_evaluation",
+    "evaluated_summaries",
+    "format_mean_std",
+    "grouped_runs",
+    "markdown_table",
+    "report_preamble",
+    "run_name",
+    "run_summaries",
+    "run_sweep",
+    "summarize",
+    "sweep_and_report",
+    "use_quick_paths",
+    "write_report",
+]
 
 
 def run_name(task: str, algo: str, seed: int) -> str:
@@ -75,7 +101,7 @@ def run_sweep(
     tasks: list[str],
     algos: list[str],
     seeds: list[int],
-    epochs: int | None = None,
+    epochs: int | Mapping[str, int] | None = None,
     logdir: str | Path = "runs/sweep",
     workers: int = 1,
     overrides: list[str] | None = None,
@@ -83,16 +109,22 @@ def run_sweep(
 ) -> list[Path]:
     """Train every combination with ``workers`` processes (one torch thread each).
 
-    Runs are queued seed by seed (all tasks and algorithms of the first seed first), so a sweep
-    stopped early leaves whole seeds. ``resume`` makes the sweep incremental (module docstring).
+    ``epochs`` is one count for every task, a count per task (every task of ``tasks`` must be a
+    key), or ``None`` for each configuration's own. Runs are queued seed by seed (all tasks and
+    algorithms of the first seed first), so a sweep stopped early leaves whole seeds.
+    ``resume`` makes the sweep incremental (module docstring).
     """
     if workers < 1:
         raise ValueError(f"workers={workers} must be >= 1")
+    if isinstance(epochs, Mapping) and not set(tasks) <= set(epochs):
+        raise ValueError(f"epochs has no count for tasks {sorted(set(tasks) - set(epochs))}; "
+                         f"it names {sorted(epochs)}")
     jobs = [(t, a, s) for s, t, a in itertools.product(seeds, tasks, algos)]
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(_one_run, t, a, s, epochs, str(logdir), list(overrides or []),
-                               resume)
+        futures = [pool.submit(_one_run, t, a, s,
+                               epochs[t] if isinstance(epochs, Mapping) else epochs, str(logdir),
+                               list(overrides or []), resume)
                    for t, a, s in jobs]
         return [Path(f.result()) for f in futures]
 
@@ -107,6 +139,7 @@ class RunSummary:
         seconds_per_epoch: training wall time per epoch (logging and checkpoints excluded).
         cpu_seconds_per_epoch: CPU time of the training process per epoch (NaN when not
             logged); unlike wall time it hardly grows when other jobs share the cores.
+        run_dir: the run directory the figures were read from.
     """
 
     task: str
@@ -117,6 +150,7 @@ class RunSummary:
     best: float
     seconds_per_epoch: float
     cpu_seconds_per_epoch: float = math.nan
+    run_dir: Path | None = None
 
 
 def run_summaries(run_dirs: list[str | Path]) -> list[RunSummary]:
@@ -139,6 +173,7 @@ def run_summaries(run_dirs: list[str | Path]) -> list[RunSummary]:
             final=rewards[-1], best=max(finite) if finite else math.nan,
             seconds_per_epoch=float(rows[-1]["wall_time"]) / len(rows),
             cpu_seconds_per_epoch=float(rows[-1].get("cpu_time", math.nan)) / len(rows),
+            run_dir=run_dir,
         ))
     return summaries
 
@@ -152,16 +187,131 @@ def format_mean_std(values: list[float], mean_format: str = ".3g", std_format: s
     return f"{statistics.fmean(finite):{mean_format}} ± {std:{std_format}}"
 
 
+def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
+    """A markdown table with one column per header cell, ending in a newline."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def grouped_runs(
+    runs: list[RunSummary], tasks: Sequence[str], algos: Sequence[str]
+) -> Iterator[tuple[str, str, list[RunSummary]]]:
+    """``(task, algo, runs sorted by seed)`` for every pair in the order given that has runs."""
+    for task, algo in itertools.product(tasks, algos):
+        group = sorted((r for r in runs if r.task == task and r.algo == algo),
+                       key=lambda r: r.seed)
+        if group:
+            yield task, algo, group
+
+
 def summarize(run_dirs: list[str | Path]) -> str:
     """Markdown table: task, algorithm, seeds, final and best smoothed reward, s/epoch."""
     groups: dict[tuple[str, str], list[RunSummary]] = defaultdict(list)
     for run in run_summaries(run_dirs):
         groups[(run.task, run.algo)].append(run)
-    lines = ["| task | algorithm | seeds | final reward | best reward | s / epoch |",
-             "|---|---|---|---|---|---|"]
-    for (task, algo), runs in sorted(groups.items()):
-        lines.append(f"| {task} | {algo} | {len(runs)} | "
-                     f"{format_mean_std([r.final for r in runs])} | "
-                     f"{format_mean_std([r.best for r in runs])} | "
-                     f"{statistics.fmean(r.seconds_per_epoch for r in runs):.3f} |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(
+        ["task", "algorithm", "seeds", "final reward", "best reward", "s / epoch"],
+        ([task, algo, str(len(runs)), format_mean_std([r.final for r in runs]),
+          format_mean_std([r.best for r in runs]),
+          f"{statistics.fmean(r.seconds_per_epoch for r in runs):.3f}"]
+         for (task, algo), runs in sorted(groups.items())),
+    )
+
+
+# ------------------------------------------------------------------ learning benchmarks
+def cached_evaluation(run_dir: str | Path, episodes: int) -> float:
+    """Mean deterministic (mean-action) return of a run's latest checkpoint over ``episodes``
+    episodes, one per world (:func:`difftraffic_rl.training.evaluate`).
+
+    The evaluation is cached in ``<run_dir>/evaluation.json`` and reused while it holds the same
+    number of episodes.
+    """
+    from difftraffic_rl.training import evaluate
+
+    cache = Path(run_dir) / "evaluation.json"
+    if cache.exists():
+        cached = json.loads(cache.read_text())
+        if cached.get("episodes") == episodes:
+            return float(cached["deterministic_mean"])
+    result = evaluate(run_dir, episodes=episodes)
+    cache.write_text(json.dumps(result, indent=2))
+    return float(result["deterministic_mean"])
+
+
+def evaluated_summaries(
+    run_dirs: list[Path], epochs: Mapping[str, int], episodes: int
+) -> tuple[list[RunSummary], dict[tuple[str, str, int], float]]:
+    """Summaries of the runs that logged an epoch, and the cached evaluation return of each
+    finished one (it ran ``epochs[task]`` epochs), keyed by ``(task, algo, seed)``."""
+    runs = run_summaries([d for d in run_dirs if (d / "progress.csv").exists()])
+    returns = {
+        (r.task, r.algo, r.seed): cached_evaluation(r.run_dir, episodes)
+        for r in runs if r.run_dir is not None and r.epochs == epochs[r.task]
+    }
+    return runs, returns
+
+
+def report_preamble(title: str, command: str, setting: str) -> list[str]:
+    """A report's title and the line that says which command made it, when and where."""
+    return [
+        f"# {title}",
+        "",
+        f"Generated by `{command}` on {time.strftime('%Y-%m-%d')} ({platform.machine()}, "
+        f"{os.cpu_count()} cores, {setting}).",
+        "",
+    ]
+
+
+def write_report(out: Path, text: str, runs: list[RunSummary]) -> None:
+    """Write ``text`` to ``out`` and the runs' learning curves to ``out`` with suffix ``.png``."""
+    from difftraffic_rl.plot import plot_runs
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    if runs:
+        plot_runs([r.run_dir for r in runs if r.run_dir is not None], out.with_suffix(".png"))
+
+
+def add_benchmark_arguments(
+    parser: argparse.ArgumentParser, algos: Sequence[str], logdir: str, out: str,
+    episodes: int, episodes_help: str, quick_help: str,
+) -> None:
+    """The arguments every learning benchmark takes: ``--algos``, ``--seeds``, ``--episodes``,
+    ``--workers``, ``--logdir``, ``--out``, ``--quick`` and ``--report-only``."""
+    parser.add_argument("--algos", nargs="+", default=list(algos), choices=algos)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
+    parser.add_argument("--episodes", type=int, default=episodes, help=episodes_help)
+    parser.add_argument("--workers", type=int, default=2, help="parallel runs (one per core)")
+    parser.add_argument("--logdir", type=Path, default=Path(logdir))
+    parser.add_argument("--out", type=Path, default=Path(out))
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--report-only", action="store_true",
+                        help="write the table and plot from the runs that exist; train nothing")
+
+
+def use_quick_paths(args: argparse.Namespace) -> None:
+    """Point a ``--quick`` run at ``<logdir>_quick`` and its report into that directory, so a
+    smoke run never touches the real runs or the published report."""
+    args.logdir = args.logdir.with_name(args.logdir.name + "_quick")
+    args.out = args.logdir / args.out.name
+
+
+def sweep_and_report(
+    args: argparse.Namespace,
+    tasks: list[str],
+    epochs: Mapping[str, int],
+    overrides: list[str],
+    report: Callable[[list[Path]], bool],
+) -> None:
+    """Run (or, with ``--report-only``, skip) the resumable sweep of ``tasks`` x ``args.algos``
+    x ``args.seeds``, then ``report(run_dirs)``, which writes ``args.out`` and returns whether
+    the benchmark is complete; print the report and where it went."""
+    run_dirs = [args.logdir / run_name(t, a, s) for s in args.seeds for t in tasks
+                for a in args.algos]
+    if not args.report_only:
+        run_sweep(tasks, args.algos, args.seeds, epochs, args.logdir, args.workers,
+                  overrides=["train.tensorboard=false", *overrides], resume=True)
+    complete = report(run_dirs)
+    print(args.out.read_text())
+    print(f"{'complete' if complete else 'PARTIAL'}: {args.out} and {args.out.with_suffix('.png')}")

@@ -73,3 +73,10 @@ def test_resumable_sweep_run_continues_an_interrupted_run_and_skips_a_finished_o
     assert (full / "progress.csv").read_text() == finished_log  # skipped, not re-run
     with pytest.raises(ValueError, match="5 epochs, not 7"):
         _one_run("dejong", "ppo", 0, 7, str(tmp_path / "full"), settings, True)
+
+
+def test_sweep_with_epochs_per_task_names_the_tasks_without_a_count(tmp_path: Path) -> None:
+    from difftraffic_rl.sweep import run_sweep
+
+    with pytest.raises(ValueError, match=r"no count for tasks \['ackley'\]; it names \['dejong'\]"):
+        run_sweep(["dejong", "ackley"], ["ppo"], [1], {"dejong": 2}, tmp_path)
