@@ -1,5 +1,6 @@
-"""Ant and Hopper on Newton: gradients through rollouts, falling and resting, determinism,
-non-finite gradient handling, Featherstone, errors, configurations and a training epoch.
+"""Ant and Hopper on Newton: gradients through rollouts, falling and resting, joint limits,
+determinism, non-finite gradient handling, Featherstone, errors, configurations and a training
+epoch.
 
 Few worlds and module-scoped environments keep this file short (Warp compiles its CPU kernels
 once, into ~/.cache/warp).
@@ -19,6 +20,7 @@ pytest.importorskip("newton", reason="Ant/Hopper need the difftraffic[physics] e
 import difftraffic_rl  # noqa: E402
 from difftraffic_rl.config import RunConfig, default_config  # noqa: E402
 from difftraffic_rl.tasks import make_task  # noqa: E402
+from difftraffic_rl.tasks.physics.ant import TERMINATION_HEIGHT as ANT_TERMINATION_HEIGHT  # noqa: E402
 from difftraffic_rl.tasks.physics.newton_sim import import_newton  # noqa: E402
 
 ROBOTS = ("ant", "hopper")
@@ -252,3 +254,58 @@ def test_configurations_hold_the_papers_settings(robot, algo):
         assert h["max_alpha"] == 1.0 and h["alpha_factor"] == 1.02
         assert h["det_interval"] == 0.4 and h["alpha_iterations"] == 16
     RunConfig.from_dict(config)
+
+
+def settle_frictionless_ant(solver: str, limit_ke: float, steps: int) -> dict[str, float]:
+    """Drop the unactuated Ant from its start pose on frictionless ground (its feet slide freely,
+    so only the joint-limit springs hold the legs; it settles in under 1 s). Returns the torso
+    height after ``steps`` and its lowest value over the second half of them (m), the largest
+    hip-limit violation (deg) and how far the ankles end past their 30 deg limit (deg)."""
+    env = make_task(
+        "ant",
+        1,
+        stochastic_init=False,
+        early_termination=False,
+        solver=solver,
+        contact_mu=0.0,
+        limit_ke=limit_ke,
+    )
+    env.reset()
+    ankle_limit = env.sim.model.joint_limit_lower.numpy()[7]  # front-left ankle: 30 deg
+    assert ankle_limit == pytest.approx(math.radians(30.0), abs=1e-4)  # degrees read as degrees
+    hip_limit = math.radians(40.0)
+    heights, hip_violation = [], 0.0
+    with torch.no_grad():
+        for _ in range(steps):
+            env.step(torch.zeros(1, env.action_dim))
+            hinges = env.joint_q[0, 7:]
+            heights.append(env.joint_q[0, 2].item())
+            hip_violation = max(hip_violation, (hinges[0::2].abs() - hip_limit).max().item())
+    ankle_violation = ankle_limit - hinges[1::2].abs().min().item()  # all four bend 30..100 deg
+    return {
+        "height": heights[-1],
+        "late_min_height": min(heights[steps // 2 :]),
+        "hip": math.degrees(max(hip_violation, 0.0)),
+        "ankle": math.degrees(ankle_violation),
+    }
+
+
+@pytest.mark.parametrize("solver", ["semi_implicit", "featherstone"])
+def test_unactuated_ant_sinks_onto_its_torso_through_the_benchmarks_soft_ankle_limits(solver):
+    # The 182 kg ant loads each ankle with ~190 N m; the benchmark's 1e3 N m/rad limit spring
+    # gives that ~11 deg past the 30 deg limit, where the torso (radius 0.25 m) meets the ground,
+    # below the termination height on both solvers (dflex has the same limit law, masses and
+    # contact law). Without limits the ankles would open ~17 deg past, the torso sink to 0.21 m.
+    rest = settle_frictionless_ant(solver, limit_ke=1.0e3, steps=60)
+    assert 0.23 < rest["height"] < ANT_TERMINATION_HEIGHT
+    assert 7.0 < rest["ankle"] < 14.0
+    assert rest["hip"] < 0.5  # symmetric start: the hips carry no load about their axes
+
+
+def test_ankle_limits_hold_the_unactuated_ant_up_when_stiff_enough():
+    # The same drop with 10x stiffer limit springs: the legs stop near 30 deg and the torso
+    # stays above the termination height, so the collapse above is the stiffness, not the limits.
+    rest = settle_frictionless_ant("semi_implicit", limit_ke=1.0e4, steps=90)
+    assert rest["late_min_height"] > ANT_TERMINATION_HEIGHT
+    assert rest["ankle"] < 6.0
+    assert rest["hip"] < 0.5

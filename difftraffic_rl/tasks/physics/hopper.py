@@ -18,6 +18,11 @@ thigh, leg and foot hinges. The definitions are the benchmark's ``HopperEnv``:
   ``height = clip(z + 0.3, -1, 0.3)``, squared and scaled by -200 where it is negative; the
   episode ends early when ``z < -0.45`` m (torso centre below 0.8 m), and after 1000 steps.
 
+Without actions, from the exact upright start, the hopper balances (``z`` = -0.05 m, hinges at
+most 0.1 deg past their limits) on both solvers; with start noise 9 of 16 worlds fall below the
+termination height within 3 s on both, hinges at most 3.5 deg (semi-implicit) and 3.8 deg
+(Featherstone) past their limits.
+
 The numbers are not bit-identical to dflex (another engine; see
 :mod:`~difftraffic_rl.tasks.physics.newton_sim` for how parameters map, in particular the
 armature of the two root slides, which the semi-implicit solver does not model).
