@@ -20,8 +20,10 @@ epoch's update, ``KL(pi_new || pi_start)`` (``pi_start`` is the policy the updat
 averaged over the batch and the next epoch's rate is divided by ``adaptive_lr_factor`` when the
 KL exceeds ``2 * kl_target``, multiplied by it when the KL is below ``kl_target / 2``, and kept
 inside the band, always clamped to ``[adaptive_min_lr, adaptive_max_lr]``
-(:func:`adaptive_lr`). The rule starts from the rate of the guard's last try (the accepted one,
-or the smallest when every try was rejected), so a back-off within the epoch carries over and
+(:func:`adaptive_lr`). An epoch whose first try the guard rejected lowers the rate the rule
+starts from once by ``lr_backoff``, however many tries it took (the authors' stable-PPO rule;
+starting from the last try's rate instead compounds to ~1e-10 within a few epochs of rejected
+GI-PPO phases, measured on Cartpole). The rule carries the rate across epochs by itself, so
 ``lr_carryover`` must be ``"none"``.
 
 Differences from the authors' code, and why:
@@ -243,7 +245,8 @@ class PPO(Algorithm):
         with torch.no_grad():
             kl = float(gaussian_kl(*self.actor(obs), start_mean, start_std).mean())
         if cfg.lr_schedule == "adaptive":
-            self.adaptive_lr = adaptive_lr(result.lr, kl, cfg)
+            start = self.adaptive_lr if result.tries == 1 else self.adaptive_lr / cfg.lr_backoff
+            self.adaptive_lr = adaptive_lr(start, kl, cfg)
         return {
             "losses/actor": result.last_loss,
             "ppo/tries": float(result.tries),
