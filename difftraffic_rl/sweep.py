@@ -275,13 +275,15 @@ def write_report(out: Path, text: str, runs: list[RunSummary]) -> None:
 
 def add_benchmark_arguments(
     parser: argparse.ArgumentParser, algos: Sequence[str], logdir: str, out: str,
-    episodes: int, episodes_help: str, quick_help: str,
+    quick_help: str, episodes: int | None = None, episodes_help: str = "",
 ) -> None:
-    """The arguments every learning benchmark takes: ``--algos``, ``--seeds``, ``--episodes``,
+    """The arguments every learning benchmark takes: ``--algos``, ``--seeds``, ``--episodes``
+    (only given ``episodes``, the default count of a benchmark that evaluates its runs),
     ``--workers``, ``--logdir``, ``--out``, ``--quick`` and ``--report-only``."""
     parser.add_argument("--algos", nargs="+", default=list(algos), choices=algos)
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
-    parser.add_argument("--episodes", type=int, default=episodes, help=episodes_help)
+    if episodes is not None:
+        parser.add_argument("--episodes", type=int, default=episodes, help=episodes_help)
     parser.add_argument("--workers", type=int, default=2, help="parallel runs (one per core)")
     parser.add_argument("--logdir", type=Path, default=Path(logdir))
     parser.add_argument("--out", type=Path, default=Path(out))
