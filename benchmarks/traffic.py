@@ -60,17 +60,18 @@ def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, in
             f"{AUTHORS_RETURN[variant][algo]:.1f}",
             f"{statistics.fmean(r.seconds_per_epoch for r in group):.2f}",
         ])
-    return sweep.markdown_table(["variant", "algorithm", "seeds", "epochs", "evaluation return",
-                           "per seed", "final training reward", "authors' return", "s / epoch"],
-                          rows)
+    return sweep.markdown_table(
+        ["variant", "algorithm", "seeds", "epochs", "evaluation return", "per seed",
+         "final training reward", "authors' return", "s / epoch"], rows)
 
 
 def report(run_dirs: list[Path], variants: list[str], epochs: int, seeds: list[int],
            episodes: int, out: Path, command: str) -> bool:
     """Evaluate finished runs, write the table and one learning-curve plot; return whether every
     requested run finished."""
-    runs, returns = sweep.evaluated_summaries(run_dirs, {f"pacecar-{v}": epochs for v in VARIANTS},
-                                        episodes)
+    runs, returns = sweep.evaluated_summaries(
+        run_dirs, {f"pacecar-{v}": epochs for v in VARIANTS}, episodes
+    )
     complete = len(returns) == len(run_dirs) and set(variants) == set(VARIANTS)
     lines = sweep.report_preamble(
         "Pace car: GI-PPO and the baselines", command,
