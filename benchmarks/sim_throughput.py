@@ -130,11 +130,12 @@ def make_world(
     )
     av_acceleration = torch.randn(STEPS, batch, vehicles, generator=gen)
     av_steering = 0.002 * torch.randn(STEPS, batch, vehicles, generator=gen)
+    state = state.to(device)
     return World(
         name,
         road,
-        state.to(device),
-        IDMParams(v0=road.speed_limit).to(state.x.to(device)),
+        state,
+        IDMParams(v0=road.speed_limit).to(state.x),
         av_acceleration.to(device),
         av_steering.to(device),
     )
