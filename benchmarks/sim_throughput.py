@@ -375,7 +375,7 @@ def write_report(
 
 
 def world_size(text: str) -> tuple[int, int]:
-    """Parse ``"BxN"`` (worlds x vehicles per world), both positive integers."""
+    """Parse ``"BxN"`` (worlds x vehicles per world): whole numbers, ``B >= 1`` and ``N >= 2``."""
     batch, sep, vehicles = text.lower().partition("x")
     if not (
         sep and batch.isdigit() and vehicles.isdigit() and int(batch) > 0 and int(vehicles) > 1
