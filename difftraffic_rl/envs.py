@@ -31,7 +31,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["VecEnv", "check_action"]
+__all__ = ["VecEnv", "check_action", "check_env_sizes"]
 
 
 @runtime_checkable
@@ -67,3 +67,11 @@ def check_action(action: torch.Tensor, num_envs: int, action_dim: int) -> None:
         )
     if not bool(torch.isfinite(action).all()):
         raise ValueError("action contains NaN or inf; every entry must be finite in [-1, 1]")
+
+
+def check_env_sizes(num_envs: int, max_episode_steps: int) -> None:
+    """Raise ``ValueError`` naming the value unless ``num_envs`` and ``max_episode_steps`` are
+    both >= 1."""
+    for name, value in (("num_envs", num_envs), ("max_episode_steps", max_episode_steps)):
+        if value < 1:
+            raise ValueError(f"{name}={value!r} is invalid; valid range: >= 1")

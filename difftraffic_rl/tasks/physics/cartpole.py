@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from difftraffic_rl.envs import check_action
+from difftraffic_rl.envs import check_action, check_env_sizes
 
 __all__ = [
     "CartPoleParams",
@@ -227,12 +227,7 @@ class CartPoleSwingUpEnv:
         stochastic_init: bool = False,
         **param_overrides: Any,
     ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs={num_envs!r} is invalid; valid range: >= 1")
-        if max_episode_steps < 1:
-            raise ValueError(
-                f"max_episode_steps={max_episode_steps!r} is invalid; valid range: >= 1"
-            )
+        check_env_sizes(num_envs, max_episode_steps)
         valid = {f.name for f in fields(CartPoleParams)}
         unknown = sorted(set(param_overrides) - valid)
         if unknown:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from difftraffic_rl.envs import check_action
+from difftraffic_rl.envs import check_action, check_env_sizes
 from difftraffic_rl.tasks.physics.newton_sim import ArticulationPhysics, NewtonArticulation
 
 __all__ = ["LocomotionEnv", "quat_rotate"]
@@ -66,12 +66,7 @@ class LocomotionEnv:
         solver: str = "semi_implicit",
         **physics_overrides: Any,
     ) -> None:
-        if num_envs < 1:
-            raise ValueError(f"num_envs={num_envs!r} is invalid; valid range: >= 1")
-        if max_episode_steps < 1:
-            raise ValueError(
-                f"max_episode_steps={max_episode_steps!r} is invalid; valid range: >= 1"
-            )
+        check_env_sizes(num_envs, max_episode_steps)
         if dtype != torch.float32:
             raise ValueError(
                 f"dtype={dtype} is invalid; valid: torch.float32 (Newton simulates in float32)"
