@@ -31,8 +31,6 @@ import re
 import statistics
 from pathlib import Path
 
-import yaml
-
 from difftraffic_rl import sweep
 
 TASKS = ("cartpole", "ant", "hopper")
@@ -85,12 +83,6 @@ def _whole(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.0f}"
 
 
-def _train_setting(run: sweep.RunSummary, key: str) -> str:
-    """A ``train`` setting from the run's ``config.yaml``."""
-    assert run.run_dir is not None
-    return str(yaml.safe_load((run.run_dir / "config.yaml").read_text())["train"][key])
-
-
 def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, int], float]) -> str:
     """Markdown table, one row per (task, algorithm) in the paper's order."""
     rows = []
@@ -101,7 +93,7 @@ def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, in
         rows.append([
             TASK_LABELS[task], ALGO_LABELS[algo], ",".join(str(r.seed) for r in group),
             ", ".join(budget_text(e, task) for e in sorted({r.epochs for r in group})),
-            "/".join(sorted({_train_setting(r, "num_envs") for r in group})),
+            "/".join(sorted({str(r.train["num_envs"]) for r in group})),
             f"**{sweep.format_mean_std([r.best for r in group], '.0f', '.0f')}**",
             " / ".join(_whole(r.best) for r in group),
             sweep.format_mean_std([r.final for r in group], ".0f", ".0f"),
@@ -153,7 +145,7 @@ def report(run_dirs: list[Path], args: argparse.Namespace, command: str) -> bool
     runs, returns = sweep.evaluated_summaries(run_dirs, args.epochs, args.episodes)
     reasons = partial_reasons(args.tasks, args.algos, args.seeds, args.epochs, len(returns),
                               len(run_dirs))
-    devices = sorted({_train_setting(r, "device") for r in runs}) or [args.device]
+    devices = sorted({str(r.train["device"]) for r in runs}) or [args.device]
     lines = sweep.report_preamble(
         "Differentiable physics: GI-PPO and the baselines" + (" (partial)" if reasons else ""),
         command, f"one torch thread per run, device {'/'.join(devices)}, horizon 32, "

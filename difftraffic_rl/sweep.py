@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -137,9 +138,11 @@ class RunSummary:
         task, algo, seed: what ran.
         epochs: epochs logged; ``final``, ``best``: last and best smoothed reward;
         seconds_per_epoch: training wall time per epoch (logging and checkpoints excluded).
+        run_dir: the run directory the figures were read from.
+        train: the run's ``train`` settings as its ``config.yaml`` holds them (``num_envs``,
+            ``device``, ...).
         cpu_seconds_per_epoch: CPU time of the training process per epoch (NaN when not
             logged); unlike wall time it hardly grows when other jobs share the cores.
-        run_dir: the run directory the figures were read from.
     """
 
     task: str
@@ -149,8 +152,9 @@ class RunSummary:
     final: float
     best: float
     seconds_per_epoch: float
+    run_dir: Path
+    train: dict[str, Any]
     cpu_seconds_per_epoch: float = math.nan
-    run_dir: Path | None = None
 
 
 def run_summaries(run_dirs: list[str | Path]) -> list[RunSummary]:
@@ -167,13 +171,14 @@ def run_summaries(run_dirs: list[str | Path]) -> list[RunSummary]:
             continue
         rewards = [float(r["reward_smoothed"]) for r in rows]
         finite = [r for r in rewards if not math.isnan(r)]
+        train = config.get("train", {})
         summaries.append(RunSummary(
-            task=config["task"], algo=config["algo"],
-            seed=int(config.get("train", {}).get("seed", 0)), epochs=len(rows),
+            task=config["task"], algo=config["algo"], seed=int(train.get("seed", 0)),
+            epochs=len(rows),
             final=rewards[-1], best=max(finite) if finite else math.nan,
             seconds_per_epoch=float(rows[-1]["wall_time"]) / len(rows),
+            run_dir=run_dir, train=train,
             cpu_seconds_per_epoch=float(rows[-1].get("cpu_time", math.nan)) / len(rows),
-            run_dir=run_dir,
         ))
     return summaries
 
@@ -247,7 +252,7 @@ def evaluated_summaries(
     runs = run_summaries([d for d in run_dirs if (d / "progress.csv").exists()])
     returns = {
         (r.task, r.algo, r.seed): cached_evaluation(r.run_dir, episodes)
-        for r in runs if r.run_dir is not None and r.epochs == epochs[r.task]
+        for r in runs if r.epochs == epochs[r.task]
     }
     return runs, returns
 
@@ -270,7 +275,7 @@ def write_report(out: Path, text: str, runs: list[RunSummary]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(text)
     if runs:
-        plot_runs([r.run_dir for r in runs if r.run_dir is not None], out.with_suffix(".png"))
+        plot_runs([r.run_dir for r in runs], out.with_suffix(".png"))
 
 
 def add_benchmark_arguments(
