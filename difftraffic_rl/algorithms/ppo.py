@@ -84,7 +84,8 @@ class PPOConfig(AlgorithmConfig):
         kl_target: KL divergence per update that ``lr_schedule: adaptive`` aims at (> 0; the
             appendix's Cartpole value is 0.008).
         adaptive_lr_factor: divisor / multiplier of the adaptive rate per epoch (> 1).
-        adaptive_min_lr, adaptive_max_lr: bounds of the adaptive rate (rl_games': 1e-6, 1e-2).
+        adaptive_min_lr, adaptive_max_lr: bounds of the adaptive rate (> 0 and
+            ``adaptive_max_lr >= adaptive_min_lr``; rl_games': 1e-6, 1e-2).
     """
 
     actor_lr_schedules: ClassVar[tuple[str, ...]] = (*SCHEDULES, "adaptive")
