@@ -42,7 +42,7 @@ bench-traffic: $(STAMP)
 
 # On CPU a stated fraction of the paper budget: Cartpole in full, Ant 10 %, Hopper 2.5 %.
 bench-physics: $(STAMP)
-	$(BIN)/python benchmarks/physics.py --epochs cartpole=500 ant=200 hopper=50
+	$(BIN)/python benchmarks/physics.py --epochs cartpole=500 ant=20 hopper=10
 
 # The full paper budget (Cartpole 500, Ant and Hopper 2000 epochs) on a CUDA GPU, in a logdir of
 # its own (a resumed run must keep its epoch count); needs a CUDA build of torch in the venv.

@@ -17,10 +17,10 @@ kept as it is, so notes written under that heading survive a new report.
 Usage::
 
     python benchmarks/physics.py                                  # full paper budget: days on CPU
-    python benchmarks/physics.py --epochs ant=200 hopper=50       # make bench-physics
+    python benchmarks/physics.py --epochs ant=20 hopper=10        # make bench-physics
     python benchmarks/physics.py --device cuda --logdir runs/physics_gpu  # bench-physics-gpu
     python benchmarks/physics.py --quick                          # smoke run, about a minute
-    python benchmarks/physics.py --report-only --epochs ant=200 hopper=50
+    python benchmarks/physics.py --report-only --epochs ant=20 hopper=10
 """
 
 from __future__ import annotations
