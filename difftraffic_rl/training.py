@@ -165,18 +165,36 @@ class Trainer:
                     self._writer.add_scalar(name, value, int(row["env_steps"]))
 
     def _truncate_log(self) -> None:
-        """Drop CSV rows written after the checkpoint a resumed run starts from."""
+        """Drop CSV rows written after the checkpoint a resumed run starts from.
+
+        A run killed while writing leaves a torn last line, which the next rows are appended to:
+        rows that do not have one value per column are dropped, not read into the wrong columns.
+        The file is replaced atomically, so a failure here cannot cut the log short.
+        """
         assert self.run_dir is not None
         path = self.run_dir / "progress.csv"
         if not path.exists():
             return
         with path.open(newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        with path.open("w", newline="") as handle:
-            if rows:
-                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-                writer.writeheader()
-                writer.writerows(r for r in rows if int(float(r["epoch"])) <= self.epoch)
+            header, *rows = list(csv.reader(handle)) or [[]]
+        epoch_column = header.index("epoch") if "epoch" in header else None
+        kept = {}
+        for row in rows:
+            if len(row) != len(header) or epoch_column is None:
+                continue
+            try:
+                epoch = int(float(row[epoch_column]))
+            except ValueError:
+                continue
+            if epoch <= self.epoch:
+                kept[epoch] = row
+        tmp = path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as handle:
+            writer = csv.writer(handle)
+            if header:
+                writer.writerow(header)
+            writer.writerows(kept[epoch] for epoch in sorted(kept))
+        os.replace(tmp, path)
 
     # --------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:

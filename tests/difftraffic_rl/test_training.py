@@ -206,3 +206,23 @@ def test_checkpoints_from_before_the_adaptive_schedule_still_load(
     assert evaluate(run_dir, episodes=4)["episodes"] == 4
     resumed = resume(run_dir, progress=False)
     assert resumed.algorithm.adaptive_lr == resumed.algorithm.config.actor_lr
+
+
+def test_resume_survives_a_log_line_torn_by_a_kill(tmp_path: Path) -> None:
+    settings = ["train.checkpoint_every=5", "train.tensorboard=false"]
+    full = difftraffic_rl.train("dejong", "ppo", seed=3, epochs=10, logdir=tmp_path / "full",
+                                overrides=settings, progress=False)
+
+    def kill_after_epoch_7(row: dict[str, float]) -> None:
+        if row["epoch"] == 7:
+            raise KilledError
+
+    with pytest.raises(KilledError):
+        difftraffic_rl.train("dejong", "ppo", seed=3, epochs=10, logdir=tmp_path / "killed",
+                             overrides=settings, progress=False, callback=kill_after_epoch_7)
+    (killed_dir,) = (tmp_path / "killed").iterdir()
+    log = killed_dir / "progress.csv"
+    text = log.read_text()
+    log.write_text(text[: text.rindex("\n", 0, len(text) - 1) + 12])  # epoch 7's line, torn
+    resume(killed_dir, progress=False)
+    assert _rows(killed_dir) == _rows(full.run_dir)
