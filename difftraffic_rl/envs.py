@@ -27,11 +27,13 @@ namespaced like ``"physics/..."``); the trainer adds them to every epoch's log r
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-__all__ = ["VecEnv", "check_action", "check_env_sizes"]
+__all__ = ["VecEnv", "check_action", "check_env_sizes", "check_physical_parameters"]
 
 
 @runtime_checkable
@@ -75,3 +77,19 @@ def check_env_sizes(num_envs: int, max_episode_steps: int) -> None:
     for name, value in (("num_envs", num_envs), ("max_episode_steps", max_episode_steps)):
         if value < 1:
             raise ValueError(f"{name}={value!r} is invalid; valid range: >= 1")
+
+
+def check_physical_parameters(
+    params: Any, positive: Iterable[str], non_negative: Iterable[str]
+) -> None:
+    """Raise ``ValueError`` naming the field and its valid range unless every attribute of
+    ``params`` named in ``positive`` is finite and > 0, every one in ``non_negative`` finite and
+    >= 0, and ``params.substeps`` an integer >= 1."""
+    for names, bound in ((positive, "> 0"), (non_negative, ">= 0")):
+        for name in names:
+            value = getattr(params, name)
+            if not (math.isfinite(value) and (value > 0 if bound == "> 0" else value >= 0)):
+                raise ValueError(f"{name}={value!r} is invalid; valid range: finite and {bound}")
+    substeps = params.substeps
+    if int(substeps) != substeps or substeps < 1:
+        raise ValueError(f"substeps={substeps!r} is invalid; valid range: integer >= 1")

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from difftraffic_rl.envs import check_action, check_env_sizes
+from difftraffic_rl.envs import check_action, check_env_sizes, check_physical_parameters
 
 __all__ = [
     "CartPoleParams",
@@ -83,16 +83,7 @@ class CartPoleParams:
             "cart_mass", "pole_mass", "pole_com_distance", "force_scale", "cart_limit", "dt"
         )
         non_negative = ("pole_inertia", "gravity", "joint_damping", "cart_limit_stiffness")
-        for name in positive:
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value > 0):
-                raise ValueError(f"{name}={value!r} is invalid; valid range: finite and > 0")
-        for name in non_negative:
-            value = getattr(self, name)
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f"{name}={value!r} is invalid; valid range: finite and >= 0")
-        if int(self.substeps) != self.substeps or self.substeps < 1:
-            raise ValueError(f"substeps={self.substeps!r} is invalid; valid range: integer >= 1")
+        check_physical_parameters(self, positive, non_negative)
 
 
 def _check_state(state: torch.Tensor) -> None:

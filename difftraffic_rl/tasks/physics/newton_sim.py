@@ -43,7 +43,6 @@ Shapes: ``N`` worlds, ``C`` joint coordinates and ``D`` degrees of freedom per w
 
 from __future__ import annotations
 
-import math
 import weakref
 from contextlib import nullcontext
 from dataclasses import dataclass, fields
@@ -51,6 +50,8 @@ from importlib import resources
 from typing import Any
 
 import torch
+
+from difftraffic_rl.envs import check_physical_parameters
 
 __all__ = [
     "SOLVERS",
@@ -125,25 +126,12 @@ class ArticulationPhysics:
     substeps: int = 16
 
     def __post_init__(self) -> None:
-        for item in fields(self):
-            if item.name in ("asset", "substeps"):
-                continue
-            value = getattr(self, item.name)
-            strict = item.name in (
-                "density",
-                "contact_ke",
-                "action_strength",
-                "joint_attach_ke",
-                "dt",
-            )
-            valid = math.isfinite(value) and (value > 0 if strict else value >= 0)
-            if not valid:
-                bound = "> 0" if strict else ">= 0"
-                raise ValueError(
-                    f"{item.name}={value!r} is invalid; valid range: finite and {bound}"
-                )
-        if int(self.substeps) != self.substeps or self.substeps < 1:
-            raise ValueError(f"substeps={self.substeps!r} is invalid; valid range: integer >= 1")
+        positive = ("density", "contact_ke", "action_strength", "joint_attach_ke", "dt")
+        non_negative = [
+            item.name for item in fields(self)
+            if item.name not in ("asset", "substeps", *positive)
+        ]
+        check_physical_parameters(self, positive, non_negative)
 
 
 class NewtonArticulation:
