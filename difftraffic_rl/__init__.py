@@ -1,7 +1,7 @@
 """difftraffic_rl: gradient-informed policy learning (GI-PPO) and its baselines.
 
 ``import difftraffic_rl`` is cheap: torch and the algorithms load on first use of the names
-below. ``difftraffic_rl.training(task=..., algo=..., seed=...)`` trains from Python; the
+below. ``difftraffic_rl.train(task=..., algo=..., seed=...)`` trains from Python; the
 ``difftraffic-rl`` command does the same from a shell.
 """
 

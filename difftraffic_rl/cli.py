@@ -4,6 +4,7 @@ Examples::
 
     difftraffic-rl train --task dejong64 --algo gippo --seed 1 --epochs 500 --set alpha0=1e-4
     difftraffic-rl train --resume runs/dejong64_gippo_s1_20250101-120000
+    difftraffic-rl train --resume runs/dejong64_gippo_s1_20250101-120000 --epochs 3000
     difftraffic-rl eval runs/dejong64_gippo_s1_20250101-120000
     difftraffic-rl plot runs/dejong64_* --out curves.png
     difftraffic-rl sweep --tasks dejong ackley --algos ppo gippo --seeds 1 2 3 --workers 2
@@ -13,9 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from difftraffic_rl.training import TrainResult
 
 __all__ = ["build_parser", "main"]
 
@@ -34,14 +40,32 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train an algorithm on a task (or resume a run)")
     train.add_argument("--task", help="task name (see `difftraffic-rl list`)")
     train.add_argument("--algo", choices=ALGORITHM_CHOICES, help="algorithm")
-    train.add_argument("--seed", type=int, default=1, help="run seed (default 1; 0 is valid)")
-    train.add_argument("--epochs", type=int, help="epochs to run (default: the config's 2000)")
+    train.add_argument("--seed", type=int, help="run seed (default 1; 0 is valid)")
+    train.add_argument(
+        "--epochs",
+        type=int,
+        help="epochs in all (default: the config's); with --resume, more than the "
+        "run's extends it, and linear learning-rate schedules then decay over "
+        "the new total, so the remaining epochs get other rates",
+    )
     train.add_argument("--device", help="torch device, e.g. cpu or cuda")
-    train.add_argument("--logdir", default="runs", help="parent of the run directory")
-    train.add_argument("--set", dest="overrides", action="append", default=[],
-                       metavar="KEY=VALUE",
-                       help="override a setting, e.g. --set actor_lr=3e-4 --set train.epochs=10")
-    train.add_argument("--resume", metavar="RUN_DIR", help="continue a run from its checkpoint")
+    train.add_argument("--logdir", help="parent of the run directory (default runs)")
+    train.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting, e.g. --set actor_lr=3e-4 --set train.epochs=10",
+    )
+    train.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue a run from its checkpoint; --epochs and --set "
+        "train.checkpoint_every/tensorboard/num_threads may change it, any "
+        "other changed setting (--seed, --device, hyperparameters, "
+        "--task/--algo) is an error",
+    )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
     evaluate = sub.add_parser("eval", help="returns of a run's latest checkpoint")
@@ -56,18 +80,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser("sweep", help="tasks x algorithms x seeds in parallel, then a table")
     sweep.add_argument("--tasks", nargs="+", default=["dejong", "dejong64", "ackley", "ackley64"])
-    sweep.add_argument("--algos", nargs="+", choices=ALGORITHM_CHOICES,
-                       default=list(ALGORITHM_NAMES))
+    sweep.add_argument(
+        "--algos", nargs="+", choices=ALGORITHM_CHOICES, default=list(ALGORITHM_NAMES)
+    )
     sweep.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     sweep.add_argument("--epochs", type=int, help="epochs per run (default: the config's)")
     sweep.add_argument("--logdir", default="runs/sweep")
     sweep.add_argument("--workers", type=int, default=1, help="parallel processes")
-    sweep.add_argument("--set", dest="overrides", action="append", default=[],
-                       metavar="KEY=VALUE")
+    sweep.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     sweep.add_argument("--table", help="also write the markdown table to this file")
-    sweep.add_argument("--resume", action="store_true",
-                       help="incremental: runs named <task>_<algo>_s<seed> under --logdir; "
-                            "finished ones are skipped, interrupted ones continue")
+    sweep.add_argument(
+        "--resume",
+        action="store_true",
+        help="incremental: runs named <task>_<algo>_s<seed> under --logdir; "
+        "finished ones are skipped, interrupted ones continue",
+    )
 
     export = sub.add_parser(
         "export", help="write a run's deterministic policy as a self-contained policy.pt2"
@@ -96,9 +123,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "sweep":
         from difftraffic_rl.sweep import run_sweep, summarize
 
-        table = summarize(run_sweep(args.tasks, args.algos, args.seeds, args.epochs,
-                                    args.logdir, args.workers, args.overrides,
-                                    resume=args.resume))
+        table = summarize(
+            run_sweep(
+                args.tasks,
+                args.algos,
+                args.seeds,
+                args.epochs,
+                args.logdir,
+                args.workers,
+                args.overrides,
+                resume=args.resume,
+            )
+        )
         print(table)
         if args.table:
             Path(args.table).write_text(table)
@@ -115,22 +151,64 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(json.dumps(evaluate(args.run_dir, args.episodes, args.seed), indent=2))
         return 0
-    from difftraffic_rl.training import resume, train
+    from difftraffic_rl.training import NO_EPISODE_YET, train
 
-    if args.resume:
-        result = resume(args.resume, progress=not args.no_progress)
-    else:
-        if not args.task or not args.algo:
-            parser.error("train needs --task and --algo (or --resume RUN_DIR)")
-        try:
-            result = train(args.task, args.algo, seed=args.seed, epochs=args.epochs,
-                           device=args.device, logdir=args.logdir, overrides=args.overrides,
-                           progress=not args.no_progress)
-        except ValueError as error:
-            print(f"difftraffic-rl: error: {error}", file=sys.stderr)
-            return 2
-    last = result.metrics[-1] if result.metrics else {}
+    if not args.resume and (not args.task or not args.algo):
+        parser.error("train needs --task and --algo (or --resume RUN_DIR)")
+    try:
+        if args.resume:
+            result = _resume(args)
+        else:
+            result = train(
+                args.task,
+                args.algo,
+                seed=1 if args.seed is None else args.seed,
+                epochs=args.epochs,
+                device=args.device,
+                logdir=args.logdir or "runs",
+                overrides=args.overrides,
+                progress=not args.no_progress,
+            )
+    except (ValueError, FileNotFoundError) as error:
+        print(f"difftraffic-rl: error: {error}", file=sys.stderr)
+        return 2
     print(f"run directory: {result.run_dir}")
-    if last:
-        print(f"final smoothed reward: {last['reward_smoothed']:.6e} (epoch {int(last['epoch'])})")
+    if not result.metrics:
+        print("nothing to train: the run has reached its train.epochs (--epochs N trains on to N)")
+        return 0
+    last = result.metrics[-1]
+    reward = last["reward_smoothed"]
+    shown = NO_EPISODE_YET if math.isnan(reward) else f"{reward:.6e}"
+    print(f"final smoothed reward: {shown} (epoch {int(last['epoch'])})")
     return 0
+
+
+def _resume(args: argparse.Namespace) -> TrainResult:
+    """``train --resume``: options that name the run must agree with it, the others become
+    overrides that :func:`~difftraffic_rl.training.resume` accepts or rejects by name."""
+    from difftraffic_rl.config import load_run_config
+    from difftraffic_rl.training import resume
+
+    config = load_run_config(Path(args.resume) / "config.yaml")
+    for option, asked, own in (
+        ("--task", args.task, config.task),
+        ("--algo", args.algo, config.algo),
+    ):
+        if asked is not None and asked != own:
+            raise ValueError(
+                f"{option} {asked} conflicts with {option[2:]} {own} of the resumed "
+                f"run {args.resume}"
+            )
+    if args.logdir is not None:
+        raise ValueError(f"--logdir does not apply to --resume: the run stays in {args.resume}")
+    settings = [
+        f"train.{name}={value}"
+        for name, value in (("seed", args.seed), ("device", args.device))
+        if value is not None
+    ]
+    return resume(
+        args.resume,
+        progress=not args.no_progress,
+        epochs=args.epochs,
+        overrides=settings + args.overrides,
+    )

@@ -4,9 +4,10 @@ atomically, resumes killed runs exactly, and evaluates trained policies.
 From Python::
 
     import difftraffic_rl
-    result = difftraffic_rl.training(task="dejong", algo="gippo", seed=1, epochs=200)
+    result = difftraffic_rl.train(task="dejong", algo="gippo", seed=1, epochs=200)
     result.algorithm.act(obs)          # the trained policy
     result.metrics[-1]["reward_smoothed"]
+    difftraffic_rl.resume(result.run_dir, epochs=300)   # 100 epochs more
 
 A run directory holds ``config.yaml`` (resolved configuration), ``progress.csv`` (one row per
 epoch), ``tb/`` (TensorBoard events) and ``checkpoints/checkpoint.pt`` (latest state).
@@ -15,6 +16,7 @@ epoch), ``tb/`` (TensorBoard events) and ``checkpoints/checkpoint.pt`` (latest s
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 import os
 import time
@@ -33,6 +35,8 @@ from difftraffic_rl.rollout import EpisodeTracker
 from difftraffic_rl.tasks import make_task
 
 __all__ = [
+    "NO_EPISODE_YET",
+    "RESUMABLE_SETTINGS",
     "RewardMeter",
     "TrainResult",
     "Trainer",
@@ -44,6 +48,20 @@ __all__ = [
 ]
 
 CHECKPOINT = Path("checkpoints") / "checkpoint.pt"
+
+# Shown instead of the smoothed reward, which is NaN until the first episode ends (a 1000-step
+# pace-car episode spans about 31 epochs of horizon 32); progress.csv keeps the NaN.
+NO_EPISODE_YET = "no episode finished yet"
+
+# The settings a resume may change: they say how long and how visibly a run trains, not what its
+# checkpoint means. Any other change (network sizes, num_envs, seed, device, dtype, a
+# hyperparameter, the task's parameters) would continue a different run from this run's state.
+RESUMABLE_SETTINGS = (
+    "train.epochs",
+    "train.checkpoint_every",
+    "train.tensorboard",
+    "train.num_threads",
+)
 
 
 class RewardMeter:
@@ -125,12 +143,17 @@ class Trainer:
         settings = config.train
         torch.set_num_threads(settings.num_threads)
         dtype = getattr(torch, settings.dtype)
-        self.env = make_task(config.task, settings.num_envs, settings.device, dtype,
-                             **config.task_kwargs)
+        self.env = make_task(
+            config.task, settings.num_envs, settings.device, dtype, **config.task_kwargs
+        )
         algorithm_class = get_algorithm(config.algo)
         self.algorithm = algorithm_class(
-            config.algorithm_config(), self.env.obs_dim, self.env.action_dim,
-            seed=settings.seed, device=settings.device, dtype=dtype,
+            config.algorithm_config(),
+            self.env.obs_dim,
+            self.env.action_dim,
+            seed=settings.seed,
+            device=settings.device,
+            dtype=dtype,
         )
         self.obs = self.env.reset(seed=settings.seed)
         self.tracker = EpisodeTracker(settings.num_envs, self.obs.device, self.obs.dtype)
@@ -156,9 +179,7 @@ class Trainer:
             if self._writer is None:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._writer = SummaryWriter(
-                    str(self.run_dir / "tb"), purge_step=self.env_steps
-                )
+                self._writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.env_steps)
             for key, value in row.items():
                 if key != "epoch":
                     name = key if "/" in key else f"charts/{key}"
@@ -253,8 +274,9 @@ class Trainer:
             "cpu_time": self.cpu_time,
             "reward": float(returns.mean()) if returns.numel() else math.nan,
             "reward_smoothed": self.meter.update(returns),
-            "episode_length": (float(rollout.episode_lengths.float().mean())
-                               if returns.numel() else math.nan),
+            "episode_length": (
+                float(rollout.episode_lengths.float().mean()) if returns.numel() else math.nan
+            ),
             "episodes": float(returns.numel()),
         }
         row.update(metrics)
@@ -272,15 +294,22 @@ class Trainer:
 
         ``callback(row)`` is called after every epoch; checkpoints every ``checkpoint_every``
         epochs and at the end when a run directory exists, where a finished run also exports its
-        deterministic policy to ``policy.pt2`` (see :mod:`difftraffic_rl.export`).
+        deterministic policy to ``policy.pt2`` (see :mod:`difftraffic_rl.export`). The progress
+        bar shows the smoothed reward, or :data:`NO_EPISODE_YET` before the first episode ends.
         """
         from tqdm import tqdm
 
         total = self.config.train.epochs
         last = total if stop_after is None else min(total, self.epoch + stop_after)
         rows: list[dict[str, float]] = []
-        bar = tqdm(total=total, initial=self.epoch, disable=not progress, unit="epoch",
-                   desc=f"{self.config.algo} {self.config.task}", dynamic_ncols=True)
+        bar = tqdm(
+            total=total,
+            initial=self.epoch,
+            disable=not progress,
+            unit="epoch",
+            desc=f"{self.config.algo} {self.config.task}",
+            dynamic_ncols=True,
+        )
         try:
             while self.epoch < last:
                 row = self.run_epoch()
@@ -292,10 +321,11 @@ class Trainer:
                     self.save_checkpoint()
                 if callback is not None:
                     callback(row)
-                postfix = {"reward": f"{row['reward_smoothed']:.3e}"}
+                reward = row["reward_smoothed"]
+                postfix = [NO_EPISODE_YET if math.isnan(reward) else f"reward={reward:.3e}"]
                 if "gippo/alpha" in row:
-                    postfix["alpha"] = f"{row['gippo/alpha']:.2e}"
-                bar.set_postfix(postfix, refresh=False)
+                    postfix.append(f"alpha={row['gippo/alpha']:.2e}")
+                bar.set_postfix_str(", ".join(postfix), refresh=False)
                 bar.update(1)
         finally:
             bar.close()
@@ -355,8 +385,7 @@ def train(
     run_dir = None
     if logdir is not None:
         run_dir = _new_run_dir(Path(logdir), config, run_name)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(_plain(config.to_dict()),
-                                                            sort_keys=False))
+        _write_config(run_dir, config)
     trainer = Trainer(config, run_dir)
     try:
         rows = trainer.run(progress=progress, callback=callback)
@@ -373,13 +402,24 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def load_trainer(run_dir: str | Path) -> Trainer:
-    """Rebuild a run's trainer from ``config.yaml`` and its latest checkpoint."""
+def _write_config(run_dir: Path, config: RunConfig) -> None:
+    """Write ``config.yaml`` atomically (a resume may rewrite it)."""
+    path = run_dir / "config.yaml"
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
+    os.replace(tmp, path)
+
+
+def load_trainer(run_dir: str | Path, config: RunConfig | None = None) -> Trainer:
+    """Rebuild a run's trainer from its latest checkpoint and ``config`` (default: the run's
+    ``config.yaml``)."""
     run_dir = Path(run_dir)
     path = run_dir / CHECKPOINT
     if not path.exists():
         raise FileNotFoundError(f"no checkpoint at {path}; was the run started with a logdir?")
-    trainer = Trainer(load_run_config(run_dir / "config.yaml"), run_dir)
+    if config is None:
+        config = load_run_config(run_dir / "config.yaml")
+    trainer = Trainer(config, run_dir)
     state = torch.load(path, map_location=trainer.config.train.device, weights_only=False)
     trainer.load_state_dict(state)
     return trainer
@@ -397,14 +437,85 @@ def load_algorithm(checkpoint: str | Path, device: str | None = None) -> Algorit
     return trainer.algorithm
 
 
+def _changed_settings(old: RunConfig, new: RunConfig) -> list[tuple[str, Any, Any]]:
+    """``(dotted key, old value, new value)`` of every resolved setting that differs."""
+    sections = {
+        "train": (dataclasses.asdict(old.train), dataclasses.asdict(new.train)),
+        "hyperparameters": (
+            dataclasses.asdict(old.algorithm_config()),
+            dataclasses.asdict(new.algorithm_config()),
+        ),
+        "task_kwargs": (old.task_kwargs, new.task_kwargs),
+    }
+    return [
+        (f"{section}.{name}", before.get(name), after.get(name))
+        for section, (before, after) in sections.items()
+        for name in sorted(set(before) | set(after))
+        if before.get(name) != after.get(name)
+    ]
+
+
+def _resumed_config(
+    config: RunConfig, run_dir: Path, epochs: int | None, overrides: list[str]
+) -> RunConfig:
+    """``config`` (the run's) with ``epochs`` and ``overrides`` applied; ``ValueError`` names the
+    first changed setting that is not in :data:`RESUMABLE_SETTINGS`."""
+    items = ([] if epochs is None else [f"train.epochs={epochs}"]) + overrides
+    if not items:
+        return config
+    changed = RunConfig.from_dict(apply_overrides(config.to_dict(), items))
+    for key, before, after in _changed_settings(config, changed):
+        if key not in RESUMABLE_SETTINGS:
+            raise ValueError(
+                f"{key} cannot change when resuming {run_dir} (the run has {before!r}, asked "
+                f"{after!r}): its checkpoint belongs to the old value; start a new run instead. "
+                f"A resume may change only {', '.join(RESUMABLE_SETTINGS)}"
+            )
+    return changed
+
+
 def resume(
     run_dir: str | Path,
     progress: bool = True,
     callback: Callable[[dict[str, float]], None] | None = None,
     stop_after: int | None = None,
+    epochs: int | None = None,
+    overrides: list[str] | None = None,
 ) -> TrainResult:
-    """Continue a run from its latest checkpoint; rows logged after it are replaced."""
-    trainer = load_trainer(run_dir)
+    """Continue a run from its latest checkpoint; rows logged after it are replaced.
+
+    With neither ``epochs`` nor ``overrides`` an interrupted run continues to its
+    ``train.epochs`` and reproduces the uninterrupted run exactly.
+
+    Args:
+        run_dir: the run directory (``config.yaml`` and ``checkpoints/checkpoint.pt``).
+        progress: show a progress bar.
+        callback: called with every epoch's metrics row.
+        stop_after: train at most this many epochs in this call.
+        epochs: train up to this many epochs in all (not this many more); a count above the
+            run's ``train.epochs`` extends it, finished or not, and may not be below the epochs
+            already trained. Caveat: linear learning-rate schedules (``lr_schedule`` or
+            ``critic_lr_schedule`` ``"linear"``) decay over the total, so a new total changes
+            the rates of the remaining epochs: an extended run does not match a run started
+            with the larger count.
+        overrides: ``"key=value"`` strings as for :func:`train`. Only
+            :data:`RESUMABLE_SETTINGS` may change; a different value for any other setting
+            raises ``ValueError`` naming it (the same value is accepted).
+
+    A changed configuration is written to the run's ``config.yaml`` before training, and
+    travels in the checkpoints from then on.
+    """
+    run_dir = Path(run_dir)
+    original = load_run_config(run_dir / "config.yaml")
+    config = _resumed_config(original, run_dir, epochs, list(overrides or []))
+    trainer = load_trainer(run_dir, config)
+    if trainer.epoch > config.train.epochs:
+        raise ValueError(
+            f"train.epochs={config.train.epochs} is below the {trainer.epoch} "
+            f"epochs {run_dir} has already trained"
+        )
+    if config != original:
+        _write_config(run_dir, config)
     trainer._truncate_log()
     try:
         rows = trainer.run(progress=progress, callback=callback, stop_after=stop_after)
@@ -424,8 +535,13 @@ def evaluate(run_dir: str | Path, episodes: int | None = None, seed: int = 0) ->
     trainer = load_trainer(run_dir)
     settings = trainer.config.train
     num = episodes or settings.num_envs
-    env = make_task(trainer.config.task, num, settings.device, getattr(torch, settings.dtype),
-                    **trainer.config.task_kwargs)
+    env = make_task(
+        trainer.config.task,
+        num,
+        settings.device,
+        getattr(torch, settings.dtype),
+        **trainer.config.task_kwargs,
+    )
     generator = torch.Generator(device=trainer.algorithm.device).manual_seed(seed)
     result: dict[str, float] = {"episodes": float(num)}
     for mode in ("deterministic", "stochastic"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -12,8 +13,21 @@ from difftraffic_rl.cli import main
 
 
 def _train(tmp_path: Path, *extra: str) -> Path:
-    args = ["train", "--task", "dejong", "--algo", "ppo", "--seed", "0", "--epochs", "3",
-            "--logdir", str(tmp_path), "--no-progress", *extra]
+    args = [
+        "train",
+        "--task",
+        "dejong",
+        "--algo",
+        "ppo",
+        "--seed",
+        "0",
+        "--epochs",
+        "3",
+        "--logdir",
+        str(tmp_path),
+        "--no-progress",
+        *extra,
+    ]
     assert main(args) == 0
     (run_dir,) = tmp_path.iterdir()
     return run_dir
@@ -36,8 +50,13 @@ def test_eval_prints_both_modes(tmp_path: Path, capsys: pytest.CaptureFixture[st
     capsys.readouterr()
     assert main(["eval", str(run_dir), "--episodes", "8"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert set(report) == {"episodes", "deterministic_mean", "deterministic_std",
-                           "stochastic_mean", "stochastic_std"}
+    assert set(report) == {
+        "episodes",
+        "deterministic_mean",
+        "deterministic_std",
+        "stochastic_mean",
+        "stochastic_std",
+    }
     assert report["episodes"] == 8
 
 
@@ -58,8 +77,112 @@ def test_resume_of_a_finished_run_adds_nothing(tmp_path: Path) -> None:
 def test_bad_override_is_an_error_naming_the_key(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code = main(["train", "--task", "dejong", "--algo", "ppo", "--logdir", str(tmp_path),
-                 "--set", "nonsense=1", "--no-progress"])
+    code = main(
+        [
+            "train",
+            "--task",
+            "dejong",
+            "--algo",
+            "ppo",
+            "--logdir",
+            str(tmp_path),
+            "--set",
+            "nonsense=1",
+            "--no-progress",
+        ]
+    )
     assert code == 2
     assert "nonsense" in capsys.readouterr().err
     assert not any(tmp_path.iterdir())
+
+
+def test_before_the_first_episode_ends_the_bar_and_last_line_say_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Cartpole episodes last 240 steps: two epochs of horizon 4 finish none.
+    assert (
+        main(
+            [
+                "train",
+                "--task",
+                "cartpole",
+                "--algo",
+                "ppo",
+                "--epochs",
+                "2",
+                "--logdir",
+                str(tmp_path),
+                "--set",
+                "num_envs=2",
+                "--set",
+                "horizon=4",
+                "--set",
+                "train.tensorboard=false",
+            ]
+        )
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert "no episode finished yet" in captured.err and "nan" not in captured.err
+    assert "final smoothed reward: no episode finished yet (epoch 2)" in captured.out
+    (run_dir,) = tmp_path.iterdir()
+    with (run_dir / "progress.csv").open() as handle:
+        assert [row["reward_smoothed"] for row in csv.DictReader(handle)] == ["nan", "nan"]
+
+
+def test_resume_with_more_epochs_trains_them_and_records_the_count(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = _train(tmp_path)
+    assert main(["train", "--resume", str(run_dir), "--epochs", "5", "--no-progress"]) == 0
+    assert "(epoch 5)" in capsys.readouterr().out
+    assert len((run_dir / "progress.csv").read_text().splitlines()) == 1 + 5
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"] == 5
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--task", "ackley"], "--task ackley conflicts with task dejong"),
+        (["--algo", "gippo"], "--algo gippo conflicts with algo ppo"),
+        (["--seed", "1"], "train.seed cannot change"),
+        (["--set", "critic_hidden=[8]"], "hyperparameters.critic_hidden cannot change"),
+        (["--logdir", "elsewhere"], "--logdir does not apply to --resume"),
+    ],
+)
+def test_resume_that_would_change_the_run_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    run_dir = _train(tmp_path)
+    before = (run_dir / "progress.csv").read_text()
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--epochs", "5", "--no-progress", *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert (run_dir / "progress.csv").read_text() == before
+
+
+def test_resume_accepts_the_runs_own_names_and_harmless_settings(tmp_path: Path) -> None:
+    run_dir = _train(tmp_path, "--set", "train.tensorboard=false")
+    assert (
+        main(
+            [
+                "train",
+                "--resume",
+                str(run_dir),
+                "--task",
+                "dejong",
+                "--algo",
+                "ppo",
+                "--seed",
+                "0",
+                "--epochs",
+                "4",
+                "--set",
+                "train.tensorboard=true",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["tensorboard"] is True
+    assert any((run_dir / "tb").iterdir())

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import difftraffic_rl
 from difftraffic_rl.config import apply_overrides, default_config
@@ -30,8 +32,9 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
 @pytest.mark.parametrize("algo", ALGOS)
 def test_same_seed_gives_the_same_curve_and_another_seed_does_not(algo: str) -> None:
     def curve(seed: int) -> list[dict[str, float]]:
-        result = difftraffic_rl.train("dejong", algo, seed=seed, epochs=8, logdir=None,
-                                      progress=False)
+        result = difftraffic_rl.train(
+            "dejong", algo, seed=seed, epochs=8, logdir=None, progress=False
+        )
         return [{k: v for k, v in row.items() if k not in TIMINGS} for row in result.metrics]
 
     first, second = curve(0), curve(0)
@@ -48,32 +51,52 @@ ADAPTIVE = ["hyperparameters.lr_schedule=adaptive", "hyperparameters.lr_carryove
 
 @pytest.mark.parametrize(
     ("algo", "extra"),
-    [("gippo", []), ("ppo", []), ("lrp", []),
-     ("ppo", [*ADAPTIVE, "hyperparameters.kl_target=1e-6"]),
-     ("gippo", [*ADAPTIVE, "hyperparameters.kl_target=1e-6"])],
+    [
+        ("gippo", []),
+        ("ppo", []),
+        ("lrp", []),
+        ("ppo", [*ADAPTIVE, "hyperparameters.kl_target=1e-6"]),
+        ("gippo", [*ADAPTIVE, "hyperparameters.kl_target=1e-6"]),
+    ],
     ids=["gippo", "ppo", "lrp", "ppo-adaptive", "gippo-adaptive"],
 )
 def test_resume_after_a_kill_reproduces_the_uninterrupted_curve(
     algo: str, extra: list[str], tmp_path: Path
 ) -> None:
     settings = ["train.checkpoint_every=7", "train.tensorboard=false", *extra]
-    full = difftraffic_rl.train("dejong", algo, seed=3, epochs=20, logdir=tmp_path / "full",
-                                overrides=settings, progress=False)
+    full = difftraffic_rl.train(
+        "dejong",
+        algo,
+        seed=3,
+        epochs=20,
+        logdir=tmp_path / "full",
+        overrides=settings,
+        progress=False,
+    )
 
     def kill_after_epoch_11(row: dict[str, float]) -> None:
         if row["epoch"] == 11:
             raise KilledError
 
     with pytest.raises(KilledError):
-        difftraffic_rl.train("dejong", algo, seed=3, epochs=20, logdir=tmp_path / "killed",
-                             overrides=settings, progress=False, callback=kill_after_epoch_11)
+        difftraffic_rl.train(
+            "dejong",
+            algo,
+            seed=3,
+            epochs=20,
+            logdir=tmp_path / "killed",
+            overrides=settings,
+            progress=False,
+            callback=kill_after_epoch_11,
+        )
     (killed_dir,) = (tmp_path / "killed").iterdir()
     assert len(_rows(killed_dir)) == 11  # epochs 8-11 were logged after the last checkpoint
     resumed = resume(killed_dir, progress=False)
     assert [int(r["epoch"]) for r in resumed.metrics] == list(range(8, 21))
     assert _rows(killed_dir) == _rows(full.run_dir)  # the logged rates and KLs included
-    for a, b in zip(resumed.algorithm.actor.parameters(), full.algorithm.actor.parameters(),
-                    strict=True):
+    for a, b in zip(
+        resumed.algorithm.actor.parameters(), full.algorithm.actor.parameters(), strict=True
+    ):
         assert torch.equal(a, b)
     if extra:
         rates = [float(r["charts/actor_lr"]) for r in _rows(full.run_dir)]
@@ -87,7 +110,12 @@ def test_adaptive_rate_reacts_to_the_kl_of_each_update(
     algo: str, kl_target: float, direction: str
 ) -> None:
     result = difftraffic_rl.train(
-        "dejong", algo, seed=1, epochs=6, logdir=None, progress=False,
+        "dejong",
+        algo,
+        seed=1,
+        epochs=6,
+        logdir=None,
+        progress=False,
         overrides=[*ADAPTIVE, f"hyperparameters.kl_target={kl_target}"],
     )
     rows = result.metrics
@@ -104,12 +132,11 @@ def test_adaptive_rate_reacts_to_the_kl_of_each_update(
 
 
 @pytest.mark.parametrize(
-    ("algo", "floor"), [("lr", -0.1), ("rp", -0.01), ("lrp", -0.01), ("ppo", -0.1),
-                        ("gippo", -0.01)]
+    ("algo", "floor"),
+    [("lr", -0.1), ("rp", -0.01), ("lrp", -0.01), ("ppo", -0.1), ("gippo", -0.01)],
 )
 def test_short_learning_run_reaches_a_reward_floor_on_dejong_1d(algo: str, floor: float) -> None:
-    result = difftraffic_rl.train("dejong", algo, seed=1, epochs=100, logdir=None,
-                                  progress=False)
+    result = difftraffic_rl.train("dejong", algo, seed=1, epochs=100, logdir=None, progress=False)
     start, end = result.metrics[0]["reward_smoothed"], result.metrics[-1]["reward_smoothed"]
     assert start < -5  # a random policy on [-5.12, 5.12]
     assert end > floor
@@ -119,16 +146,22 @@ def test_short_learning_run_reaches_a_reward_floor_on_dejong_1d(algo: str, floor
 @pytest.mark.parametrize("task", ["dejong", "ackley"])
 def test_gippo_beats_ppo_at_600_epochs(task: str) -> None:
     def best(algo: str) -> float:
-        result = difftraffic_rl.train(task, algo, seed=1, epochs=600, logdir=None,
-                                      progress=False)
+        result = difftraffic_rl.train(task, algo, seed=1, epochs=600, logdir=None, progress=False)
         return max(r["reward_smoothed"] for r in result.metrics)
 
     assert best("gippo") > best("ppo")
 
 
 def test_evaluate_deterministic_return_is_the_mean_action_reward(tmp_path: Path) -> None:
-    result = difftraffic_rl.train("dejong", "gippo", seed=2, epochs=30, logdir=tmp_path,
-                                  overrides=["train.tensorboard=false"], progress=False)
+    result = difftraffic_rl.train(
+        "dejong",
+        "gippo",
+        seed=2,
+        epochs=30,
+        logdir=tmp_path,
+        overrides=["train.tensorboard=false"],
+        progress=False,
+    )
     report = evaluate(result.run_dir, episodes=16, seed=5)
     mean, _ = result.algorithm.actor(result.algorithm.normalize_obs(torch.zeros(1, 1)))
     expected = -dejong(5.12 * torch.tanh(mean.detach())).item()
@@ -146,8 +179,10 @@ def test_reward_meter_follows_the_authors_running_mean() -> None:
 
 
 def test_overrides_are_typed_and_bad_keys_name_the_valid_ones() -> None:
-    values = apply_overrides(default_config("dejong64", "gippo"),
-                             ["actor_lr=3e-4", "train.epochs=7", "actor_hidden=[8, 8]"])
+    values = apply_overrides(
+        default_config("dejong64", "gippo"),
+        ["actor_lr=3e-4", "train.epochs=7", "actor_hidden=[8, 8]"],
+    )
     assert values["hyperparameters"]["actor_lr"] == 3e-4
     assert values["train"]["epochs"] == 7
     assert values["hyperparameters"]["actor_hidden"] == [8, 8]
@@ -173,8 +208,13 @@ def test_shipped_configs_hold_the_paper_learning_rates(task: str, algo: str) -> 
     assert (hp["horizon"], hp["gamma"], hp["gae_lambda"], hp["critic_lr"]) == (1, 0.99, 0.95, 1e-3)
     assert values["train"]["num_envs"] == 64 and values["train"]["epochs"] == 2000
     if algo == "gippo":
-        assert (hp["alpha0"], hp["alpha_factor"], hp["det_interval"], hp["max_oorr"],
-                hp["alpha_lr"]) == (1e-5, 1.1, 0.4, 0.5, 1e-3)
+        assert (
+            hp["alpha0"],
+            hp["alpha_factor"],
+            hp["det_interval"],
+            hp["max_oorr"],
+            hp["alpha_lr"],
+        ) == (1e-5, 1.1, 0.4, 0.5, 1e-3)
 
 
 def test_import_is_cheap() -> None:
@@ -185,8 +225,15 @@ def test_import_is_cheap() -> None:
 def test_checkpoint_rebuilds_the_policy_on_its_own(tmp_path: Path) -> None:
     from difftraffic_rl.training import load_algorithm
 
-    result = difftraffic_rl.train("dejong64", "gippo", seed=4, epochs=3, logdir=tmp_path,
-                                  overrides=["train.tensorboard=false"], progress=False)
+    result = difftraffic_rl.train(
+        "dejong64",
+        "gippo",
+        seed=4,
+        epochs=3,
+        logdir=tmp_path,
+        overrides=["train.tensorboard=false"],
+        progress=False,
+    )
     rebuilt = load_algorithm(result.run_dir / "checkpoints" / "checkpoint.pt")
     obs = torch.zeros(5, 1)
     assert torch.equal(rebuilt.act(obs), result.algorithm.act(obs))
@@ -197,8 +244,9 @@ def test_checkpoint_rebuilds_the_policy_on_its_own(tmp_path: Path) -> None:
 def test_checkpoints_from_before_the_adaptive_schedule_still_load(
     tmp_path: Path, algo: str
 ) -> None:
-    run_dir = difftraffic_rl.train("dejong", algo, seed=1, epochs=2, logdir=tmp_path,
-                                   progress=False).run_dir
+    run_dir = difftraffic_rl.train(
+        "dejong", algo, seed=1, epochs=2, logdir=tmp_path, progress=False
+    ).run_dir
     path = run_dir / "checkpoints" / "checkpoint.pt"
     state = torch.load(path, weights_only=False)
     del state["algorithm"]["extra"]["adaptive_lr"]  # as written before the schedule existed
@@ -210,16 +258,31 @@ def test_checkpoints_from_before_the_adaptive_schedule_still_load(
 
 def test_resume_drops_log_rows_that_do_not_fit_the_header(tmp_path: Path) -> None:
     settings = ["train.checkpoint_every=5", "train.tensorboard=false"]
-    full = difftraffic_rl.train("dejong", "ppo", seed=3, epochs=10, logdir=tmp_path / "full",
-                                overrides=settings, progress=False)
+    full = difftraffic_rl.train(
+        "dejong",
+        "ppo",
+        seed=3,
+        epochs=10,
+        logdir=tmp_path / "full",
+        overrides=settings,
+        progress=False,
+    )
 
     def kill_after_epoch_7(row: dict[str, float]) -> None:
         if row["epoch"] == 7:
             raise KilledError
 
     with pytest.raises(KilledError):
-        difftraffic_rl.train("dejong", "ppo", seed=3, epochs=10, logdir=tmp_path / "killed",
-                             overrides=settings, progress=False, callback=kill_after_epoch_7)
+        difftraffic_rl.train(
+            "dejong",
+            "ppo",
+            seed=3,
+            epochs=10,
+            logdir=tmp_path / "killed",
+            overrides=settings,
+            progress=False,
+            callback=kill_after_epoch_7,
+        )
     (killed_dir,) = (tmp_path / "killed").iterdir()
     log = killed_dir / "progress.csv"
     lines = log.read_text().splitlines()
@@ -229,3 +292,97 @@ def test_resume_drops_log_rows_that_do_not_fit_the_header(tmp_path: Path) -> Non
     resume(killed_dir, progress=False)
     expected = [row for row in _rows(full.run_dir) if row["epoch"] != "3.0"]
     assert _rows(killed_dir) == expected
+
+
+CONSTANT = ["hyperparameters.lr_schedule=constant", "hyperparameters.critic_lr_schedule=constant"]
+
+
+@pytest.mark.parametrize("schedules", ["constant", "linear"])
+def test_resume_with_more_epochs_extends_a_finished_run(schedules: str, tmp_path: Path) -> None:
+    settings = ["train.tensorboard=false", *(CONSTANT if schedules == "constant" else [])]
+    short = difftraffic_rl.train(
+        "dejong",
+        "ppo",
+        seed=3,
+        epochs=5,
+        logdir=tmp_path / "short",
+        overrides=settings,
+        progress=False,
+    )
+    before = _rows(short.run_dir)
+    extended = resume(short.run_dir, progress=False, epochs=8)
+    assert [int(r["epoch"]) for r in extended.metrics] == [6, 7, 8]
+    assert _rows(short.run_dir)[:5] == before
+    assert yaml.safe_load((short.run_dir / "config.yaml").read_text())["train"]["epochs"] == 8
+    state = torch.load(short.run_dir / "checkpoints" / "checkpoint.pt", weights_only=False)
+    assert state["epoch"] == 8 and state["config"]["train"]["epochs"] == 8
+    long = difftraffic_rl.train(
+        "dejong",
+        "ppo",
+        seed=3,
+        epochs=8,
+        logdir=tmp_path / "long",
+        overrides=settings,
+        progress=False,
+    )
+    if schedules == "constant":  # the total enters only through the schedules
+        assert _rows(short.run_dir) == _rows(long.run_dir)
+    else:  # the first 5 epochs decayed the critic's rate over 5 epochs, not 8
+        rates = [[r["charts/critic_lr"] for r in _rows(d)] for d in (short.run_dir, long.run_dir)]
+        assert rates[0][:5] != rates[1][:5] and rates[0][5:] == rates[1][5:]
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.num_envs=32", "train.num_envs"),
+        ("train.seed=4", "train.seed"),
+        ("train.dtype=float64", "train.dtype"),
+        ("train.reward_window=10", "train.reward_window"),
+        ("actor_hidden=[8, 8]", "hyperparameters.actor_hidden"),
+        ("actor_lr=1.0", "hyperparameters.actor_lr"),
+        ("task_kwargs.dim=2", "task_kwargs.dim"),
+    ],
+)
+def test_resume_refuses_a_setting_its_checkpoint_depends_on(
+    override: str, key: str, tmp_path: Path
+) -> None:
+    run_dir = difftraffic_rl.train(
+        "dejong",
+        "ppo",
+        seed=3,
+        epochs=2,
+        logdir=tmp_path,
+        overrides=["train.tensorboard=false"],
+        progress=False,
+    ).run_dir
+    config, log = (run_dir / "config.yaml").read_text(), (run_dir / "progress.csv").read_text()
+    with pytest.raises(ValueError, match=rf"^{re.escape(key)} cannot change"):
+        resume(run_dir, progress=False, epochs=4, overrides=[override])
+    assert (run_dir / "config.yaml").read_text() == config
+    assert (run_dir / "progress.csv").read_text() == log
+    resume(run_dir, progress=False, overrides=["train.seed=3"])  # the run's own value is fine
+
+
+def test_resume_applies_the_settings_that_do_not_change_the_run(tmp_path: Path) -> None:
+    run_dir = difftraffic_rl.train(
+        "dejong",
+        "ppo",
+        seed=3,
+        epochs=2,
+        logdir=tmp_path,
+        overrides=["train.tensorboard=false"],
+        progress=False,
+    ).run_dir
+    assert not (run_dir / "tb").exists()
+    resume(
+        run_dir,
+        progress=False,
+        epochs=3,
+        overrides=["tensorboard=true", "train.checkpoint_every=7"],
+    )
+    assert any((run_dir / "tb").iterdir())
+    train_settings = yaml.safe_load((run_dir / "config.yaml").read_text())["train"]
+    assert (train_settings["tensorboard"], train_settings["checkpoint_every"]) == (True, 7)
+    with pytest.raises(ValueError, match="train.epochs=2 is below the 3 epochs"):
+        resume(run_dir, progress=False, epochs=2)
