@@ -26,6 +26,7 @@ from torch import Tensor
 from difftraffic.dynamics import step
 from difftraffic.env import PaceCarEnv
 from difftraffic.policy import load_policy
+from difftraffic.road import LANE_MEMBERSHIPS
 from difftraffic.scenario import Scenario
 from difftraffic.scenarios.pace_car import PACE_CAR_VARIANTS, WeavingPaceCar
 from difftraffic.state import TrafficState
@@ -76,11 +77,19 @@ def load_scenario(spec: str) -> Scenario:
     return scenario
 
 
-def make_source(spec: str, batch_size: int, seed: int) -> Source:
+def make_source(
+    spec: str, batch_size: int, seed: int, lane_membership: str | None = None
+) -> Source:
     """A pace-car environment (``batch_size`` worlds) for a variant name, else the user's
-    scenario."""
+    scenario. ``lane_membership`` (pace-car variants only) overrides the road's rule."""
     if spec in PACE_CAR_VARIANTS:
-        return PaceCarEnv(spec, batch_size, seed=seed)
+        overrides = {} if lane_membership is None else {"lane_membership": lane_membership}
+        return PaceCarEnv(spec, batch_size, config_overrides=overrides, seed=seed)
+    if lane_membership is not None:
+        raise ValueError(
+            "--lane-membership applies to pace-car variants; a user scenario's Road sets its "
+            "own lane_membership"
+        )
     return load_scenario(spec)
 
 
@@ -134,7 +143,7 @@ def render_command(args: argparse.Namespace) -> None:
     """``difftraffic render``: write a video of one world."""
     from difftraffic.render import RenderConfig, record_rollout
 
-    source = make_source(args.scenario, args.batch, args.seed)
+    source = make_source(args.scenario, args.batch, args.seed, args.lane_membership)
     policy = make_policy(args.policy, source, args.seed)
     config = RenderConfig(
         width=args.width,
@@ -187,7 +196,7 @@ class Summary:
 
 def simulate_command(args: argparse.Namespace) -> None:
     """``difftraffic simulate``: run a batch and print a summary."""
-    source = make_source(args.scenario, args.batch, args.seed)
+    source = make_source(args.scenario, args.batch, args.seed, args.lane_membership)
     policy = make_policy(args.policy, source, args.seed)
     summary = Summary()
     with torch.no_grad():
@@ -292,6 +301,14 @@ def _add_common(parser: argparse.ArgumentParser, steps: int) -> None:
         "(zero actions: the AVs coast), or PATH: a trained difftraffic_rl run directory or its "
         "exported policy.pt2 (pace-car variants); "
         "default weave for pace-car variants, idle otherwise",
+    )
+    parser.add_argument(
+        "--lane-membership",
+        choices=LANE_MEMBERSHIPS,
+        default=None,
+        help="pace-car variants: which lanes a car blocks, 'body' (every lane its body overlaps; "
+        "the default) or 'center' (the lane of its nearest centre, as in the GI-PPO authors' "
+        "simulator); use the rule a policy was trained with",
     )
 
 

@@ -1,11 +1,14 @@
 """Lane occupancy and batched leader search.
 
-A vehicle occupies every lane that its body's bounding box overlaps laterally, so a car straddling
-two lanes is a leader candidate in both. The leader of vehicle ``i`` is the nearest vehicle ahead
-of it in any lane they share, ordered by ``(x, index)``: among vehicles at exactly the same ``x``
-the one with the larger index is ahead. On a ring road everyone else in a shared lane is ahead
-(at ring distance ``(x_j - x_i) mod L``); a vehicle alone in its lanes has no leader (it is never
-its own leader). Leader membership is discrete: it carries no gradient.
+A vehicle occupies the lanes that ``Road.lane_membership`` assigns it: under ``"body"`` (the
+default) every lane that its body's bounding box overlaps laterally, so a car straddling two lanes
+is a leader candidate in both; under ``"center"`` (the GI-PPO authors' rule) only the lane whose
+centre is nearest to it (see :meth:`difftraffic.road.Road.member_lanes`). The leader of vehicle
+``i`` is the nearest vehicle ahead of it in any lane they share, ordered by ``(x, index)``: among
+vehicles at exactly the same ``x`` the one with the larger index is ahead. On a ring road everyone
+else in a shared lane is ahead (at ring distance ``(x_j - x_i) mod L``); a vehicle alone in its
+lanes has no leader (it is never its own leader). Leader membership is discrete: it carries no
+gradient.
 
 Two exact algorithms give identical results:
 
@@ -62,13 +65,15 @@ class Neighbors(NamedTuple):
 
 
 def box_occupancy(box: BodyBox, active: Tensor, road: Road) -> Tensor:
-    """``[B, N, L]`` bool lanes that bodies ``box`` overlap; all False where ``active`` is not."""
-    occupancy = road.occupied_lanes(box.low_y.detach(), box.high_y.detach())
+    """``[B, N, L]`` bool lanes that bodies ``box`` belong to under ``road.lane_membership``;
+    all False where ``active`` is not."""
+    occupancy = road.member_lanes(box.low_y.detach(), box.high_y.detach())
     return occupancy & active.unsqueeze(-1)
 
 
 def lane_occupancy(state: TrafficState, road: Road) -> Tensor:
-    """``[B, N, L]`` bool: lanes each active vehicle's body overlaps; False for inactive slots."""
+    """``[B, N, L]`` bool: lanes each active vehicle belongs to under ``road.lane_membership``
+    (every lane its body overlaps, or its nearest-centre lane); False for inactive slots."""
     return box_occupancy(BodyBox.of_state(state), state.active, road)
 
 
@@ -268,20 +273,26 @@ def leader_gap_and_speed(
 def box_collisions(
     x: Tensor, box: BodyBox, neighbors: Neighbors, ring_length: float | None
 ) -> Tensor:
-    """``[B, N]`` bool: bodies ``box`` overlapping their leader's; ``x`` ``[B, N]`` (m)."""
+    """``[B, N]`` bool: bodies ``box`` overlapping their leader's; ``x`` ``[B, N]`` (m).
+
+    Only leader-follower pairs are tested, so which bodies can collide follows the lane
+    membership: under ``"center"`` a car straddling a boundary collides only with vehicles of its
+    own (nearest-centre) lane and passes through bodies of the lane next to it.
+    """
     lead = neighbors.leader
     gap = gap_to_leader(x, box.rear_x, box.front_x, lead, ring_length)
     lateral_overlap = (box.low_y < box.high_y.gather(1, lead)) & (
         box.high_y > box.low_y.gather(1, lead)
     )
     hit = neighbors.has_leader & (gap < 0) & lateral_overlap
-    # A leader may have several followers (it straddles lanes): count hits instead of scattering
-    # booleans, whose write order for duplicate indices is unspecified.
+    # A leader may have several followers (under "body", when it straddles lanes): count hits
+    # instead of scattering booleans, whose write order for duplicate indices is unspecified.
     hit_count = torch.zeros_like(lead).scatter_add_(1, lead, hit.long())
     return hit | (hit_count > 0)
 
 
 def detect_collisions(state: TrafficState, neighbors: Neighbors, road: Road) -> Tensor:
-    """``[B, N]`` bool: vehicles whose bounding box overlaps their leader's (both are marked)."""
+    """``[B, N]`` bool: vehicles whose bounding box overlaps their leader's (both are marked);
+    see :func:`box_collisions` for what ``road.lane_membership`` changes."""
     state = state.detach()
     return box_collisions(state.x, BodyBox.of_state(state), neighbors, road.ring_length)

@@ -3,16 +3,36 @@
 Coordinates: ``x`` runs along the road (m), ``y`` across it (m). Lane ``k`` (0-based) spans
 ``y in [k * lane_width, (k + 1) * lane_width]``, so its centre is at ``(k + 0.5) * lane_width``.
 On a ring road ``x`` is the arc length, periodic with period ``ring_length``.
+
+Lane membership (which lanes a vehicle is a leader candidate in) follows one of two rules,
+``Road.lane_membership``:
+
+* ``"body"`` (default): every lane that the body's bounding box overlaps laterally, so a car
+  straddling a boundary belongs to both lanes;
+* ``"center"``: only the lane whose centre is nearest to the body's lateral centre, as in the
+  GI-PPO authors' simulator; a car straddling a boundary belongs to one lane.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 from torch import Tensor
 
 from difftraffic.errors import check_positive
+
+LaneMembership = Literal["body", "center"]
+LANE_MEMBERSHIPS: tuple[str, ...] = get_args(LaneMembership)
+"""The lane-membership rules (see the module docstring)."""
+
+
+def check_lane_membership(name: str, value: object) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of :data:`LANE_MEMBERSHIPS`."""
+    if not isinstance(value, str) or value not in LANE_MEMBERSHIPS:
+        valid = ", ".join(repr(rule) for rule in LANE_MEMBERSHIPS)
+        raise ValueError(f"{name} must be one of {valid}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -24,12 +44,16 @@ class Road:
         lane_width: lane width (m), > 0. Default 4 m.
         speed_limit: speed limit (m/s), > 0; the default desired speed of human drivers.
         ring_length: circumference (m) of a ring road; ``None`` for a straight open road.
+        lane_membership: which lanes a vehicle is a leader candidate in: ``"body"`` (every lane
+            its body overlaps) or ``"center"`` (the lane of the nearest centre only; the GI-PPO
+            authors' rule). See :meth:`member_lanes`.
     """
 
     num_lanes: int = 1
     lane_width: float = 4.0
     speed_limit: float = 20.0
     ring_length: float | None = None
+    lane_membership: LaneMembership = "body"
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_lanes, int) or self.num_lanes < 1:
@@ -38,20 +62,30 @@ class Road:
         check_positive("Road.speed_limit", self.speed_limit, "m/s")
         if self.ring_length is not None:
             check_positive("Road.ring_length", self.ring_length, "m")
+        check_lane_membership("Road.lane_membership", self.lane_membership)
 
     @classmethod
     def straight(
-        cls, num_lanes: int = 1, lane_width: float = 4.0, speed_limit: float = 20.0
+        cls,
+        num_lanes: int = 1,
+        lane_width: float = 4.0,
+        speed_limit: float = 20.0,
+        lane_membership: LaneMembership = "body",
     ) -> Road:
         """A straight open road (no wrap-around)."""
-        return cls(num_lanes, lane_width, speed_limit, None)
+        return cls(num_lanes, lane_width, speed_limit, None, lane_membership)
 
     @classmethod
     def ring(
-        cls, length: float, num_lanes: int = 1, lane_width: float = 4.0, speed_limit: float = 20.0
+        cls,
+        length: float,
+        num_lanes: int = 1,
+        lane_width: float = 4.0,
+        speed_limit: float = 20.0,
+        lane_membership: LaneMembership = "body",
     ) -> Road:
         """A ring road of circumference ``length`` (m)."""
-        return cls(num_lanes, lane_width, speed_limit, length)
+        return cls(num_lanes, lane_width, speed_limit, length, lane_membership)
 
     @property
     def is_ring(self) -> bool:
@@ -89,6 +123,20 @@ class Road:
         lane_low = lanes * self.lane_width
         lane_high = lane_low + self.lane_width
         return (y_low.unsqueeze(-1) < lane_high) & (y_high.unsqueeze(-1) > lane_low)
+
+    def member_lanes(self, y_low: Tensor, y_high: Tensor) -> Tensor:
+        """``[..., L]`` bool: lanes a body of lateral extent ``(y_low, y_high)`` belongs to.
+
+        ``"body"``: :meth:`occupied_lanes`. ``"center"``: exactly one lane, the
+        :meth:`nearest_lane` of the extent's midpoint (for a body aligned with the road, its
+        ``y``); a midpoint on a boundary belongs to the lane above it, and a body off the road
+        to the edge lane nearest to it.
+        """
+        if self.lane_membership == "body":
+            return self.occupied_lanes(y_low, y_high)
+        lane = self.nearest_lane(0.5 * (y_low + y_high))
+        lanes = torch.arange(self.num_lanes, device=lane.device)
+        return lane.unsqueeze(-1) == lanes
 
     def wrap(self, x: Tensor) -> Tensor:
         """``x`` reduced to ``[0, ring_length)`` on a ring road; unchanged on a straight road."""

@@ -18,7 +18,7 @@ Any numeric setting written as a ``(low, high)`` pair is drawn uniformly, indepe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from torch import Tensor
@@ -214,6 +214,10 @@ def _bounds(setting: Range) -> tuple[float, float]:
 def check_placement(state: TrafficState, road: Road) -> None:
     """Raise ``ValueError`` if an active vehicle overlaps another or sticks out of the road.
 
+    Overlaps are looked for among bodies that share a lane under the ``"body"`` rule whatever
+    ``road.lane_membership`` is: under ``"center"`` a car straddling a boundary would otherwise
+    go unchecked against the lane it straddles into.
+
     Args:
         state: ``[B, N]`` state to check.
         road: the road it lives on.
@@ -227,7 +231,8 @@ def check_placement(state: TrafficState, road: Road) -> None:
             f"y in [{low_y[world, vehicle].item():.3f}, {high_y[world, vehicle].item():.3f}] m, "
             f"valid range [0, {road.width}] m"
         )
-    overlapping = detect_collisions(state, compute_neighbors(state, road), road)
+    by_body = replace(road, lane_membership="body")
+    overlapping = detect_collisions(state, compute_neighbors(state, by_body), by_body)
     if bool(overlapping.any()):
         world, vehicle = (int(i) for i in torch.nonzero(overlapping)[0])
         raise ValueError(

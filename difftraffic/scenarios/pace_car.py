@@ -32,7 +32,7 @@ from torch import Tensor
 
 from difftraffic.errors import check_positive
 from difftraffic.idm import IDMParams
-from difftraffic.road import Road
+from difftraffic.road import LaneMembership, Road, check_lane_membership
 from difftraffic.scenario import Driver, Scenario, ScenarioBuilder, check_placement
 from difftraffic.state import TrafficState
 
@@ -51,7 +51,12 @@ PAPER_DRIVER = Driver(v0=20.0, T=0.4, a=35.0, b=25.0, delta=4.0, s0=1.5)
 
 @dataclass(frozen=True)
 class PaceCarConfig:
-    """Settings of a pace-car scenario; defaults are the paper's (SI units)."""
+    """Settings of a pace-car scenario; defaults are the paper's (SI units).
+
+    ``lane_membership`` is the road's lane-membership rule (:class:`difftraffic.Road`):
+    ``"body"`` (default; the pace car blocks every lane its body overlaps) or ``"center"`` (the
+    GI-PPO authors' simulator: it blocks, and collides in, only the lane of its nearest centre).
+    """
 
     num_lanes: int = 1
     humans_per_lane: int = 1
@@ -69,6 +74,7 @@ class PaceCarConfig:
     vehicle_length: float = 5.0
     vehicle_width: float = 2.0
     driver: Driver = field(default_factory=lambda: PAPER_DRIVER)
+    lane_membership: LaneMembership = "body"
 
     def __post_init__(self) -> None:
         for name in ("num_lanes", "humans_per_lane", "max_episode_steps"):
@@ -80,6 +86,7 @@ class PaceCarConfig:
             "pace_car_lead", "max_lane_offset", "max_distance_to_humans",
         ):  # fmt: skip
             check_positive(f"PaceCarConfig.{name}", getattr(self, name))
+        check_lane_membership("PaceCarConfig.lane_membership", self.lane_membership)
         if self.max_steering >= math.pi / 2:
             raise ValueError(
                 f"PaceCarConfig.max_steering must be in (0, pi/2) rad, got {self.max_steering!r}"
@@ -112,7 +119,9 @@ class PaceCarTask:
 
     def __init__(self, config: PaceCarConfig) -> None:
         self.config = config
-        self.road = Road.straight(config.num_lanes, config.lane_width, config.speed_limit)
+        self.road = Road.straight(
+            config.num_lanes, config.lane_width, config.speed_limit, config.lane_membership
+        )
         self.scenario = self._build_scenario()
 
     @property

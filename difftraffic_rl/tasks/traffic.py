@@ -32,8 +32,9 @@ class PaceCarVecEnv:
         device, dtype: where the simulation runs.
         seed: seed of the simulator's generator (initial lanes of the pace car); ``reset(seed)``
             re-seeds it.
-        **config_overrides: :class:`difftraffic.PaceCarConfig` fields, e.g. ``target_speed=12.0``
-            or ``max_episode_steps=200``.
+        **config_overrides: :class:`difftraffic.PaceCarConfig` fields, e.g. ``target_speed=12.0``,
+            ``max_episode_steps=200`` or ``lane_membership="center"`` (the GI-PPO authors' lane
+            rule); a run passes its ``task_kwargs`` here.
     """
 
     def __init__(

@@ -11,7 +11,7 @@ import imageio.v3 as iio
 import imageio_ffmpeg
 import pytest
 
-from difftraffic.cli import main
+from difftraffic.cli import main, make_source
 
 SMALL = ["--width", "192", "--height", "108", "--quiet"]
 
@@ -76,6 +76,7 @@ def test_simulate_prints_speeds_collisions_and_throughput(capsys, scenario_file)
         (["simulate", "7lane"], "pace-car variant \\(1lane, 2lane, 3lane, 4lane, 10lane\\)"),
         (["simulate", "missing.py:ring"], "does not exist"),
         (["render", "1lane", "--world", "3", "--batch", "2"], r"world must be .* \[0, 1\]"),
+        (["simulate", "1lane", "--lane-membership", "lateral"], r"invalid choice: 'lateral'"),
     ],
 )
 def test_bad_requests_exit_with_a_clear_message(tmp_path, capsys, argv, message) -> None:
@@ -85,6 +86,16 @@ def test_bad_requests_exit_with_a_clear_message(tmp_path, capsys, argv, message)
         main(argv)
     assert exit_info.value.code == 2
     assert re.search(message, capsys.readouterr().err)
+
+
+def test_lane_membership_selects_the_pace_car_road_rule(scenario_file, capsys) -> None:
+    assert make_source("2lane", 1, 0).task.road.lane_membership == "body"
+    assert make_source("2lane", 1, 0, "center").task.road.lane_membership == "center"
+    main(["simulate", "2lane", "--steps", "5", "--batch", "2", "--lane-membership", "center"])
+    assert "mean human speed" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["simulate", f"{scenario_file}:ring", "--steps", "1", "--lane-membership", "body"])
+    assert "--lane-membership applies to pace-car variants" in capsys.readouterr().err
 
 
 def test_user_function_must_return_a_scenario(scenario_file, capsys) -> None:

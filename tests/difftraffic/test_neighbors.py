@@ -1,4 +1,5 @@
-"""Lane occupancy, leader search (both methods vs a brute-force reference), gaps, collisions."""
+"""Lane occupancy under both lane-membership rules, leader search (both methods vs a brute-force
+reference), gaps, collisions."""
 
 from __future__ import annotations
 
@@ -28,14 +29,18 @@ LANE_WIDTH = 4.0
 # --- brute-force references, written from the documented rules, one vehicle at a time ----------
 
 
-def reference_lanes(y, heading, length, width, num_lanes, lane_width) -> set[int]:
-    """Lanes overlapped by the rectangle behind the front-bumper midpoint ``(., y)``."""
+def reference_lanes(y, heading, length, width, num_lanes, lane_width, membership) -> set[int]:
+    """Lanes of the rectangle behind the front-bumper midpoint ``(., y)``: those it overlaps
+    (``"body"``), or the one whose centre is nearest to its lateral centre (``"center"``)."""
     corners_y = [
         y + along * math.sin(heading) + across * math.cos(heading)
         for along in (0.0, -length)
         for across in (-width / 2, width / 2)
     ]
     low, high = min(corners_y), max(corners_y)
+    if membership == "center":
+        centre = (low + high) / 2
+        return {min(range(num_lanes), key=lambda k: (abs(centre - (k + 0.5) * lane_width), -k))}
     return {k for k in range(num_lanes) if low < (k + 1) * lane_width and high > k * lane_width}
 
 
@@ -78,7 +83,7 @@ grid = st.integers(-40, 480).map(lambda k: k * 0.25)
 
 
 @st.composite
-def configurations(draw, ring: bool):
+def configurations(draw, ring: bool, membership: str = "body"):
     num_lanes = draw(st.integers(1, 4))
     batch = draw(st.integers(1, 3))
     n = draw(st.integers(1, 14))
@@ -90,14 +95,15 @@ def configurations(draw, ring: bool):
 
     lateral = st.integers(-2, 4 * num_lanes * 4 + 2).map(lambda k: k * 0.25)
     return {
-        "road": Road(num_lanes, LANE_WIDTH, 20.0, ring_length),
+        "road": Road(num_lanes, LANE_WIDTH, 20.0, ring_length, membership),
         "x": floats(grid),
         "y": floats(lateral),
         "heading": floats(st.sampled_from([0.0, 0.0, 0.0, 0.15, -0.3, 1.2])),
         "length": floats(st.sampled_from([4.0, 5.0, 12.0])),
         "width": floats(st.sampled_from([1.5, 2.0, 2.5])),
-        "active": [[draw(st.booleans()) or draw(st.booleans()) for _ in range(n)]
-                   for _ in range(batch)],
+        "active": [
+            [draw(st.booleans()) or draw(st.booleans()) for _ in range(n)] for _ in range(batch)
+        ],
         "shape": shape,
     }
 
@@ -105,23 +111,34 @@ def configurations(draw, ring: bool):
 def check_against_reference(make_state, config) -> None:
     road = config["road"]
     state = make_state(
-        config["x"], config["y"], heading=config["heading"], length=torch.tensor(config["length"]),
-        width=torch.tensor(config["width"]), active=config["active"],
+        config["x"],
+        config["y"],
+        heading=config["heading"],
+        length=torch.tensor(config["length"]),
+        width=torch.tensor(config["width"]),
+        active=config["active"],
     )
     occupancy = lane_occupancy(state, road)
     expected = []
     for b in range(config["shape"][0]):
         lanes = [
-            reference_lanes(y, h, ln, w, road.num_lanes, road.lane_width) if act else set()
+            reference_lanes(y, h, ln, w, road.num_lanes, road.lane_width, road.lane_membership)
+            if act
+            else set()
             for y, h, ln, w, act in zip(
-                config["y"][b], config["heading"][b], config["length"][b], config["width"][b],
-                config["active"][b], strict=True,
+                config["y"][b],
+                config["heading"][b],
+                config["length"][b],
+                config["width"][b],
+                config["active"][b],
+                strict=True,
             )
         ]
         got = [{k for k in range(road.num_lanes) if occupancy[b, i, k]} for i in range(len(lanes))]
         assert got == lanes
-        expected.append(reference_leaders(config["x"][b], lanes, config["active"][b],
-                                          road.ring_length))
+        expected.append(
+            reference_leaders(config["x"][b], lanes, config["active"][b], road.ring_length)
+        )
     for method in METHODS:
         assert_matches_reference(compute_neighbors(state, road, method), expected)
 
@@ -135,6 +152,12 @@ def test_leaders_match_brute_force_on_straight_roads(make_state, config) -> None
 @settings(max_examples=150, deadline=None)
 @given(config=configurations(ring=True))
 def test_leaders_match_brute_force_on_ring_roads(make_state, config) -> None:
+    check_against_reference(make_state, config)
+
+
+@settings(max_examples=150, deadline=None)
+@given(config=st.booleans().flatmap(lambda ring: configurations(ring, membership="center")))
+def test_leaders_match_brute_force_with_nearest_centre_membership(make_state, config) -> None:
     check_against_reference(make_state, config)
 
 
@@ -188,8 +211,39 @@ def test_car_straddling_two_lanes_leads_both(make_state, method) -> None:
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_inactive_slots_are_invisible(make_state, method) -> None:
-    road = Road.ring(100.0)
+def test_straddler_leads_both_lanes_by_body_but_only_its_nearest_centre_lane(
+    make_state, method
+) -> None:
+    # 0: straddles the 0/1 boundary (body y 3.5..5.5, centre 4.5 in lane 1); 1: lane-0 follower;
+    # 2: lane-1 follower; 3: a lane-0 car far ahead of everyone.
+    state = make_state([50.0, 30.0, 20.0, 80.0], [4.5, 2.0, 6.0, 2.0])
+    body = compute_neighbors(state, Road.straight(num_lanes=2), method)
+    assert body.leader[0].tolist() == [3, 0, 0, 3]
+    assert body.has_leader[0].tolist() == [True, True, True, False]
+    road = Road.straight(num_lanes=2, lane_membership="center")
+    occupancy = lane_occupancy(state, road)
+    assert occupancy[0].tolist() == [[False, True], [True, False], [False, True], [True, False]]
+    center = compute_neighbors(state, road, method)
+    # The lane-0 follower no longer sees the straddler: its leader is the farther lane-0 car, and
+    # the straddler, alone in lane 1 ahead of 2, no longer follows that car.
+    assert center.leader[0].tolist() == [0, 3, 0, 3]
+    assert center.has_leader[0].tolist() == [False, True, True, False]
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_follower_in_the_straddlers_other_lane_has_no_leader_by_centre(make_state, method) -> None:
+    state = make_state([50.0, 30.0], [4.5, 2.0])
+    body = compute_neighbors(state, Road.straight(num_lanes=2), method)
+    assert body.has_leader[0].tolist() == [False, True]
+    center = compute_neighbors(state, Road.straight(num_lanes=2, lane_membership="center"), method)
+    assert not center.has_leader.any()
+    assert center.leader[0].tolist() == [0, 1]
+
+
+@pytest.mark.parametrize("membership", ["body", "center"])
+@pytest.mark.parametrize("method", METHODS)
+def test_inactive_slots_are_invisible(make_state, method, membership) -> None:
+    road = Road.ring(100.0, lane_membership=membership)
     state = make_state([10.0, 20.0, 30.0], [2.0] * 3, active=[True, False, True])
     assert not lane_occupancy(state, road)[0, 1].any()
     neighbors = compute_neighbors(state, road, method)
@@ -208,6 +262,12 @@ def test_vehicle_alone_on_a_ring_has_no_leader(make_state, method) -> None:
 def test_off_road_vehicle_occupies_no_lane(make_state) -> None:
     state = make_state([10.0, 10.0], [-3.0, 9.5])
     assert not lane_occupancy(state, Road.straight(num_lanes=2)).any()
+
+
+def test_off_road_vehicle_belongs_to_the_nearest_edge_lane_by_centre(make_state) -> None:
+    state = make_state([10.0, 10.0], [-3.0, 9.5])
+    occupancy = lane_occupancy(state, Road.straight(num_lanes=2, lane_membership="center"))
+    assert occupancy[0].tolist() == [[True, False], [False, True]]
 
 
 # --- gaps and collisions -----------------------------------------------------------------------
@@ -260,6 +320,16 @@ def test_no_collision_when_bodies_only_touch(make_state) -> None:
     state = make_state([50.0, 48.0, 20.0, 15.0], [4.0, 6.0, 2.0, 2.0])
     collided = detect_collisions(state, compute_neighbors(state, road), road)
     assert not collided.any()
+
+
+def test_straddler_collides_across_the_boundary_by_body_but_not_by_centre(make_state) -> None:
+    # 0 straddles (body y 3.5..5.5, centre in lane 1); 1 in lane 0 (body y 1.6..3.6) overlaps it
+    # laterally by 0.1 m and longitudinally by 2 m (0's rear at 45, 1's front at 47).
+    state = make_state([50.0, 47.0], [4.5, 2.6])
+    body = Road.straight(num_lanes=2)
+    assert detect_collisions(state, compute_neighbors(state, body), body).all()
+    center = Road.straight(num_lanes=2, lane_membership="center")
+    assert not detect_collisions(state, compute_neighbors(state, center), center).any()
 
 
 def test_collision_across_the_ring_seam(make_state) -> None:

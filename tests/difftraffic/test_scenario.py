@@ -57,10 +57,7 @@ def test_dtype_and_device_follow_the_request():
 
 def test_ring_positions_wrap_into_the_circumference():
     scenario = (
-        ScenarioBuilder(Road.ring(100.0))
-        .vehicle(lane=0, x=130.0)
-        .vehicle(lane=0, x=60.0)
-        .build()
+        ScenarioBuilder(Road.ring(100.0)).vehicle(lane=0, x=130.0).vehicle(lane=0, x=60.0).build()
     )
     state = scenario.initial_state()
     torch.testing.assert_close(state.x[0], torch.tensor([30.0, 60.0]))
@@ -78,6 +75,18 @@ def test_overlapping_start_is_rejected_with_the_vehicle_named():
     builder = ScenarioBuilder(Road.straight()).vehicle(0, 10.0).vehicle(0, 12.0)
     with pytest.raises(ValueError, match="overlaps another vehicle"):
         builder.build().sample(seed=0)
+
+
+def test_overlap_across_a_lane_boundary_is_rejected_under_either_lane_membership():
+    # A car straddling the 0/1 boundary (centre in lane 1) overlaps a lane-0 car by 0.1 m across.
+    for membership in ("body", "center"):
+        builder = (
+            ScenarioBuilder(Road.straight(num_lanes=2, lane_membership=membership))
+            .vehicle(1, 10.0, lateral_offset=-1.5)
+            .vehicle(0, 12.0, lateral_offset=0.6)
+        )
+        with pytest.raises(ValueError, match="overlaps another vehicle"):
+            builder.build().sample(seed=0)
 
 
 def test_vehicle_off_the_road_is_rejected():

@@ -12,10 +12,12 @@ import torch
 
 import difftraffic_rl
 from difftraffic.cli import main as difftraffic_main
-from difftraffic_rl.config import default_config
+from difftraffic_rl.cli import main as difftraffic_rl_main
+from difftraffic_rl.config import default_config, load_run_config
 from difftraffic_rl.evaluation import episode_returns
 from difftraffic_rl.networks import Actor
 from difftraffic_rl.tasks import make_task
+from difftraffic_rl.training import load_trainer
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,12 +79,28 @@ def test_traffic_configurations_hold_the_papers_settings(variant, algo):
         assert h["det_interval"] == 0.4 and h["max_oorr"] == 0.5 and h["alpha_factor"] == 1.1
 
 
+def test_lane_membership_reaches_the_simulator_from_the_command_line_and_the_checkpoint(tmp_path):
+    assert make_task("pacecar-2lane", 1).task.road.lane_membership == "body"
+    settings = ["task_kwargs.lane_membership=center", "train.tensorboard=false", "train.num_envs=4"]
+    difftraffic_rl_main(
+        ["train", "--task", "pacecar-2lane", "--algo", "lr", "--epochs", "1", "--no-progress",
+         "--logdir", str(tmp_path), *(f"--set={item}" for item in settings)]
+    )  # fmt: skip
+    (run_dir,) = tmp_path.iterdir()
+    assert load_run_config(run_dir / "config.yaml").task_kwargs == {"lane_membership": "center"}
+    assert load_trainer(run_dir).env.task.road.lane_membership == "center"
+    with pytest.raises(ValueError, match="PaceCarConfig.lane_membership .* got 'lateral'"):
+        make_task("pacecar-2lane", 1, lane_membership="lateral")
+
+
 @pytest.mark.slow
 def test_short_training_improves_the_return_on_one_lane(tmp_path):
-    untrained = difftraffic_rl.train("pacecar-1lane", "ppo", seed=2, epochs=1, logdir=tmp_path,
-                                     progress=False)
-    trained = difftraffic_rl.train("pacecar-1lane", "ppo", seed=2, epochs=60, logdir=tmp_path,
-                                   progress=False)
+    untrained = difftraffic_rl.train(
+        "pacecar-1lane", "ppo", seed=2, epochs=1, logdir=tmp_path, progress=False
+    )
+    trained = difftraffic_rl.train(
+        "pacecar-1lane", "ppo", seed=2, epochs=60, logdir=tmp_path, progress=False
+    )
     env = make_task("pacecar-1lane", 16)
 
     def deterministic(algorithm):
@@ -94,8 +112,15 @@ def test_short_training_improves_the_return_on_one_lane(tmp_path):
 
 
 def test_a_trained_run_renders_with_the_difftraffic_command(tmp_path):
-    result = difftraffic_rl.train("pacecar-2lane", "ppo", seed=1, epochs=2, logdir=tmp_path,
-                                  progress=False, overrides=["train.tensorboard=false"])
+    result = difftraffic_rl.train(
+        "pacecar-2lane",
+        "ppo",
+        seed=1,
+        epochs=2,
+        logdir=tmp_path,
+        progress=False,
+        overrides=["train.tensorboard=false"],
+    )
     policy_file = result.run_dir / "policy.pt2"
     assert policy_file.is_file()
     exported = torch.export.load(policy_file).module()
@@ -103,8 +128,23 @@ def test_a_trained_run_renders_with_the_difftraffic_command(tmp_path):
     expected = result.algorithm.act(obs, deterministic=True)
     torch.testing.assert_close(exported(obs), expected)
     out = tmp_path / "trained.mp4"
-    difftraffic_main(["render", "2lane", "--steps", "10", "--out", str(out), "--quiet",
-                      "--policy", str(result.run_dir), "--width", "160", "--height", "96"])
+    difftraffic_main(
+        [
+            "render",
+            "2lane",
+            "--steps",
+            "10",
+            "--out",
+            str(out),
+            "--quiet",
+            "--policy",
+            str(result.run_dir),
+            "--width",
+            "160",
+            "--height",
+            "96",
+        ]
+    )
     frames = iio.imread(out)
     assert frames.shape == (11, 96, 160, 3)
 
@@ -112,9 +152,23 @@ def test_a_trained_run_renders_with_the_difftraffic_command(tmp_path):
 def test_the_example_trains_evaluates_and_writes_its_curve_and_video(tmp_path):
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
     run = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "pace_car_gippo.py"), "--epochs", "2",
-         "--eval-worlds", "3", "--video-steps", "12", "--out", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=600, check=False,
+        [
+            sys.executable,
+            str(REPO / "examples" / "pace_car_gippo.py"),
+            "--epochs",
+            "2",
+            "--eval-worlds",
+            "3",
+            "--video-steps",
+            "12",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
     )
     assert run.returncode == 0, run.stderr[-2000:]
     for name in ("GI-PPO", "idle", "random"):

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from difftraffic import PACE_CAR_VARIANTS, PaceCarTask, pace_car_config
+from difftraffic import PACE_CAR_VARIANTS, PaceCarEnv, PaceCarTask, pace_car_config
 from difftraffic.neighbors import compute_neighbors, detect_collisions
 
 
@@ -141,8 +141,50 @@ def test_actions_are_clipped_and_scaled_onto_the_pace_car_only():
         ({"num_lanes": 0}, r"PaceCarConfig.num_lanes must be an integer >= 1, got 0"),
         ({"max_steering": 2.0}, r"max_steering must be in \(0, pi/2\) rad, got 2.0"),
         ({"target_speed": float("nan")}, r"PaceCarConfig.target_speed must be finite"),
+        (
+            {"lane_membership": "centre"},
+            r"PaceCarConfig.lane_membership must be one of 'body', 'center', got 'centre'",
+        ),
     ],
 )
 def test_bad_configuration_is_rejected(override, message):
     with pytest.raises(ValueError, match=message):
         pace_car_config("1lane", **override)
+
+
+def human_speeds_behind_an_idle_pace_car(pace_car_y, lane_membership, steps=60):
+    """Human speeds ``[4]`` (lane 0 rear, front, lane 1 rear, front) and the leaders after
+    ``steps`` steps of the 2-lane environment, the pace car held at rest at ``y = pace_car_y``."""
+    env = PaceCarEnv(
+        "2lane",
+        1,
+        config_overrides={"lane_membership": lane_membership},
+        seed=0,
+        dtype=torch.float64,
+    )
+    env.reset()
+    assert env.task.road.lane_membership == lane_membership
+    y = env.state.y.clone()
+    y[:, 0] = pace_car_y
+    env.state = env.state.replace(y=y)
+    env.neighbors = compute_neighbors(env.state, env.task.road)
+    for _ in range(steps):
+        _, _, terminated, truncated, _ = env.step(torch.zeros(1, 2, dtype=torch.float64))
+        assert not (terminated | truncated).any()
+    return env.state.v[0, 1:], env.neighbors
+
+
+def test_pace_car_on_the_lane_boundary_blocks_one_lane_by_centre_and_both_by_body():
+    # Centred 0.5 m above the 0/1 boundary: its body overlaps both lanes, its centre is in lane 1.
+    by_centre, centre_neighbors = human_speeds_behind_an_idle_pace_car(4.5, "center")
+    by_body, body_neighbors = human_speeds_behind_an_idle_pace_car(4.5, "body")
+    in_lane_1, _ = human_speeds_behind_an_idle_pace_car(6.0, "body")
+    # Lane 0's front human (slot 2) drives freely by centre, as if the pace car were in lane 1
+    # only; by body it follows the pace car and is held back.
+    assert not centre_neighbors.has_leader[0, 2]
+    assert int(body_neighbors.leader[0, 2]) == 0
+    assert torch.equal(by_centre, in_lane_1)
+    assert by_centre[1] > by_body[1] + 2.0 and by_centre[0] > by_body[0]
+    # Lane 1 follows the pace car under both rules.
+    assert int(centre_neighbors.leader[0, 4]) == int(body_neighbors.leader[0, 4]) == 0
+    assert torch.equal(by_centre[2:], by_body[2:])
