@@ -197,17 +197,14 @@ class BackoffResult:
     last_loss: float
 
 
-def snapshot(module: nn.Module, optimizer: torch.optim.Optimizer) -> Callable[[], None]:
-    """Copy ``module``'s parameters and ``optimizer``'s state now; the returned function puts
-    both back (any number of times)."""
-    params = {k: v.detach().clone() for k, v in module.state_dict().items()}
-    optim_state = copy.deepcopy(optimizer.state_dict())
+def snapshot(module: nn.Module) -> Callable[[], None]:
+    """Copy ``module``'s parameters and buffers now; the returned function puts them back (any
+    number of times). Optimizer state is deliberately not part of it: see
+    :func:`optimize_with_backoff`."""
+    saved = {k: v.detach().clone() for k, v in module.state_dict().items()}
 
     def restore() -> None:
-        module.load_state_dict(params)
-        # load_state_dict adopts the given tensors, which the next step updates in place: load a
-        # copy so that the snapshot survives for the next restore.
-        optimizer.load_state_dict(copy.deepcopy(optim_state))
+        module.load_state_dict(saved)
 
     return restore
 
@@ -219,18 +216,25 @@ def optimize_with_backoff(
     lr: float,
     max_tries: int,
     backoff: float,
+    compounding: bool = True,
 ) -> BackoffResult:
     """Run ``attempt`` until it does not increase its loss, shrinking the learning rate.
 
     ``attempt()`` optimizes ``module`` and returns ``(first_loss, last_loss)``. If
-    ``last_loss > first_loss`` the parameters *and the optimizer state* are restored and the next
-    try uses ``lr / backoff**k``. After ``max_tries`` rejections ``module`` is left as it was.
+    ``last_loss > first_loss`` the parameters are restored and the next try ``k`` (0-based) uses
+    ``lr / backoff**k`` when ``compounding``, else ``lr / backoff`` for every retry (the
+    authors' PPO guard). After ``max_tries`` rejections ``module`` is left as it was.
+
+    As in the authors' code, only the parameters are restored: the optimizer keeps the moments
+    the rejected try accumulated, so the next try does not replay the same first steps.
+    Restoring the moments too makes a rejected alpha-policy fit keep being rejected
+    (``docs/fidelity.md``).
     """
-    restore = snapshot(module, optimizer)
+    restore = snapshot(module)
     first = last = math.nan
     try_lr = lr
     for k in range(max_tries):
-        try_lr = lr / backoff**k
+        try_lr = lr / backoff ** (k if compounding else min(k, 1))
         set_lr(optimizer, try_lr)
         first, last = attempt()
         if last <= first:

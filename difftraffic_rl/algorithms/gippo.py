@@ -8,50 +8,32 @@ Per epoch, after the rollout and GAE of :mod:`difftraffic_rl.algorithms.base`:
    reparameterized MSE ``mean_i ||mu(s_i) + sigma(s_i) eps_i - (a_i + alpha dA/da_i)||^2``
    (Eq. 9) with the stored noises ``eps_i``: ``alpha_iterations`` full-batch Adam steps with a
    second optimizer (``alpha_lr``, ``alpha_betas``). If the last step's loss is above the first's,
-   the actor and Adam state are restored and the fit retried at ``lr / lr_backoff**k``, up to
+   the actor's parameters are restored and the fit retried at ``lr / lr_backoff**k``, up to
    ``max_optim_iter`` tries; when all fail the old policy is kept and ``alpha_lr`` itself is
    divided by ``lr_backoff`` (floor ``min_alpha_lr``).
 3. **Controls on alpha** (:func:`next_alpha`), from statistics of the fitted alpha-policy:
    the determinant estimate ``det(I + alpha H) ~ prod_d sigma_new / sigma_old`` (Lemma 4.3 for a
    diagonal Gaussian, :func:`estimate_determinant`), the alpha-policy gain
-   ``mean(A (pi_alpha / pi_old - 1))`` (Eq. 13) and the out-of-range ratio (Eq. 15).
-4. **PPO phase** with importance-sampling density ``pi_h = (pi_old + pi_alpha) / 2`` (Eq. 16) and
-   normalized advantages, with PPO's monotonicity guard (:mod:`difftraffic_rl.algorithms.ppo`).
+   ``sum_i A_i (pi_alpha / pi_old - 1)`` (Eq. 13, summed over the batch as the authors do) and
+   the out-of-range ratio (Eq. 15).
+4. **PPO phase** with importance-sampling density ``pi_h = (pi_old + pi_alpha) / 2`` (Eq. 16),
+   or ``pi_alpha`` for a whole minibatch in which any sample has
+   ``|log pi_alpha - log pi_old| > pi_h_max_log_ratio`` (the authors' fallback), and normalized
+   advantages, with PPO's monotonicity guard (:mod:`difftraffic_rl.algorithms.ppo`).
 
-Differences from the authors' code, and why:
+Differences from the authors' code, and why (evidence in ``docs/fidelity.md``):
 
-* the gain is the mean of Eq. 13 (the reference sums; only the scale differs) and pairs
-  advantages and ratios in one order (the reference mixes time-major and actor-major orders,
-  wrong for horizons > 1);
-* the ``pi_h`` fallback to ``pi_alpha`` for samples with ``|log pi_alpha - log pi_old| > 4`` is
-  decided per sample; the reference switches a whole minibatch when any one sample exceeds it;
-* the fit's back-off restores Adam's moments and compounds only within the epoch (the persistent
-  ``alpha_lr`` decrease on failure is kept); the running statistics of the gain live on the
+* advantages and ratios of the gain are paired in one order (the reference mixes time-major and
+  actor-major orders, wrong for horizons > 1); the running statistics of the gain live on the
   algorithm's device (the reference hard-codes CUDA);
 * a fit is accepted when the loss of the parameters it *ends with* is not above the loss it
   started from. The reference compares the loss measured before the last of its 16 steps, so
-  the last step is never checked. That matters once alpha is tiny (Ackley 1-D late in training,
-  alpha ~1e-8, target displacement ~5e-6 against a policy std of ~1.5e-5): the fit then sits at
-  the target and a last Adam step, which moves every parameter by about the learning rate, can
-  throw the mean ~8e-4 (50 stds) away and be accepted. On Ackley 1-D seed 1 ten such jumps in
-  epochs 1500-2000 took the reward from its best, -1.4e-3, to -1.6; with the final loss checked
-  there were none and the run ended at -1.3e-3 (measured; ``docs/rl_results.md``);
+  the last step is never checked; once alpha is tiny (Ackley 1-D late in training) an unchecked
+  last Adam step can throw the mean tens of policy standard deviations away;
 * ``min_alpha`` (default 0, the paper's clip) can bound alpha from below;
 * ``discard_failed_alpha_policy`` (default off, the paper's Algorithm 1) drops a fitted
   alpha-policy that fails one of the tests that shrink alpha (determinant, out-of-range ratio,
   negative gain): the PPO phase then starts from ``pi_old`` (so ``pi_h = pi_old``, plain PPO).
-  On Cartpole the published settings (alpha0 0.5, beta 1.02) start with alpha-steps of several
-  policy standard deviations (out-of-range ratio 0.9-1.0, determinant estimates 0.01-10^4),
-  the 2 % per epoch shrink cannot catch up, and within ten epochs the fits, dominated by a few
-  samples whose closed-loop ``dA/da`` has exploded (up to 10^5), drive the tanh-squashed
-  actions into saturation where ``dA/da`` vanishes and the run never recovers
-  (``docs/results/physics.md``, "Investigation");
-* ``lr_carryover`` defaults to ``"on_backoff"``: the PPO-phase rate falls by ``lr_backoff``
-  after every epoch whose first PPO try was rejected. In the authors' runs the PPO-phase rate
-  collapses (to 5e-11 .. 6e-7 from 1e-4, because their retries repeat one step size), so late in
-  training only the alpha-policy steps move the policy; with the rate kept alive the PPO steps
-  make the mean drift away from the optimum on De Jong (-3e-2 instead of -5e-9 after 600
-  epochs, measured). This reproduces that behaviour deliberately instead of by accident.
 """
 
 from __future__ import annotations
@@ -111,7 +93,6 @@ class GIPPOConfig(PPOConfig):
             keeping it (the paper keeps it; see the module docstring).
     """
 
-    lr_carryover: str = "on_backoff"
     alpha0: float = 1e-5
     alpha_factor: float = 1.1
     max_alpha: float = 1.0
@@ -164,14 +145,14 @@ def estimate_determinant(std_old: torch.Tensor, std_new: torch.Tensor) -> torch.
 def mixture_log_denominator(
     log_prob_old: torch.Tensor, log_prob_alpha: torch.Tensor, max_log_ratio: float = 4.0
 ) -> torch.Tensor:
-    """``log pi_h`` with ``pi_h = (pi_old + pi_alpha) / 2`` (Eq. 16), per sample ``[M]``.
+    """``log pi_h`` with ``pi_h = (pi_old + pi_alpha) / 2`` (Eq. 16) for one minibatch ``[m]``.
 
-    Where ``|log pi_alpha - log pi_old| > max_log_ratio`` the two policies disagree so much that
-    ``pi_h`` is dominated by one of them; there the alpha-policy itself is the denominator, as
-    in the authors' code.
+    When any sample of the minibatch has ``|log pi_alpha - log pi_old| > max_log_ratio`` the
+    two policies disagree so much that the alpha-policy itself is the denominator of the whole
+    minibatch, as in the authors' code.
     """
     log_h = torch.logaddexp(log_prob_old, log_prob_alpha) - math.log(2.0)
-    far = (log_prob_alpha - log_prob_old).abs() > max_log_ratio
+    far = ((log_prob_alpha - log_prob_old).abs() > max_log_ratio).any()
     return torch.where(far, log_prob_alpha, log_h)
 
 
@@ -266,7 +247,7 @@ class GIPPO(PPO):
         obs = rollout.obs.detach().reshape(m, -1)
         actions = rollout.actions.reshape(m, -1)
         targets = actions + self.alpha * grad
-        restore = snapshot(self.actor, self.alpha_optimizer)
+        restore = snapshot(self.actor)
         accepted, first_loss, last_loss = self.fit_alpha_policy(
             obs, rollout.eps.reshape(m, -1), targets
         )
@@ -277,7 +258,7 @@ class GIPPO(PPO):
             log_prob_old = rollout.log_probs.reshape(m)
             ratio = torch.exp((log_prob_alpha - log_prob_old).clamp(max=cfg.max_log_ratio))
             oorr = ((ratio - 1).abs() > cfg.clip).to(ratio.dtype).mean()
-            gain = (raw_adv * (ratio - 1)).mean()
+            gain = (raw_adv * (ratio - 1)).sum()
             gain_normalized = self.gain_rms.normalize(gain)
             self.gain_rms.update(gain.reshape(1))
         stats = {
@@ -295,7 +276,9 @@ class GIPPO(PPO):
         adv = normalize_advantages(raw_adv) if cfg.normalize_advantage else raw_adv
         metrics = self.ppo_update(
             rollout,
-            mixture_log_denominator(log_prob_old, log_prob_alpha, cfg.pi_h_max_log_ratio),
+            lambda idx: mixture_log_denominator(
+                log_prob_old[idx], log_prob_alpha[idx], cfg.pi_h_max_log_ratio
+            ),
             adv,
         )
         metrics.update({f"gippo/{k}": v for k, v in stats.items()})

@@ -7,12 +7,12 @@ Algorithm (per epoch, after the rollout of :mod:`difftraffic_rl.algorithms.base`
 normalize the GAE advantages over the batch; run ``mini_epochs`` passes of ``minibatch_size``
 minibatches on ``-mean(min(r A, clip(r, 1 - eps, 1 + eps) A))`` with
 ``r = pi_theta(a|s) / pi_old(a|s)``. A monotonicity guard keeps the update only if the mean loss
-of the last pass is not above the first pass's; otherwise the actor and its Adam state are
-restored and the pass repeats with the learning rate divided by ``lr_backoff`` (compounding),
-up to ``max_optim_iter`` tries, after which the old policy is kept. ``lr_carryover`` says
-when a reduction outlives its epoch (the rate only ever falls): ``"on_failure"`` divides later
-epochs' rate by ``lr_backoff`` when every try failed (the authors' rule), ``"on_backoff"`` when
-the first try failed, ``"none"`` never.
+of the last pass is not above the first pass's; otherwise the actor's parameters (not Adam's
+moments) are restored and the passes repeat at the epoch's rate divided by ``lr_backoff`` (every
+retry at that same rate), up to ``max_optim_iter`` tries, after which the old policy is kept.
+With ``lr_carryover: on_failure`` (the authors' rule) an epoch whose tries all failed divides
+every later epoch's rate by ``lr_backoff``, so the rate only ever falls; ``"none"`` never
+carries a reduction over.
 
 ``lr_schedule: adaptive`` (the appendix's "Adaptive" rate for Cartpole, rl_games'
 ``AdaptiveScheduler``) keeps the KL divergence of each update near ``kl_target``: after the
@@ -28,11 +28,9 @@ GI-PPO phases, measured on Cartpole). The rule carries the rate across epochs by
 
 Differences from the authors' code, and why:
 
-* the guard restores Adam's moments with the parameters and backs off ``lr / 1.5**k`` within the
-  epoch. The reference divides by 1.5 only once per retry (so retries repeat the same step
-  size), never restores Adam's state, writes the rate one minibatch late, and carries a
-  reduction across epochs only when all retries fail — self-described as erroneous. The
-  carried-over reduction is kept as a mechanism (``lr_carryover``), made explicit.
+* the rate is written before each try; the reference writes it after each minibatch step, so
+  its first minibatch of an epoch still runs at the previous try's rate (self-described as
+  erroneous).
 * minibatches are shuffled with the run's generator (the reference slices in a fixed order;
   identical at the paper's setting, where the batch is one minibatch).
 * the critic learning rate follows ``critic_lr_schedule`` (linear) like every other algorithm;
@@ -47,6 +45,7 @@ Differences from the authors' code, and why:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -65,7 +64,7 @@ from difftraffic_rl.rollout import Rollout
 
 __all__ = ["PPO", "PPOConfig", "adaptive_lr", "clipped_surrogate_loss", "gaussian_kl"]
 
-CARRYOVER_RULES = ("on_failure", "on_backoff", "none")
+CARRYOVER_RULES = ("on_failure", "none")
 
 
 @dataclass
@@ -79,8 +78,8 @@ class PPOConfig(AlgorithmConfig):
         max_optim_iter: tries of the monotonicity guard (>= 1).
         lr_backoff: divisor of the learning rate per rejected try (> 1).
         max_log_ratio: clamp of ``log r`` before ``exp`` (numerical safety, > 0).
-        lr_carryover: ``"on_failure"``, ``"on_backoff"`` or ``"none"`` (see the module doc;
-            ``"none"`` with ``lr_schedule: adaptive``).
+        lr_carryover: ``"on_failure"`` or ``"none"`` (see the module doc; ``"none"`` with
+            ``lr_schedule: adaptive``).
         kl_target: KL divergence per update that ``lr_schedule: adaptive`` aims at (> 0; the
             appendix's Cartpole value is 0.008).
         adaptive_lr_factor: divisor / multiplier of the adaptive rate per epoch (> 1).
@@ -198,16 +197,22 @@ class PPO(Algorithm):
         adv = advantages.reshape(-1)
         if self.config.normalize_advantage:
             adv = normalize_advantages(adv)
-        return self.ppo_update(rollout, rollout.log_probs.reshape(-1), adv)
+        log_prob_old = rollout.log_probs.reshape(-1)
+        return self.ppo_update(rollout, lambda idx: log_prob_old[idx], adv)
 
     def ppo_update(
-        self, rollout: Rollout, log_prob_denominator: torch.Tensor, advantages: torch.Tensor
+        self,
+        rollout: Rollout,
+        log_prob_denominator: Callable[[torch.Tensor], torch.Tensor],
+        advantages: torch.Tensor,
     ) -> dict[str, float]:
         """Guarded minibatch optimization of the clipped surrogate.
 
         Args:
             rollout: supplies observations and actions (flattened time-major to ``[M, ...]``).
-            log_prob_denominator: ``[M]`` importance-sampling log-densities.
+            log_prob_denominator: maps a minibatch's sample indices ``[m]`` to their
+                importance-sampling log-densities ``[m]`` (a function, because GI-PPO decides its
+                denominator per minibatch).
             advantages: ``[M]`` advantages as used in the loss.
         """
         cfg = self.config
@@ -226,7 +231,7 @@ class PPO(Algorithm):
                 for idx in order.split(cfg.minibatch_size):
                     loss = clipped_surrogate_loss(
                         self.actor.log_prob(obs[idx], actions[idx]),
-                        log_prob_denominator[idx], advantages[idx], cfg.clip, cfg.max_log_ratio,
+                        log_prob_denominator(idx), advantages[idx], cfg.clip, cfg.max_log_ratio,
                     )
                     self.actor_params.zero_grad()
                     loss.backward()
@@ -237,11 +242,9 @@ class PPO(Algorithm):
 
         result = optimize_with_backoff(
             self.actor, self.actor_optimizer, attempt, self.actor_lr_now * self.lr_scale,
-            cfg.max_optim_iter, cfg.lr_backoff,
+            cfg.max_optim_iter, cfg.lr_backoff, compounding=False,
         )
-        if (cfg.lr_carryover == "on_failure" and not result.accepted) or (
-            cfg.lr_carryover == "on_backoff" and result.tries > 1
-        ):
+        if cfg.lr_carryover == "on_failure" and not result.accepted:
             self.lr_scale /= cfg.lr_backoff
         with torch.no_grad():
             kl = float(gaussian_kl(*self.actor(obs), start_mean, start_std).mean())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -31,16 +32,19 @@ def test_ppo_clipped_surrogate_on_a_hand_computed_case() -> None:
     assert loss.item() == pytest.approx(1 / 6)
 
 
-def test_pi_h_denominator_is_the_mixture_and_falls_back_per_sample() -> None:
+def test_pi_h_denominator_is_the_mixture_and_falls_back_per_minibatch() -> None:
     log_old = torch.tensor([math.log(0.2), math.log(0.01)], dtype=torch.float64)
-    log_alpha = torch.tensor([math.log(0.6), math.log(2.0)], dtype=torch.float64)
+    log_alpha = torch.tensor([math.log(0.6), math.log(0.03)], dtype=torch.float64)
     log_h = mixture_log_denominator(log_old, log_alpha, max_log_ratio=4.0)
-    assert log_h[0].item() == pytest.approx(math.log(0.4))
-    assert log_h[1].item() == pytest.approx(math.log(2.0))  # |log 200| > 4: pi_alpha itself
+    assert log_h.tolist() == pytest.approx([math.log(0.4), math.log(0.02)])
     # GI-PPO loss (Eq. 16) with pi_theta = 0.5 and A = 1: ratio 0.5/0.4 = 1.25 clips to 1.2
     loss = clipped_surrogate_loss(torch.tensor([math.log(0.5)], dtype=torch.float64),
                                   log_h[:1], torch.tensor([1.0], dtype=torch.float64), 0.2)
     assert loss.item() == pytest.approx(-1.2)
+    # One sample with |log pi_alpha - log pi_old| = log 200 > 4 makes pi_alpha the denominator
+    # of the whole minibatch, as in the authors' code.
+    log_alpha_far = torch.tensor([math.log(0.6), math.log(2.0)], dtype=torch.float64)
+    assert torch.equal(mixture_log_denominator(log_old, log_alpha_far, 4.0), log_alpha_far)
 
 
 CFG = GIPPOConfig(alpha_factor=2.0, det_interval=0.4, max_oorr=0.5, max_alpha=1.0)
@@ -150,10 +154,11 @@ def test_a_failed_alpha_policy_is_discarded_only_when_asked(discard: bool) -> No
         seen["before_fit"] = algo.actor_params.flat.detach().clone()
         return fit(*args)
 
-    def recording_ppo(rollout: Rollout, denominator: torch.Tensor,
+    def recording_ppo(rollout: Rollout, denominator: Callable[[torch.Tensor], torch.Tensor],
                       advantages: torch.Tensor) -> dict[str, float]:
         seen["at_ppo"] = algo.actor_params.flat.detach().clone()
-        seen["denominator"], seen["old"] = denominator, rollout.log_probs.reshape(-1)
+        seen["denominator"] = denominator(torch.arange(rollout.num_samples))
+        seen["old"] = rollout.log_probs.reshape(-1)
         return {}
 
     algo.fit_alpha_policy = recording_fit  # type: ignore[method-assign]
@@ -165,10 +170,9 @@ def test_a_failed_alpha_policy_is_discarded_only_when_asked(discard: bool) -> No
     assert torch.equal(seen["denominator"], seen["old"]) == discard
 
 
-def test_backoff_restores_adam_moments_after_every_rejected_try() -> None:
-    """Each retry starts from the saved Adam state; ``Optimizer.load_state_dict`` adopts the
-    tensors it is given, so a restore that does not copy them lets the next try's steps
-    overwrite the saved moments."""
+def test_backoff_restores_parameters_but_keeps_the_optimizer_moments() -> None:
+    """As in the authors' code, a rejected try's parameters are undone but Adam keeps the moments
+    (and step count) it accumulated, so the next try does not replay the same first steps."""
     layer = torch.nn.Linear(2, 1)
     opt = torch.optim.Adam(layer.parameters(), lr=0.1)
     x = torch.tensor([[1.0, -2.0], [0.5, 3.0]])
@@ -179,6 +183,7 @@ def test_backoff_restores_adam_moments_after_every_rejected_try() -> None:
         opt.step()
 
     step()
+    before = [p.detach().clone() for p in layer.parameters()]
     saved = copy.deepcopy(opt.state_dict()["state"])
 
     def failing() -> tuple[float, float]:
@@ -186,9 +191,10 @@ def test_backoff_restores_adam_moments_after_every_rejected_try() -> None:
         return 0.0, 1.0
 
     assert not optimize_with_backoff(layer, opt, failing, lr=0.1, max_tries=3, backoff=2.0).accepted
+    assert all(torch.equal(a, b) for a, b in zip(before, layer.parameters(), strict=True))
     for index, state in opt.state_dict()["state"].items():
-        for key in ("step", "exp_avg", "exp_avg_sq"):
-            assert torch.equal(state[key], saved[index][key]), (index, key)
+        assert state["step"].item() == saved[index]["step"].item() + 3
+        assert not torch.equal(state["exp_avg_sq"], saved[index]["exp_avg_sq"])
 
 
 def test_lrp_weights_from_known_variances() -> None:
@@ -199,7 +205,7 @@ def test_lrp_weights_from_known_variances() -> None:
     assert interpolation_weight(torch.tensor(0.0), torch.tensor(2.0)).item() == pytest.approx(1.0)
 
 
-def test_backoff_restores_parameters_and_optimizer_state_and_shrinks_lr() -> None:
+def test_backoff_restores_parameters_and_shrinks_lr() -> None:
     layer = torch.nn.Linear(2, 1)
     opt = torch.optim.Adam(layer.parameters(), lr=1.0)
     before = [p.detach().clone() for p in layer.parameters()]
@@ -213,6 +219,11 @@ def test_backoff_restores_parameters_and_optimizer_state_and_shrinks_lr() -> Non
     result = optimize_with_backoff(layer, opt, failing, lr=1.0, max_tries=3, backoff=2.0)
     assert not result.accepted and result.tries == 3
     assert seen == [1.0, 0.5, 0.25]
+    # The authors' PPO guard: every retry at lr / backoff, not compounding.
+    seen.clear()
+    optimize_with_backoff(layer, opt, failing, lr=1.0, max_tries=3, backoff=2.0,
+                          compounding=False)
+    assert seen == [1.0, 0.5, 0.5]
     assert all(torch.equal(a, b) for a, b in zip(before, layer.parameters(), strict=True))
 
     def succeeding_second() -> tuple[float, float]:
@@ -281,7 +292,7 @@ def test_invalid_hyperparameters_name_field_value_and_range(field, value, fragme
 def test_adaptive_schedule_is_ppos_and_owns_the_rate_across_epochs() -> None:
     with pytest.raises(ValueError, match=r"kl_target=nan is invalid; valid range: finite and > 0"):
         PPOConfig(kl_target=math.nan)
-    with pytest.raises(ValueError, match="lr_carryover='on_backoff'.*'none' with lr_schedule"):
+    with pytest.raises(ValueError, match="lr_carryover='on_failure'.*'none' with lr_schedule"):
         GIPPOConfig(lr_schedule="adaptive")
     with pytest.raises(ValueError, match="lr_schedule='adaptive'.*'linear', 'constant'"):
         RPConfig(lr_schedule="adaptive")
