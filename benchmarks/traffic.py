@@ -55,14 +55,17 @@ def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, in
             ",".join(str(r.seed) for r in group),
             "/".join(str(e) for e in sorted({r.epochs for r in group})),
             f"**{sweep.format_mean_std(evaluated, '.1f', '.1f')}**",
+            sweep.format_iqm(evaluated, ".0f"),
             " / ".join(f"{value:.0f}" for value in evaluated),
+            sweep.format_mean_std([r.best for r in group], ".1f", ".1f"),
             sweep.format_mean_std([r.final for r in group], ".1f", ".1f"),
             f"{AUTHORS_RETURN[variant][algo]:.1f}",
             f"{statistics.fmean(r.seconds_per_epoch for r in group):.2f}",
         ])
     return sweep.markdown_table(
-        ["variant", "algorithm", "seeds", "epochs", "evaluation return", "per seed",
-         "final training reward", "authors' return", "s / epoch"], rows)
+        ["variant", "algorithm", "seeds", "epochs", "evaluation return",
+         "evaluation IQM [95 % CI]", "per seed", "best training return",
+         "final training return", "authors' return", "s / epoch"], rows)
 
 
 def report(run_dirs: list[Path], variants: list[str], epochs: int, seeds: list[int],
@@ -84,9 +87,11 @@ def report(run_dirs: list[Path], variants: list[str], epochs: int, seeds: list[i
                   "are evaluated). `make bench-traffic` runs and resumes the full benchmark.", ""]
     lines += [
         f"*Evaluation return*: the trained policy's mean action over {episodes} episodes of 1000 "
-        "steps (maximum 1000), mean ± std over seeds. *Final training reward*: the smoothed "
-        "return of the sampled actions at the end of training. The authors' column is their "
-        "logged return on their own simulator, for orientation only.",
+        "steps (maximum 1000), mean ± std over seeds, and its interquartile mean over seeds "
+        "with a 95 % bootstrap interval. *Best training return* (the authors' measure): each "
+        "run's best smoothed return of the sampled actions (running mean over 100 episodes), "
+        "mean ± std over seeds; *final*: its value at the end of training. The authors' column "
+        "is their logged return on their own simulator, for orientation only.",
         "",
         results_table(runs, returns),
         f"![learning curves]({out.with_suffix('.png').name})",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
 from difftraffic_rl.plot import load_curve
-from difftraffic_rl.sweep import summarize
+from difftraffic_rl.sweep import format_iqm, interquartile_mean, source_commit, summarize
 
 
 def _fake_run(root: Path, name: str, algo: str, rewards: list[float], seconds: float) -> Path:
@@ -80,3 +81,32 @@ def test_sweep_with_epochs_per_task_names_the_tasks_without_a_count(tmp_path: Pa
 
     with pytest.raises(ValueError, match=r"no count for tasks \['ackley'\]; it names \['dejong'\]"):
         run_sweep(["dejong", "ackley"], ["ppo"], [1], {"dejong": 2}, tmp_path)
+
+
+def test_interquartile_mean_drops_the_outer_quarters() -> None:
+    # five seeds: the lowest and the highest go, the middle three are averaged
+    assert interquartile_mean([67.0, 930.0, 934.0, 940.0, 1000.0]) == pytest.approx(
+        (930 + 934 + 940) / 3)
+    assert interquartile_mean([1.0, 2.0, 3.0]) == 2.0  # fewer than four: nothing dropped
+    assert interquartile_mean([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 100.0]) == pytest.approx(3.5)
+
+
+def test_iqm_interval_contains_the_iqm_and_is_reproducible() -> None:
+    values = [67.0, 930.0, 934.0, 940.0, 1000.0]
+    text = format_iqm(values, ".1f")
+    iqm, low, high = (float(x) for x in text.replace("[", "").replace("]", "").replace(",", "")
+                      .split())
+    assert iqm == pytest.approx(934.7, abs=0.05)
+    assert 67.0 <= low <= iqm <= high <= 1000.0 and low < high
+    assert format_iqm(values, ".1f") == text
+    assert format_iqm([5.0, 5.0, 5.0], ".1f") == "5.0 [5.0, 5.0]"
+    assert format_iqm([float("nan")]) == "n/a"
+
+
+def test_source_commit_names_the_checked_out_commit() -> None:
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert source_commit() in (head, head + "+changes")
