@@ -42,6 +42,13 @@ AUTHORS_RETURN: dict[str, dict[str, float]] = {
 """The authors' logged returns on their own simulator (issue 5); ours need not match them, but
 GI-PPO should be at or above every baseline from 2 lanes on."""
 
+LANE_MEMBERSHIP_NOTES = {
+    "body": "a car leads in every lane its body overlaps, so a pace car on a lane line blocks "
+    "both lanes",
+    "center": "a car leads only in the lane of its nearest lane centre, as in the authors' "
+    "simulator",
+}
+
 
 def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, int], float]) -> str:
     """Markdown table, one row per (variant, algorithm)."""
@@ -69,7 +76,7 @@ def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, in
 
 
 def report(run_dirs: list[Path], variants: list[str], epochs: int, seeds: list[int],
-           episodes: int, out: Path, command: str) -> bool:
+           episodes: int, out: Path, command: str, lane_membership: str) -> bool:
     """Evaluate finished runs, write the table and one learning-curve plot; return whether every
     requested run finished."""
     runs, returns = sweep.evaluated_summaries(
@@ -79,7 +86,8 @@ def report(run_dirs: list[Path], variants: list[str], epochs: int, seeds: list[i
     lines = sweep.report_preamble(
         "Pace car: GI-PPO and the baselines", command,
         f"one torch thread per run, {epochs} epochs × 32 steps × 64 worlds, "
-        f"seeds {' '.join(map(str, seeds))}",
+        f"seeds {' '.join(map(str, seeds))}, lane membership `{lane_membership}`: "
+        f"{LANE_MEMBERSHIP_NOTES[lane_membership]}",
     )
     if not complete:
         lines += [f"**Partial:** variants {', '.join(variants)} of {', '.join(VARIANTS)}; "
@@ -111,16 +119,26 @@ def main() -> None:
         "logdir only",
     )
     parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS)
+    parser.add_argument("--lane-membership", choices=tuple(LANE_MEMBERSHIP_NOTES), default="body",
+                        help="the pace-car road's lane rule (default body); 'center' runs in "
+                        "<logdir>_center and writes <out>_center.md")
     args = parser.parse_args()
+    if args.lane_membership != "body":
+        suffix = f"_{args.lane_membership}"
+        args.logdir = args.logdir.with_name(args.logdir.name + suffix)
+        args.out = args.out.with_name(args.out.stem + suffix + args.out.suffix)
     if args.quick:
         args.epochs, args.seeds, args.episodes = 3, [1], 4
         sweep.use_quick_paths(args)
     command = "python benchmarks/traffic.py" + (" --quick" if args.quick else "")
+    if args.lane_membership != "body":
+        command += f" --lane-membership {args.lane_membership}"
     tasks = [f"pacecar-{v}" for v in args.variants]
     sweep.sweep_and_report(
-        args, tasks, dict.fromkeys(tasks, args.epochs), overrides=[],
+        args, tasks, dict.fromkeys(tasks, args.epochs),
+        overrides=[f"task_kwargs.lane_membership={args.lane_membership}"],
         report=lambda run_dirs: report(run_dirs, args.variants, args.epochs, args.seeds,
-                                       args.episodes, args.out, command),
+                                       args.episodes, args.out, command, args.lane_membership),
     )
 
 
