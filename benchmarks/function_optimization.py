@@ -115,6 +115,7 @@ def report(
         "Function optimization: GI-PPO and the baselines", command,
         f"one torch thread per run, {expected_epochs} epochs × 64 worlds, "
         f"seeds {' '.join(map(str, seeds))}",
+        runs,
     )
     if not complete:
         lines += [

@@ -150,6 +150,7 @@ def report(run_dirs: list[Path], args: argparse.Namespace, command: str) -> bool
         "Differentiable physics: GI-PPO and the baselines" + (" (partial)" if reasons else ""),
         command, f"one torch thread per run, device {'/'.join(devices)}, horizon 32, "
         f"seeds {' '.join(map(str, args.seeds))}",
+        runs,
     )
     if reasons:
         lines += [f"**Partial:** {'; '.join(reasons)}. `make bench-physics-gpu` runs the full "

@@ -88,6 +88,7 @@ def report(run_dirs: list[Path], variants: list[str], epochs: int, seeds: list[i
         f"one torch thread per run, {epochs} epochs × 32 steps × 64 worlds, "
         f"seeds {' '.join(map(str, seeds))}, lane membership `{lane_membership}`: "
         f"{LANE_MEMBERSHIP_NOTES[lane_membership]}",
+        runs,
     )
     if not complete:
         lines += [f"**Partial:** variants {', '.join(variants)} of {', '.join(VARIANTS)}; "

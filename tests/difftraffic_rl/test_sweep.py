@@ -9,7 +9,15 @@ import pytest
 import yaml
 
 from difftraffic_rl.plot import load_curve
-from difftraffic_rl.sweep import format_iqm, interquartile_mean, source_commit, summarize
+from difftraffic_rl.sweep import (
+    COMMIT_FILE,
+    format_iqm,
+    interquartile_mean,
+    report_preamble,
+    run_summaries,
+    source_commit,
+    summarize,
+)
 
 
 def _fake_run(root: Path, name: str, algo: str, rewards: list[float], seconds: float) -> Path:
@@ -72,6 +80,17 @@ def test_resumable_sweep_run_continues_an_interrupted_run_and_skips_a_finished_o
     finished_log = (full / "progress.csv").read_text()
     _one_run("dejong", "ppo", 0, 5, str(tmp_path / "full"), settings, True)
     assert (full / "progress.csv").read_text() == finished_log  # skipped, not re-run
+    # every process that trained a run recorded its commit once; the summary carries it
+    commit = source_commit()
+    assert (full / COMMIT_FILE).read_text() == commit + "\n"
+    assert (killed / COMMIT_FILE).read_text() == commit + "\n"  # killed before: not a sweep
+    (full / COMMIT_FILE).write_text("0123abc\n")
+    _one_run("dejong", "ppo", 0, 5, str(tmp_path / "full"), settings, True)
+    assert (full / COMMIT_FILE).read_text().split() == ["0123abc", commit]
+    (summary,) = run_summaries([full])
+    assert summary.commits == ("0123abc", commit)
+    assert f"Runs trained at commit `0123abc`, `{commit}`." in "\n".join(
+        report_preamble("T", "cmd", "setting", [summary]))
     with pytest.raises(ValueError, match="5 epochs, not 7"):
         _one_run("dejong", "ppo", 0, 7, str(tmp_path / "full"), settings, True)
 
