@@ -2,6 +2,7 @@
 exported policies, and the example script."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -149,32 +150,29 @@ def test_a_trained_run_renders_with_the_difftraffic_command(tmp_path):
     assert frames.shape == (11, 96, 160, 3)
 
 
-def test_the_example_trains_evaluates_and_writes_its_curve_and_video(tmp_path):
-    env = {**os.environ, "SDL_VIDEODRIVER": "dummy"}
+DEMO_MIN_RETURN = 850.0
+"""The demo's promise: its pace car holds the humans near 10 m/s. Measured with the demo's own
+settings (seed 1, 250 epochs, one torch thread, this machine class): 921.2 ± 8.3 over 32 worlds,
+against an idle pace car's 33.0 and a random one's 33.5; the algorithm before issue 11 (Adam's
+moments restored on every rejected try) collapsed on the same configuration to about 70
+(docs/fidelity.md)."""
+
+
+def test_the_demo_trains_a_pace_car_that_holds_the_humans(tmp_path):
+    """``make demo`` exactly as a newcomer runs it (only the video is shortened): training is
+    deterministic, so the evaluation return of its seed is a fixed number."""
+    env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "examples" / "pace_car_gippo.py"),
-            "--epochs",
-            "2",
-            "--eval-worlds",
-            "3",
-            "--video-steps",
-            "12",
-            "--out",
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
+        [sys.executable, str(REPO / "examples" / "pace_car_gippo.py"), "--video-steps", "30",
+         "--out", str(tmp_path)],
+        capture_output=True, text=True, env=env, timeout=1200, check=False,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    for name in ("GI-PPO", "idle", "random"):
-        assert name in run.stdout
-    curve = tmp_path / "learning_curve.png"
-    video = tmp_path / "pace_car.mp4"
-    assert curve.stat().st_size > 1000
-    assert iio.imread(video).shape[0] == 13
+    returns = {name: float(value) for name, value in
+               re.findall(r"^ +(GI-PPO|idle|random) +(-?\d+\.\d) ±", run.stdout, re.MULTILINE)}
+    assert set(returns) == {"GI-PPO", "idle", "random"}, run.stdout
+    assert returns["GI-PPO"] >= DEMO_MIN_RETURN, run.stdout
+    assert returns["idle"] < 100 and returns["random"] < 100
+    assert (tmp_path / "learning_curve.png").stat().st_size > 1000
+    assert iio.imread(tmp_path / "pace_car.mp4").shape[0] == 31
     assert iio.imread(tmp_path / "pace_car.png").ndim == 3
