@@ -15,7 +15,7 @@ import yaml
 import difftraffic_rl
 from difftraffic_rl.config import apply_overrides, default_config
 from difftraffic_rl.tasks.function_optimization import dejong
-from difftraffic_rl.training import RewardMeter, evaluate, resume
+from difftraffic_rl.training import RewardMeter, TrainResult, evaluate, resume
 
 ALGOS = ["lr", "rp", "lrp", "ppo", "gippo"]
 TIMINGS = ("wall_time", "cpu_time")
@@ -27,6 +27,12 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
     for row in rows:
         del row["wall_time"], row["cpu_time"]
     return rows
+
+
+def _ppo_run(logdir: Path, epochs: int, overrides: list[str]) -> TrainResult:
+    """A De Jong PPO run of seed 3 (seconds), as the resume tests need one."""
+    return difftraffic_rl.train("dejong", "ppo", seed=3, epochs=epochs, logdir=logdir,
+                                overrides=overrides, progress=False)
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -258,15 +264,7 @@ def test_checkpoints_from_before_the_adaptive_schedule_still_load(
 
 def test_resume_drops_log_rows_that_do_not_fit_the_header(tmp_path: Path) -> None:
     settings = ["train.checkpoint_every=5", "train.tensorboard=false"]
-    full = difftraffic_rl.train(
-        "dejong",
-        "ppo",
-        seed=3,
-        epochs=10,
-        logdir=tmp_path / "full",
-        overrides=settings,
-        progress=False,
-    )
+    full = _ppo_run(tmp_path / "full", 10, settings)
 
     def kill_after_epoch_7(row: dict[str, float]) -> None:
         if row["epoch"] == 7:
@@ -300,15 +298,7 @@ CONSTANT = ["hyperparameters.lr_schedule=constant", "hyperparameters.critic_lr_s
 @pytest.mark.parametrize("schedules", ["constant", "linear"])
 def test_resume_with_more_epochs_extends_a_finished_run(schedules: str, tmp_path: Path) -> None:
     settings = ["train.tensorboard=false", *(CONSTANT if schedules == "constant" else [])]
-    short = difftraffic_rl.train(
-        "dejong",
-        "ppo",
-        seed=3,
-        epochs=5,
-        logdir=tmp_path / "short",
-        overrides=settings,
-        progress=False,
-    )
+    short = _ppo_run(tmp_path / "short", 5, settings)
     before = _rows(short.run_dir)
     extended = resume(short.run_dir, progress=False, epochs=8)
     assert [int(r["epoch"]) for r in extended.metrics] == [6, 7, 8]
@@ -316,15 +306,7 @@ def test_resume_with_more_epochs_extends_a_finished_run(schedules: str, tmp_path
     assert yaml.safe_load((short.run_dir / "config.yaml").read_text())["train"]["epochs"] == 8
     state = torch.load(short.run_dir / "checkpoints" / "checkpoint.pt", weights_only=False)
     assert state["epoch"] == 8 and state["config"]["train"]["epochs"] == 8
-    long = difftraffic_rl.train(
-        "dejong",
-        "ppo",
-        seed=3,
-        epochs=8,
-        logdir=tmp_path / "long",
-        overrides=settings,
-        progress=False,
-    )
+    long = _ppo_run(tmp_path / "long", 8, settings)
     if schedules == "constant":  # the total enters only through the schedules
         assert _rows(short.run_dir) == _rows(long.run_dir)
     else:  # the first 5 epochs decayed the critic's rate over 5 epochs, not 8
@@ -347,15 +329,7 @@ def test_resume_with_more_epochs_extends_a_finished_run(schedules: str, tmp_path
 def test_resume_refuses_a_setting_its_checkpoint_depends_on(
     override: str, key: str, tmp_path: Path
 ) -> None:
-    run_dir = difftraffic_rl.train(
-        "dejong",
-        "ppo",
-        seed=3,
-        epochs=2,
-        logdir=tmp_path,
-        overrides=["train.tensorboard=false"],
-        progress=False,
-    ).run_dir
+    run_dir = _ppo_run(tmp_path, 2, ["train.tensorboard=false"]).run_dir
     config, log = (run_dir / "config.yaml").read_text(), (run_dir / "progress.csv").read_text()
     with pytest.raises(ValueError, match=rf"^{re.escape(key)} cannot change"):
         resume(run_dir, progress=False, epochs=4, overrides=[override])
@@ -365,15 +339,7 @@ def test_resume_refuses_a_setting_its_checkpoint_depends_on(
 
 
 def test_resume_applies_the_settings_that_do_not_change_the_run(tmp_path: Path) -> None:
-    run_dir = difftraffic_rl.train(
-        "dejong",
-        "ppo",
-        seed=3,
-        epochs=2,
-        logdir=tmp_path,
-        overrides=["train.tensorboard=false"],
-        progress=False,
-    ).run_dir
+    run_dir = _ppo_run(tmp_path, 2, ["train.tensorboard=false"]).run_dir
     assert not (run_dir / "tb").exists()
     resume(
         run_dir,
