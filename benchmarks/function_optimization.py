@@ -68,13 +68,22 @@ def _mean_std(values: list[float]) -> str:
     return sweep.format_mean_std(values, ".2e", ".1e")
 
 
-def results_table(runs: list[sweep.RunSummary]) -> str:
+EVALUATION_EPISODES = 64
+"""Mean-action evaluations per run (one step each)."""
+
+
+def results_table(
+    runs: list[sweep.RunSummary], returns: dict[tuple[str, str, int], float]
+) -> str:
     """Markdown table, one row per (problem, algorithm) in the paper's order."""
     rows = [
         [
             TASK_LABELS[task], ALGO_LABELS[algo], ",".join(str(r.seed) for r in group),
             "/".join(map(str, sorted({r.epochs for r in group}))),
             _mean_std([r.final for r in group]), f"**{_mean_std([r.best for r in group])}**",
+            sweep.format_iqm([r.best for r in group], ".2e"),
+            _mean_std([returns[(r.task, r.algo, r.seed)] for r in group
+                       if (r.task, r.algo, r.seed) in returns]),
             f"{AUTHORS_BEST[task][algo]:g}",
             f"{statistics.fmean(r.seconds_per_epoch for r in group):.3f}",
             f"{statistics.fmean(r.cpu_seconds_per_epoch for r in group):.3f}",
@@ -83,7 +92,8 @@ def results_table(runs: list[sweep.RunSummary]) -> str:
     ]
     return sweep.markdown_table(
         ["problem", "algorithm", "seeds", "epochs", "final reward", "best reward",
-         "authors' best", "s / epoch (wall)", "s / epoch (CPU)"], rows)
+         "best reward IQM [95 % CI]", "evaluation reward", "authors' best", "s / epoch (wall)",
+         "s / epoch (CPU)"], rows)
 
 
 def speed_table(runs: list[sweep.RunSummary]) -> str:
@@ -108,7 +118,9 @@ def report(
     run_dirs: list[Path], expected_epochs: int, seeds: list[int], out: Path, command: str
 ) -> bool:
     """Write the markdown report and the plot; return whether every requested run finished."""
-    runs = sweep.run_summaries([d for d in run_dirs if (d / "progress.csv").exists()])
+    runs, returns = sweep.evaluated_summaries(
+        run_dirs, dict.fromkeys(TASKS, expected_epochs), EVALUATION_EPISODES
+    )
     finished = sum(r.epochs == expected_epochs for r in runs)
     complete = finished == len(run_dirs)
     lines = sweep.report_preamble(
@@ -126,12 +138,15 @@ def report(
     lines += [
         '"Reward" is the smoothed reward of sampled actions (running mean over about 100 '
         "episodes, as the authors log it); *final* is its last value, *best* the best value of "
-        "a run, each as mean ± std over seeds. The authors' column is their published mean "
+        "a run, each as mean ± std over seeds, and the best reward's interquartile mean over "
+        "seeds with a 95 % bootstrap interval. *Evaluation reward*: the final policy's mean "
+        f"action, averaged over {EVALUATION_EPISODES} evaluations (mean ± std over seeds). "
+        "The authors' column is their published mean "
         "over 5 seeds of each run's best reward. s / epoch is training time per epoch (logging "
         "excluded), two runs in parallel on the two cores: wall time, and the process's CPU "
         "time, which hardly grows when other jobs share the machine.",
         "",
-        results_table(runs),
+        results_table(runs, returns),
         "## Speed",
         "",
         speed_table(runs),
