@@ -95,6 +95,7 @@ def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, in
             ", ".join(budget_text(e, task) for e in sorted({r.epochs for r in group})),
             "/".join(sorted({str(r.train["num_envs"]) for r in group})),
             f"**{sweep.format_mean_std([r.best for r in group], '.0f', '.0f')}**",
+            sweep.format_iqm([r.best for r in group], ".0f"),
             " / ".join(_whole(r.best) for r in group),
             sweep.format_mean_std([r.final for r in group], ".0f", ".0f"),
             sweep.format_mean_std(evaluated, ".0f", ".0f"),
@@ -103,7 +104,7 @@ def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, in
         ])
     return sweep.markdown_table(
         ["task", "algorithm", "seeds", "epochs run", "worlds", "best training return",
-         "per seed (best)", "final training return", "evaluation return", "authors' best",
+         "best IQM [95 % CI]", "per seed (best)", "final training return", "evaluation return", "authors' best",
          "s / epoch"], rows)
 
 
