@@ -91,8 +91,9 @@ def _record_commit(run_dir: Path, commit: str) -> None:
 
 def _one_run(task: str, algo: str, seed: int, epochs: int | None, logdir: str,
              overrides: list[str], resume: bool) -> str:
+    commit = source_commit()  # the code this process loaded, whatever happens to the checkout
     run_dir = Path(_train_or_resume(task, algo, seed, epochs, logdir, overrides, resume))
-    _record_commit(run_dir, source_commit())
+    _record_commit(run_dir, commit)
     return str(run_dir)
 
 
