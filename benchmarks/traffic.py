@@ -110,6 +110,23 @@ def report(run_dirs: list[Path], variants: list[str], epochs: int, seeds: list[i
     return complete
 
 
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces the runs of this report (defaults left out)."""
+    if args.quick:
+        return "python benchmarks/traffic.py --quick"
+    parts = ["python benchmarks/traffic.py"]
+    if set(args.variants) != set(VARIANTS):
+        parts += ["--variants", *args.variants]
+    if set(args.algos) != set(ALGOS):
+        parts += ["--algos", *args.algos]
+    parts += ["--seeds", *map(str, args.seeds)]
+    if args.epochs != PAPER_EPOCHS:
+        parts += ["--epochs", str(args.epochs)]
+    if args.lane_membership != "body":
+        parts += ["--lane-membership", args.lane_membership]
+    return " ".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
@@ -131,9 +148,7 @@ def main() -> None:
     if args.quick:
         args.epochs, args.seeds, args.episodes = 3, [1], 4
         sweep.use_quick_paths(args)
-    command = "python benchmarks/traffic.py" + (" --quick" if args.quick else "")
-    if args.lane_membership != "body":
-        command += f" --lane-membership {args.lane_membership}"
+    command = command_line(args)
     tasks = [f"pacecar-{v}" for v in args.variants]
     sweep.sweep_and_report(
         args, tasks, dict.fromkeys(tasks, args.epochs),
