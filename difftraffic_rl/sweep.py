@@ -92,13 +92,16 @@ def _record_commit(run_dir: Path, commit: str) -> None:
 def _one_run(task: str, algo: str, seed: int, epochs: int | None, logdir: str,
              overrides: list[str], resume: bool) -> str:
     commit = source_commit()  # the code this process loaded, whatever happens to the checkout
-    run_dir = Path(_train_or_resume(task, algo, seed, epochs, logdir, overrides, resume))
-    _record_commit(run_dir, commit)
+    run_dir, trained = _train_or_resume(task, algo, seed, epochs, logdir, overrides, resume)
+    if trained:
+        _record_commit(run_dir, commit)
     return str(run_dir)
 
 
 def _train_or_resume(task: str, algo: str, seed: int, epochs: int | None, logdir: str,
-                     overrides: list[str], resume: bool) -> str:
+                     overrides: list[str], resume: bool) -> tuple[Path, bool]:
+    """Train the run, continue it from its checkpoint, or skip it when it is finished; return
+    its directory and whether this process trained any of it."""
     from difftraffic_rl.training import resume as resume_run
     from difftraffic_rl.training import train
 
@@ -114,12 +117,13 @@ def _train_or_resume(task: str, algo: str, seed: int, epochs: int | None, logdir
                                  "use another logdir")
             if epoch < total:
                 resume_run(run_dir, progress=False)
-            return str(run_dir)
+            return run_dir, epoch < total
         if run_dir.exists():
             shutil.rmtree(run_dir)
     result = train(task, algo, seed=seed, epochs=epochs, logdir=logdir, overrides=overrides,
                    progress=False, run_name=name)
-    return str(result.run_dir)
+    assert result.run_dir is not None  # a logdir was given
+    return result.run_dir, True
 
 
 def run_sweep(

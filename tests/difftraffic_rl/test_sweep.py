@@ -56,7 +56,7 @@ class KilledError(Exception):
 def test_resumable_sweep_run_continues_an_interrupted_run_and_skips_a_finished_one(
     tmp_path: Path,
 ) -> None:
-    from difftraffic_rl.sweep import _one_run, run_name
+    from difftraffic_rl.sweep import _one_run, _record_commit, run_name
     from difftraffic_rl.training import train
 
     settings = ["train.tensorboard=false", "train.checkpoint_every=2"]
@@ -80,12 +80,16 @@ def test_resumable_sweep_run_continues_an_interrupted_run_and_skips_a_finished_o
     finished_log = (full / "progress.csv").read_text()
     _one_run("dejong", "ppo", 0, 5, str(tmp_path / "full"), settings, True)
     assert (full / "progress.csv").read_text() == finished_log  # skipped, not re-run
-    # every process that trained a run recorded its commit once; the summary carries it
+    # every sweep process that trained a run recorded its commit once (the killed run's first
+    # process was no sweep; the skipped finished run records nothing); the summary carries them
     commit = source_commit()
     assert (full / COMMIT_FILE).read_text() == commit + "\n"
-    assert (killed / COMMIT_FILE).read_text() == commit + "\n"  # killed before: not a sweep
+    assert (killed / COMMIT_FILE).read_text() == commit + "\n"
     (full / COMMIT_FILE).write_text("0123abc\n")
-    _one_run("dejong", "ppo", 0, 5, str(tmp_path / "full"), settings, True)
+    _one_run("dejong", "ppo", 0, 5, str(tmp_path / "full"), settings, True)  # finished: skipped
+    assert (full / COMMIT_FILE).read_text() == "0123abc\n"
+    _record_commit(full, commit)
+    _record_commit(full, commit)
     assert (full / COMMIT_FILE).read_text().split() == ["0123abc", commit]
     (summary,) = run_summaries([full])
     assert summary.commits == ("0123abc", commit)
