@@ -104,8 +104,8 @@ def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, in
         ])
     return sweep.markdown_table(
         ["task", "algorithm", "seeds", "epochs run", "worlds", "best training return",
-         "best IQM [95 % CI]", "per seed (best)", "final training return", "evaluation return", "authors' best",
-         "s / epoch"], rows)
+         "best IQM [95 % CI]", "per seed (best)", "final training return", "evaluation return",
+         "authors' best", "s / epoch"], rows)
 
 
 def partial_reasons(tasks: list[str], algos: list[str], seeds: list[int],
