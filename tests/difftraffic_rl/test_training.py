@@ -6,6 +6,7 @@ import csv
 import re
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -29,10 +30,16 @@ def _rows(run_dir: Path) -> list[dict[str, str]]:
     return rows
 
 
-def _ppo_run(logdir: Path, epochs: int, overrides: list[str]) -> TrainResult:
-    """A De Jong PPO run of seed 3 (seconds), as the resume tests need one."""
-    return difftraffic_rl.train("dejong", "ppo", seed=3, epochs=epochs, logdir=logdir,
-                                overrides=overrides, progress=False)
+def _dejong_run(
+    logdir: Path,
+    epochs: int,
+    overrides: list[str],
+    algo: str = "ppo",
+    callback: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """A De Jong run of seed 3 (seconds), as the resume tests need one."""
+    return difftraffic_rl.train("dejong", algo, seed=3, epochs=epochs, logdir=logdir,
+                                overrides=overrides, progress=False, callback=callback)
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -70,31 +77,14 @@ def test_resume_after_a_kill_reproduces_the_uninterrupted_curve(
     algo: str, extra: list[str], tmp_path: Path
 ) -> None:
     settings = ["train.checkpoint_every=7", "train.tensorboard=false", *extra]
-    full = difftraffic_rl.train(
-        "dejong",
-        algo,
-        seed=3,
-        epochs=20,
-        logdir=tmp_path / "full",
-        overrides=settings,
-        progress=False,
-    )
+    full = _dejong_run(tmp_path / "full", 20, settings, algo)
 
     def kill_after_epoch_11(row: dict[str, float]) -> None:
         if row["epoch"] == 11:
             raise KilledError
 
     with pytest.raises(KilledError):
-        difftraffic_rl.train(
-            "dejong",
-            algo,
-            seed=3,
-            epochs=20,
-            logdir=tmp_path / "killed",
-            overrides=settings,
-            progress=False,
-            callback=kill_after_epoch_11,
-        )
+        _dejong_run(tmp_path / "killed", 20, settings, algo, kill_after_epoch_11)
     (killed_dir,) = (tmp_path / "killed").iterdir()
     assert len(_rows(killed_dir)) == 11  # epochs 8-11 were logged after the last checkpoint
     resumed = resume(killed_dir, progress=False)
@@ -264,23 +254,14 @@ def test_checkpoints_from_before_the_adaptive_schedule_still_load(
 
 def test_resume_drops_log_rows_that_do_not_fit_the_header(tmp_path: Path) -> None:
     settings = ["train.checkpoint_every=5", "train.tensorboard=false"]
-    full = _ppo_run(tmp_path / "full", 10, settings)
+    full = _dejong_run(tmp_path / "full", 10, settings)
 
     def kill_after_epoch_7(row: dict[str, float]) -> None:
         if row["epoch"] == 7:
             raise KilledError
 
     with pytest.raises(KilledError):
-        difftraffic_rl.train(
-            "dejong",
-            "ppo",
-            seed=3,
-            epochs=10,
-            logdir=tmp_path / "killed",
-            overrides=settings,
-            progress=False,
-            callback=kill_after_epoch_7,
-        )
+        _dejong_run(tmp_path / "killed", 10, settings, callback=kill_after_epoch_7)
     (killed_dir,) = (tmp_path / "killed").iterdir()
     log = killed_dir / "progress.csv"
     lines = log.read_text().splitlines()
@@ -298,7 +279,7 @@ CONSTANT = ["hyperparameters.lr_schedule=constant", "hyperparameters.critic_lr_s
 @pytest.mark.parametrize("schedules", ["constant", "linear"])
 def test_resume_with_more_epochs_extends_a_finished_run(schedules: str, tmp_path: Path) -> None:
     settings = ["train.tensorboard=false", *(CONSTANT if schedules == "constant" else [])]
-    short = _ppo_run(tmp_path / "short", 5, settings)
+    short = _dejong_run(tmp_path / "short", 5, settings)
     before = _rows(short.run_dir)
     extended = resume(short.run_dir, progress=False, epochs=8)
     assert [int(r["epoch"]) for r in extended.metrics] == [6, 7, 8]
@@ -306,7 +287,7 @@ def test_resume_with_more_epochs_extends_a_finished_run(schedules: str, tmp_path
     assert yaml.safe_load((short.run_dir / "config.yaml").read_text())["train"]["epochs"] == 8
     state = torch.load(short.run_dir / "checkpoints" / "checkpoint.pt", weights_only=False)
     assert state["epoch"] == 8 and state["config"]["train"]["epochs"] == 8
-    long = _ppo_run(tmp_path / "long", 8, settings)
+    long = _dejong_run(tmp_path / "long", 8, settings)
     if schedules == "constant":  # the total enters only through the schedules
         assert _rows(short.run_dir) == _rows(long.run_dir)
     else:  # the first 5 epochs decayed the critic's rate over 5 epochs, not 8
@@ -329,7 +310,7 @@ def test_resume_with_more_epochs_extends_a_finished_run(schedules: str, tmp_path
 def test_resume_refuses_a_setting_its_checkpoint_depends_on(
     override: str, key: str, tmp_path: Path
 ) -> None:
-    run_dir = _ppo_run(tmp_path, 2, ["train.tensorboard=false"]).run_dir
+    run_dir = _dejong_run(tmp_path, 2, ["train.tensorboard=false"]).run_dir
     config, log = (run_dir / "config.yaml").read_text(), (run_dir / "progress.csv").read_text()
     with pytest.raises(ValueError, match=rf"^{re.escape(key)} cannot change"):
         resume(run_dir, progress=False, epochs=4, overrides=[override])
@@ -339,7 +320,7 @@ def test_resume_refuses_a_setting_its_checkpoint_depends_on(
 
 
 def test_resume_applies_the_settings_that_do_not_change_the_run(tmp_path: Path) -> None:
-    run_dir = _ppo_run(tmp_path, 2, ["train.tensorboard=false"]).run_dir
+    run_dir = _dejong_run(tmp_path, 2, ["train.tensorboard=false"]).run_dir
     assert not (run_dir / "tb").exists()
     resume(
         run_dir,
