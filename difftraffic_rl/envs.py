@@ -23,6 +23,9 @@ Optional: ``state_dict() -> dict`` and ``load_state_dict(dict)`` make resumed tr
 stateful environments; without them a resumed run starts fresh episodes. ``log_metrics() ->
 dict[str, float]`` returns counters accumulated since its last call (the same keys every time,
 namespaced like ``"physics/..."``); the trainer adds them to every epoch's log row.
+``vectorized_backward: bool`` (``True`` when absent) says whether the step's backward runs under
+vmap; set it ``False`` when the step is a kernel torch cannot batch (Newton's), and algorithms that
+take several gradients of one rollout (LR+RP, PE) take them one backward pass at a time.
 """
 
 from __future__ import annotations

@@ -77,6 +77,8 @@ class Rollout:
             ``t == 0`` (the window cut) or ``dones[t - 1]``.
         next_obs: ``[N, O]`` raw observation after the last step, detached (next window's start).
         episode_returns, episode_lengths: ``[E]`` returns and lengths of the E episodes finished.
+        vectorized_backward: the graph supports batched backward passes (the environment's
+            ``vectorized_backward``; see :mod:`difftraffic_rl.gradients`).
     """
 
     obs: torch.Tensor
@@ -94,6 +96,7 @@ class Rollout:
     next_obs: torch.Tensor
     episode_returns: torch.Tensor
     episode_lengths: torch.Tensor
+    vectorized_backward: bool = True
 
     @property
     def num_samples(self) -> int:
@@ -181,6 +184,7 @@ def collect_rollout(
         next_obs=obs.detach(),
         episode_returns=torch.cat(finished_returns),
         episode_lengths=torch.cat(finished_lengths),
+        vectorized_backward=getattr(env, "vectorized_backward", True),
     )
 
 

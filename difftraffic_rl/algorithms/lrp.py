@@ -22,6 +22,7 @@ from torch import nn
 from difftraffic_rl.algorithms.base import Algorithm, AlgorithmConfig, check_range, clip_and_step
 from difftraffic_rl.algorithms.lr import likelihood_ratio_losses
 from difftraffic_rl.algorithms.rp import reparameterized_objectives
+from difftraffic_rl.gradients import row_gradients
 from difftraffic_rl.rollout import Rollout
 
 __all__ = ["LRP", "LRPConfig", "gradient_variance", "interpolation_weight"]
@@ -56,17 +57,11 @@ def interpolation_weight(var_lr: torch.Tensor, var_rp: torch.Tensor) -> torch.Te
 
 
 def _per_sample_grads(
-    losses: torch.Tensor, params: list[nn.Parameter], indices: torch.Tensor
+    losses: torch.Tensor, params: list[nn.Parameter], indices: torch.Tensor, vectorize: bool
 ) -> torch.Tensor:
     """Flattened gradients of ``losses[i]`` for ``i in indices``, ``[K, P]`` (graph retained)."""
-    rows = []
-    for i in indices.tolist():
-        grads = torch.autograd.grad(losses[i], params, retain_graph=True, allow_unused=True)
-        rows.append(torch.cat([
-            (torch.zeros_like(p) if g is None else g).reshape(-1)
-            for g, p in zip(grads, params, strict=True)
-        ]))
-    return torch.stack(rows)
+    grads = row_gradients(losses[indices], params, vectorize)
+    return torch.cat([g.reshape(indices.shape[0], -1) for g in grads], dim=1)
 
 
 class LRP(Algorithm):
@@ -86,11 +81,12 @@ class LRP(Algorithm):
         params = list(self.actor.parameters())
         lr_losses = likelihood_ratio_losses(self, rollout, advantages)
         rp_losses = -reparameterized_objectives(rollout, advantages)
-        var_lr = gradient_variance(
-            _per_sample_grads(lr_losses, params, self._sample_indices(lr_losses.shape[0]))
-        )
-        var_rp = gradient_variance(
-            _per_sample_grads(rp_losses, params, self._sample_indices(rp_losses.shape[0]))
+        var_lr, var_rp = (
+            gradient_variance(_per_sample_grads(
+                losses, params, self._sample_indices(losses.shape[0]),
+                rollout.vectorized_backward,
+            ))
+            for losses in (lr_losses, rp_losses)
         )
         k_lr = interpolation_weight(var_lr, var_rp).detach()
         loss = k_lr * lr_losses.mean() + (1 - k_lr) * rp_losses.mean()

@@ -34,6 +34,7 @@ import torch
 
 from difftraffic_rl.algorithms.base import check_range
 from difftraffic_rl.algorithms.rp import RP, RPConfig
+from difftraffic_rl.gradients import row_gradients
 from difftraffic_rl.rollout import Rollout
 
 __all__ = ["PE", "PEConfig", "action_value_gradients", "enhancement_loss"]
@@ -61,25 +62,23 @@ def action_value_gradients(
     next_values: torch.Tensor,
     action_steps: Sequence[torch.Tensor],
     gamma: float,
+    vectorize: bool = True,
 ) -> torch.Tensor:
     """``d(r_t + gamma V'_t)/da_t`` ``[H, N, D]``, detached, for every step of a rollout.
 
     Args:
         rewards, next_values: ``[H, N]``, graph-attached to ``action_steps``.
         action_steps: ``H`` tensors ``[N, D]``, the actions that entered the environment.
+        vectorize: the graph supports batched backward passes (``Rollout.vectorized_backward``).
 
-    Only the step's own action is differentiated (one backward pass per step; the graph is
-    kept), so the effect of ``a_t`` on later rewards, which RP already follows, is excluded.
-    Worlds are independent, so summing a step's values over worlds separates them.
+    Only the step's own action is differentiated (one backward pass per step, batched into one
+    with ``vectorize``, see :mod:`difftraffic_rl.gradients`; the graph is kept), so the effect of
+    ``a_t`` on later rewards, which RP already follows, is excluded. Worlds are independent, so
+    summing a step's values over worlds separates them.
     """
     action_values = rewards + gamma * next_values
-    grads = []
-    for t, action in enumerate(action_steps):
-        (grad,) = torch.autograd.grad(
-            action_values[t].sum(), action, retain_graph=True, allow_unused=True
-        )
-        grads.append(torch.zeros_like(action) if grad is None else grad)
-    return torch.stack(grads)
+    grads = row_gradients(action_values, action_steps, vectorize)
+    return torch.stack([grads[t][t] for t in range(len(action_steps))])
 
 
 def enhancement_loss(policy_actions: torch.Tensor, action_gradients: torch.Tensor) -> torch.Tensor:
@@ -101,7 +100,8 @@ class PE(RP):
         """``L_RP + enhancement_weight * L_PE``; logs ``L_PE`` and the mean ``|g|``."""
         rp_loss, metrics = super().actor_loss(rollout, advantages)
         grads = action_value_gradients(
-            rollout.rewards, rollout.next_values, rollout.action_steps, self.config.gamma
+            rollout.rewards, rollout.next_values, rollout.action_steps, self.config.gamma,
+            rollout.vectorized_backward,
         )
         mean, std = self.actor(rollout.obs.detach())
         pe_loss = enhancement_loss(mean + std * rollout.eps, grads)

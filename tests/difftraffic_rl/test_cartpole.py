@@ -215,14 +215,15 @@ def test_rp_at_the_papers_settings_improves_the_swing_up_return_in_150_epochs():
     assert after > before + 300.0
 
 
-def test_pe_action_gradient_is_each_steps_own_one_step_gradient():
+@pytest.mark.parametrize("vectorize", [True, False])
+def test_pe_action_gradient_is_each_steps_own_one_step_gradient(vectorize):
     # Two steps, two worlds, one action dimension: r_0 = -(a_0 - 1)^2, V'_0 = 3 a_0,
     # r_1 = -a_1^2 + 5 a_0 (a later reward that depends on the earlier action), V'_1 = a_1 a_0.
     a0 = torch.tensor([[0.5], [2.0]], dtype=F64, requires_grad=True)
     a1 = torch.tensor([[-1.0], [0.25]], dtype=F64, requires_grad=True)
     rewards = torch.stack([-(a0[:, 0] - 1) ** 2, -a1[:, 0] ** 2 + 5 * a0[:, 0]])
     next_values = torch.stack([3 * a0[:, 0], a1[:, 0] * a0[:, 0]])
-    grads = action_value_gradients(rewards, next_values, [a0, a1], gamma=0.5)
+    grads = action_value_gradients(rewards, next_values, [a0, a1], gamma=0.5, vectorize=vectorize)
     # d/da_0 (r_0 + 0.5 V'_0) = -2 (a_0 - 1) + 1.5; d/da_1 (r_1 + 0.5 V'_1) = -2 a_1 + 0.5 a_0.
     expected = torch.tensor([[[2.5], [-0.5]], [[2.25], [0.5]]], dtype=F64)
     torch.testing.assert_close(grads, expected)

@@ -53,6 +53,8 @@ class LocomotionEnv:
     obs_dim: int
     action_dim: int
     physics: ArticulationPhysics
+    vectorized_backward = False
+    """Newton's step is a Warp kernel that torch's vmap cannot batch."""
 
     def __init__(
         self,
