@@ -66,14 +66,12 @@ def run_name(task: str, algo: str, seed: int) -> str:
 
 def _checkpoint_epochs(run_dir: Path) -> tuple[int, int] | None:
     """``(epoch reached, epochs configured)`` of a run's checkpoint, ``None`` without one."""
-    import torch
-
-    from difftraffic_rl.training import CHECKPOINT
+    from difftraffic_rl.training import CHECKPOINT, load_checkpoint
 
     path = run_dir / CHECKPOINT
     if not path.exists():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_checkpoint(path)
     return int(state["epoch"]), int(state["config"]["train"]["epochs"])
 
 

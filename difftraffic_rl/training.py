@@ -10,7 +10,9 @@ From Python::
     difftraffic_rl.resume(result.run_dir, epochs=300)   # 100 epochs more
 
 A run directory holds ``config.yaml`` (resolved configuration), ``progress.csv`` (one row per
-epoch), ``tb/`` (TensorBoard events) and ``checkpoints/checkpoint.pt`` (latest state).
+epoch), ``tb/`` (TensorBoard events) and ``checkpoints/checkpoint.pt`` (latest state). A
+checkpoint holds only tensors and plain data and is read with ``torch.load(weights_only=True)``, so
+opening one that someone sent you runs none of their code (:func:`load_checkpoint`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import csv
 import dataclasses
 import math
 import os
+import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,16 +41,19 @@ __all__ = [
     "NO_EPISODE_YET",
     "RESUMABLE_SETTINGS",
     "RewardMeter",
+    "CheckpointError",
     "TrainResult",
     "Trainer",
     "evaluate",
     "load_algorithm",
+    "load_checkpoint",
     "load_trainer",
     "resume",
     "train",
 ]
 
 CHECKPOINT = Path("checkpoints") / "checkpoint.pt"
+CHECKPOINT_KEYS = frozenset({"config", "algorithm", "epoch", "env_steps", "wall_time", "obs"})
 
 # Shown instead of the smoothed reward, which is NaN until the first episode ends (a 1000-step
 # pace-car episode spans about 31 epochs of horizon 32); progress.csv keeps the NaN.
@@ -110,6 +116,41 @@ def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(obj, tmp)
     os.replace(tmp, path)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be read: corrupted, truncated or not ours."""
+
+
+def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint written by :meth:`Trainer.save_checkpoint`.
+
+    Only tensors and plain data are unpickled (``weights_only=True``): a file holding anything
+    else is refused, never executed. Raises ``FileNotFoundError`` for a missing file and
+    :class:`CheckpointError` (one line naming the file) for a corrupted, truncated or foreign one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises OSError, RuntimeError, EOFError, KeyError, ...
+        if isinstance(error, pickle.UnpicklingError) and "Unsupported global" in str(error):
+            raise CheckpointError(
+                f"checkpoint {path} holds objects other than tensors and plain data; refused "
+                "without running them (a difftraffic_rl checkpoint holds only those)"
+            ) from None
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CheckpointError(
+            f"checkpoint {path} is corrupted or truncated ({type(error).__name__}: {reason})"
+        ) from None
+    missing = sorted(CHECKPOINT_KEYS - set(state)) if isinstance(state, dict) else None
+    if missing is None or missing:
+        raise CheckpointError(
+            f"{path} is not a difftraffic_rl checkpoint"
+            + (f" (missing {missing})" if missing else f" (it holds a {type(state).__name__})")
+        )
+    return state
 
 
 def _new_run_dir(logdir: Path, config: RunConfig, name: str | None = None) -> Path:
@@ -419,8 +460,8 @@ def load_trainer(run_dir: str | Path, config: RunConfig | None = None) -> Traine
         raise FileNotFoundError(f"no checkpoint at {path}; was the run started with a logdir?")
     if config is None:
         config = load_run_config(run_dir / "config.yaml")
+    state = load_checkpoint(path, map_location=config.train.device)
     trainer = Trainer(config, run_dir)
-    state = torch.load(path, map_location=trainer.config.train.device, weights_only=False)
     trainer.load_state_dict(state)
     return trainer
 
@@ -428,7 +469,7 @@ def load_trainer(run_dir: str | Path, config: RunConfig | None = None) -> Traine
 def load_algorithm(checkpoint: str | Path, device: str | None = None) -> Algorithm:
     """Rebuild a trained algorithm (networks, normalizers, optimizers) from a checkpoint file
     alone: the checkpoint carries its run configuration."""
-    state = torch.load(checkpoint, map_location=device or "cpu", weights_only=False)
+    state = load_checkpoint(checkpoint, map_location=device or "cpu")
     config = RunConfig.from_dict(state["config"])
     if device is not None:
         config.train.device = device

@@ -186,3 +186,44 @@ def test_resume_accepts_the_runs_own_names_and_harmless_settings(tmp_path: Path)
     )
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["tensorboard"] is True
     assert any((run_dir / "tb").iterdir())
+
+
+class _Payload:
+    """Unpickling this would create ``path``: a stand-in for code hidden in a checkpoint."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[object, tuple[str, str]]:
+        return (open, (str(self.path), "w"))
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "foreign", "not_ours"])
+def test_a_damaged_or_foreign_checkpoint_is_one_line_naming_the_file(
+    tmp_path: Path, damage: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+
+    run_dir = _train(tmp_path / "runs", "--set", "train.epochs=3")
+    checkpoint = run_dir / "checkpoints" / "checkpoint.pt"
+    marker = tmp_path / "code_ran"
+    if damage == "truncated":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:3000])
+    elif damage == "garbage":
+        checkpoint.write_bytes(b"not a checkpoint")
+    elif damage == "foreign":
+        torch.save({"epoch": _Payload(marker)}, checkpoint)
+    else:
+        torch.save({"weights": torch.zeros(3)}, checkpoint)
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run_dir), "--epochs", "5", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(checkpoint) in err
+    expected = {
+        "truncated": "corrupted or truncated",
+        "garbage": "corrupted or truncated",
+        "foreign": "refused without running them",
+        "not_ours": "not a difftraffic_rl checkpoint (missing",
+    }[damage]
+    assert expected in err
+    assert not marker.exists()
