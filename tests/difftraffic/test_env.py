@@ -1,5 +1,8 @@
 """The batched torch environment: protocol, gradients, autoreset, truncation, errors."""
 
+import subprocess
+import sys
+
 import gymnasium
 import numpy as np
 import pytest
@@ -161,3 +164,15 @@ def test_gymnasium_single_env_ends_the_episode_and_requires_reset():
     assert (obs[4::4] > 0).any(), "the final observation shows the human that overtook"
     with pytest.raises(RuntimeError, match="reset"):
         env.step(np.zeros(2, dtype=np.float32))
+
+
+def test_gymnasium_make_in_a_fresh_interpreter_with_the_module_prefix():
+    # The README's line: no `import difftraffic` first (Gymnasium >= 1.0 has no plugin hook).
+    code = (
+        "import gymnasium, sys\n"
+        "assert 'difftraffic' not in sys.modules\n"
+        "env = gymnasium.make('difftraffic:difftraffic/PaceCar-2lane-v0')\n"
+        "obs, _ = env.reset(seed=0)\n"
+        "assert obs.shape == env.observation_space.shape, obs.shape\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
