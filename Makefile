@@ -8,7 +8,7 @@ TORCH_PIN := torch==2.13.0
 export SDL_VIDEODRIVER ?= dummy
 export SDL_AUDIODRIVER ?= dummy
 
-.PHONY: demo test test-slow lint bench bench-functions bench-traffic bench-physics \
+.PHONY: demo test test-slow lint bench bench-checkpoint bench-functions bench-traffic bench-physics \
 	bench-physics-gpu figures clean
 
 $(STAMP): pyproject.toml
@@ -33,6 +33,9 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/sim_throughput.py --out docs/benchmarks.md
+
+bench-checkpoint: $(STAMP)
+	$(BIN)/python benchmarks/checkpoint_cost.py --out docs/reliability.md
 
 bench-functions: $(STAMP)
 	$(BIN)/python benchmarks/function_optimization.py --seeds 1 2 3 4 5

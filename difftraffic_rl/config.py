@@ -35,7 +35,9 @@ class TrainSettings:
         num_envs: parallel worlds.
         device: torch device string, e.g. ``"cpu"`` or ``"cuda"``.
         dtype: ``"float32"`` or ``"float64"``.
-        checkpoint_every: write a checkpoint every this many epochs (and always at the end).
+        checkpoint_every: write a checkpoint every this many epochs (and always at the end); the
+            default 1 means a killed run loses at most the epoch it was in (a save costs a few
+            milliseconds, see ``docs/reliability.md``).
         num_threads: torch intra-op threads (1 makes CPU runs bit-reproducible).
         tensorboard: write TensorBoard event files beside the CSV log.
         reward_window: episodes averaged by the smoothed reward (as the authors' logs).
@@ -46,7 +48,7 @@ class TrainSettings:
     num_envs: int = 64
     device: str = "cpu"
     dtype: str = "float32"
-    checkpoint_every: int = 100
+    checkpoint_every: int = 1
     num_threads: int = 1
     tensorboard: bool = True
     reward_window: int = 100

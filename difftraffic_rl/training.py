@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import math
 import os
 import pickle
@@ -210,12 +211,17 @@ class Trainer:
         if self.run_dir is None:
             return
         path = self.run_dir / "progress.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(row))
+        if not path.exists():
+            writer.writeheader()
+        writer.writerow(row)
+        # One write() of the whole row on an O_APPEND descriptor: a kill leaves no torn line.
+        descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(descriptor, text.getvalue().encode())
+        finally:
+            os.close(descriptor)
         if self.config.train.tensorboard:
             if self._writer is None:
                 from torch.utils.tensorboard import SummaryWriter

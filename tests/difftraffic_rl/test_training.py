@@ -333,3 +333,51 @@ def test_resume_applies_the_settings_that_do_not_change_the_run(tmp_path: Path) 
     assert (train_settings["tensorboard"], train_settings["checkpoint_every"]) == (True, 7)
     with pytest.raises(ValueError, match="train.epochs=2 is below the 3 epochs"):
         resume(run_dir, progress=False, epochs=2)
+
+
+def test_kill_9_at_the_default_settings_loses_at_most_the_epoch_in_progress(
+    tmp_path: Path,
+) -> None:
+    import os
+    import signal
+    import time
+
+    from difftraffic_rl.training import CHECKPOINT, load_checkpoint
+
+    epochs = 100_000  # far more than the run gets to train before the kill
+    command = [
+        sys.executable, "-m", "difftraffic_rl", "train", "--task", "dejong", "--algo", "ppo",
+        "--seed", "3", "--epochs", str(epochs), "--logdir", str(tmp_path / "killed"),
+        "--no-progress", "--set", "train.tensorboard=false",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    log: Path | None = None
+    while time.monotonic() < deadline:
+        logs = list((tmp_path / "killed").glob("*/progress.csv"))
+        if logs and len(logs[0].read_text().splitlines()) > 40:
+            log = logs[0]
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert log is not None, "the run logged 40 epochs within 120 s"
+    with log.open(newline="") as handle:
+        header, *lines = list(csv.reader(handle))
+    assert all(len(line) == len(header) for line in lines)  # no torn line
+    logged = int(float(lines[-1][header.index("epoch")]))
+    saved = load_checkpoint(log.parent / CHECKPOINT)["epoch"]
+    assert logged - saved <= 1
+
+    resumed = resume(log.parent, progress=False, stop_after=logged + 3 - saved)
+    with pytest.raises(KilledError):
+        _dejong_run(tmp_path / "full", epochs, ["train.tensorboard=false"], "ppo",
+                    callback=lambda row: _stop_at(row, logged + 3))
+    (full_dir,) = (tmp_path / "full").iterdir()
+    assert int(resumed.metrics[-1]["epoch"]) == logged + 3
+    assert _rows(log.parent) == _rows(full_dir)
+
+
+def _stop_at(row: dict[str, float], epoch: int) -> None:
+    if row["epoch"] == epoch:
+        raise KilledError
