@@ -118,16 +118,41 @@ def load_run_config(path: str | Path) -> RunConfig:
     return RunConfig.from_dict(yaml.safe_load(Path(path).read_text()))
 
 
-def _coerce(value: Any, like: Any) -> Any:
-    """Give ``value`` (parsed YAML) the type of the current setting ``like`` where unambiguous."""
-    if isinstance(like, bool) or like is None:
+def _number(key: str, value: Any, kind: str = "a number") -> float:
+    """``value`` as a float (YAML reads ``1e-3`` as a string); ``ValueError`` naming ``key``."""
+    if not isinstance(value, bool):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            pass
+    raise ValueError(f"{key}={value!r} is not {kind}")
+
+
+def _coerce(key: str, value: Any, like: Any) -> Any:
+    """``value`` (parsed YAML) as the type of the setting ``like`` it replaces.
+
+    Nothing is converted with a loss: ``2.7`` for an integer setting, ``maybe`` for a boolean or a
+    word for a number raise ``ValueError`` naming ``key``, the value and what is valid.
+    """
+    if like is None or isinstance(like, str) and isinstance(value, str):
         return value
-    if isinstance(like, float) and isinstance(value, (int, float, str)):
-        return float(value)
-    if isinstance(like, int) and isinstance(value, (int, float, str)):
-        return int(value)
-    if isinstance(like, (tuple, list)) and isinstance(value, (tuple, list)):
-        return type(like)(value)
+    if isinstance(like, bool):
+        if isinstance(value, bool):
+            return value
+        raise ValueError(f"{key}={value!r} is not a boolean; valid: true, false")
+    if isinstance(like, float):
+        return _number(key, value)
+    if isinstance(like, int):
+        number = _number(key, value, "an integer")
+        if not number.is_integer():
+            raise ValueError(f"{key}={value!r} is not an integer")
+        return int(number)
+    if isinstance(like, (tuple, list)):
+        if isinstance(value, (tuple, list)):
+            return type(like)(value)
+        raise ValueError(f"{key}={value!r} is not a list; write it as [a, b]")
+    if isinstance(like, str):
+        raise ValueError(f"{key}={value!r} is not a string")
     return value
 
 
@@ -169,5 +194,10 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
                 f"{sorted(defaults[section])}"
             )
         current = result[section].get(name, defaults[section].get(name))
-        result[section][name] = _coerce(yaml.safe_load(raw), current)
+        try:
+            parsed = yaml.safe_load(raw)
+        except yaml.YAMLError as error:
+            reason = str(error).splitlines()[0]
+            raise ValueError(f"override {item!r}: the value is not valid YAML ({reason})") from None
+        result[section][name] = _coerce(key, parsed, current)
     return result

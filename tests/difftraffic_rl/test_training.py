@@ -188,6 +188,28 @@ def test_overrides_are_typed_and_bad_keys_name_the_valid_ones() -> None:
         apply_overrides(default_config("dejong", "gippo"), ["actor_lr"])
 
 
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.num_envs=2.7", r"train.num_envs=2.7 is not an integer"),
+        ("tensorboard=maybe", r"tensorboard='maybe' is not a boolean; valid: true, false"),
+        ("actor_lr=abc", r"actor_lr='abc' is not a number"),
+        ("train.seed=true", r"train.seed=True is not an integer"),
+        ("actor_hidden=64", r"actor_hidden=64 is not a list"),
+        ("train.device=3", r"train.device=3 is not a string"),
+        ("train.num_envs=[1", r"override 'train.num_envs=\[1': the value is not valid YAML"),
+    ],
+)
+def test_an_override_is_never_converted_with_a_loss(override: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        apply_overrides(default_config("dejong", "gippo"), [override])
+
+
+def test_whole_numbers_written_as_floats_are_accepted_for_integers() -> None:
+    values = apply_overrides(default_config("dejong", "gippo"), ["train.epochs=1e3"])
+    assert values["train"]["epochs"] == 1000 and isinstance(values["train"]["epochs"], int)
+
+
 @pytest.mark.parametrize("task", ["dejong", "dejong64", "ackley", "ackley64"])
 @pytest.mark.parametrize("algo", ALGOS)
 def test_shipped_configs_hold_the_paper_learning_rates(task: str, algo: str) -> None:
