@@ -106,72 +106,90 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the process exit status."""
+    """Entry point; returns the process exit status.
+
+    A bad value, a missing or unreadable file or directory is one line on stderr naming it, and
+    exit status 2 (as argparse's own errors), never a traceback.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "list":
-        from difftraffic_rl.tasks import available_tasks
-
-        print("tasks:", " ".join(available_tasks()))
-        print("algorithms:", " ".join(ALGORITHM_CHOICES))
-        return 0
-    if args.command == "plot":
-        from difftraffic_rl.plot import plot_runs
-
-        print(plot_runs(args.run_dirs, args.out, args.column))
-        return 0
-    if args.command == "sweep":
-        from difftraffic_rl.sweep import run_sweep, summarize
-
-        table = summarize(
-            run_sweep(
-                args.tasks,
-                args.algos,
-                args.seeds,
-                args.epochs,
-                args.logdir,
-                args.workers,
-                args.overrides,
-                resume=args.resume,
-            )
-        )
-        print(table)
-        if args.table:
-            Path(args.table).write_text(table)
-        return 0
-    if args.command == "export":
-        from difftraffic_rl.export import POLICY_FILE, export_policy
-        from difftraffic_rl.training import CHECKPOINT, load_algorithm
-
-        algorithm = load_algorithm(Path(args.run_dir) / CHECKPOINT)
-        print(export_policy(algorithm, args.out or Path(args.run_dir) / POLICY_FILE))
-        return 0
-    if args.command == "eval":
-        from difftraffic_rl.training import evaluate
-
-        print(json.dumps(evaluate(args.run_dir, args.episodes, args.seed), indent=2))
-        return 0
-    from difftraffic_rl.training import NO_EPISODE_YET, train
-
-    if not args.resume and (not args.task or not args.algo):
+    if args.command == "train" and not args.resume and (not args.task or not args.algo):
         parser.error("train needs --task and --algo (or --resume RUN_DIR)")
     try:
-        if args.resume:
-            result = _resume(args)
-        else:
-            result = train(
-                args.task,
-                args.algo,
-                seed=1 if args.seed is None else args.seed,
-                epochs=args.epochs,
-                device=args.device,
-                logdir=args.logdir or "runs",
-                overrides=args.overrides,
-                progress=not args.no_progress,
-            )
-    except (ValueError, FileNotFoundError) as error:
+        return COMMANDS[args.command](args)
+    except (ValueError, OSError) as error:
         print(f"difftraffic-rl: error: {error}", file=sys.stderr)
         return 2
+
+
+def _list(args: argparse.Namespace) -> int:
+    from difftraffic_rl.tasks import available_tasks
+
+    print("tasks:", " ".join(available_tasks()))
+    print("algorithms:", " ".join(ALGORITHM_CHOICES))
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from difftraffic_rl.plot import plot_runs
+
+    print(plot_runs(args.run_dirs, args.out, args.column))
+    return 0
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from difftraffic_rl.sweep import run_sweep, summarize
+
+    table = summarize(
+        run_sweep(
+            args.tasks,
+            args.algos,
+            args.seeds,
+            args.epochs,
+            args.logdir,
+            args.workers,
+            args.overrides,
+            resume=args.resume,
+        )
+    )
+    print(table)
+    if args.table:
+        Path(args.table).write_text(table)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from difftraffic_rl.export import POLICY_FILE, export_policy
+    from difftraffic_rl.training import CHECKPOINT, load_algorithm
+
+    algorithm = load_algorithm(Path(args.run_dir) / CHECKPOINT)
+    print(export_policy(algorithm, args.out or Path(args.run_dir) / POLICY_FILE))
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from difftraffic_rl.training import evaluate
+
+    print(json.dumps(evaluate(args.run_dir, args.episodes, args.seed), indent=2))
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from difftraffic_rl.training import NO_EPISODE_YET, train
+
+    if args.resume:
+        result = _resume(args)
+    else:
+        result = train(
+            args.task,
+            args.algo,
+            seed=1 if args.seed is None else args.seed,
+            epochs=args.epochs,
+            device=args.device,
+            logdir=args.logdir or "runs",
+            overrides=args.overrides,
+            progress=not args.no_progress,
+        )
     print(f"run directory: {result.run_dir}")
     if not result.metrics:
         print("nothing to train: the run has reached its train.epochs (--epochs N trains on to N)")
@@ -212,3 +230,13 @@ def _resume(args: argparse.Namespace) -> TrainResult:
         epochs=args.epochs,
         overrides=settings + args.overrides,
     )
+
+
+COMMANDS = {
+    "train": _train,
+    "eval": _eval,
+    "plot": _plot,
+    "sweep": _sweep,
+    "export": _export,
+    "list": _list,
+}

@@ -155,6 +155,10 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
 
 
 def _new_run_dir(logdir: Path, config: RunConfig, name: str | None = None) -> Path:
+    try:
+        logdir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"logdir {logdir} cannot be created ({error.strerror})") from None
     if name is not None:
         run_dir = logdir / name
         run_dir.mkdir(parents=True, exist_ok=False)
@@ -575,13 +579,15 @@ def resume(
 def evaluate(run_dir: str | Path, episodes: int | None = None, seed: int = 0) -> dict[str, float]:
     """Returns of the latest checkpoint's policy: deterministic (mean action) and stochastic.
 
-    Runs one episode in each of ``episodes`` worlds (default: the run's ``num_envs``) per mode.
-    Returns ``{"deterministic_mean", "deterministic_std", "stochastic_mean",
+    Runs one episode in each of ``episodes`` worlds (>= 1; default: the run's ``num_envs``) per
+    mode. Returns ``{"deterministic_mean", "deterministic_std", "stochastic_mean",
     "stochastic_std", "episodes"}``.
     """
+    if episodes is not None and (isinstance(episodes, bool) or episodes < 1):
+        raise ValueError(f"episodes={episodes!r} is invalid; valid range: >= 1")
     trainer = load_trainer(run_dir)
     settings = trainer.config.train
-    num = episodes or settings.num_envs
+    num = settings.num_envs if episodes is None else episodes
     env = make_task(
         trainer.config.task,
         num,

@@ -227,3 +227,34 @@ def test_a_damaged_or_foreign_checkpoint_is_one_line_naming_the_file(
     }[damage]
     assert expected in err
     assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["eval", "RUN", "--episodes", "0"], "episodes=0 is invalid; valid range: >= 1"),
+        (["eval", "RUN", "--episodes", "-3"], "episodes=-3 is invalid; valid range: >= 1"),
+        (["eval", "MISSING"], "no checkpoint at MISSING"),
+        (["export", "MISSING"], "checkpoint MISSING"),
+        (["plot", "MISSING", "--out", "OUT"], "MISSING"),
+        (["train", "--task", "dejong", "--algo", "ppo", "--logdir", "/proc/no/such/dir"],
+         "logdir /proc/no/such/dir cannot be created"),
+        (["train", "--task", "dejong", "--algo", "ppo", "--set", "train.num_envs=2.7"],
+         "train.num_envs=2.7 is not an integer"),
+    ],
+)
+def test_every_command_reports_bad_input_in_one_line_with_status_2(
+    tmp_path: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_dir = _train(tmp_path / "runs") if "RUN" in argv else tmp_path / "RUN"
+    names = {"RUN": str(run_dir), "MISSING": str(tmp_path / "missing"),
+             "OUT": str(tmp_path / "c.png")}
+    capsys.readouterr()
+    status = main([names.get(a, a) for a in argv])
+    captured = capsys.readouterr()
+    assert status == 2
+    assert captured.err.startswith("difftraffic-rl: error: ")
+    assert len(captured.err.strip().splitlines()) == 1
+    for placeholder, value in names.items():
+        message = message.replace(placeholder, value)
+    assert message in captured.err
