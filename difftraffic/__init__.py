@@ -7,7 +7,7 @@ driver parameters. Importing this package registers the Gymnasium ids
 """
 
 from difftraffic.compile import compile_step
-from difftraffic.dynamics import StepResult, rollout, step
+from difftraffic.dynamics import StepResult, rollout, step, validate_step_inputs
 from difftraffic.env import PaceCarEnv, PaceCarGymEnv, TrafficEnv, TrafficTask
 from difftraffic.idm import IDMParams, desired_gap, equilibrium_gap, idm_acceleration
 from difftraffic.neighbors import Neighbors, compute_neighbors, detect_collisions
@@ -46,4 +46,5 @@ __all__ = [
     "pace_car_config",
     "rollout",
     "step",
+    "validate_step_inputs",
 ]

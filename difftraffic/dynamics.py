@@ -17,11 +17,14 @@ vehicle held at standstill.
 
 from __future__ import annotations
 
+import math
+from dataclasses import fields
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from difftraffic.errors import check_finite, check_positive, check_range, check_simulation_dtype
 from difftraffic.idm import IDMParams, idm_acceleration
 from difftraffic.neighbors import (
     LeaderMethod,
@@ -61,6 +64,62 @@ def bicycle_yaw_rate(v: Tensor, steering: Tensor, wheelbase: Tensor) -> Tensor:
     return v * torch.tan(steering) / wheelbase
 
 
+def validate_step_inputs(
+    state: TrafficState,
+    road: Road,
+    idm: IDMParams,
+    dt: float,
+    av_acceleration: Tensor | None = None,
+    av_steering: Tensor | None = None,
+) -> None:
+    """The checked mode of :func:`step`: raise ``ValueError`` naming the first bad argument.
+
+    Checks what :func:`step` assumes and does not verify: a valid state in float32 or float64,
+    ``dt > 0``, controls of the state's shape ``[B, N]``, dtype and device (a float64 control
+    would silently turn a float32 simulation into float64), finite, with AV steering in
+    ``(-pi/2, pi/2)`` rad, and driver parameters broadcastable to ``[B, N]`` in the state's
+    dtype. Costs a few device syncs; call it once before a loop, or on every step while debugging.
+    """
+    if not isinstance(road, Road):
+        raise ValueError(f"road must be a difftraffic.Road, got {type(road).__name__}")
+    state.validate()
+    check_simulation_dtype("the state's dtype", state.x.dtype)
+    check_positive("dt", dt, "s")
+    shape, dtype, device = state.x.shape, state.x.dtype, state.x.device
+    for name, control in (("av_acceleration", av_acceleration), ("av_steering", av_steering)):
+        if control is None:
+            continue
+        if not isinstance(control, Tensor):
+            raise ValueError(f"{name} must be a tensor of shape {tuple(shape)}, got "
+                             f"{type(control).__name__}")
+        if control.shape != shape or control.dtype != dtype or control.device != device:
+            raise ValueError(
+                f"{name} must match the state: shape {tuple(shape)} [B, N], dtype {dtype}, "
+                f"device {device}; got {tuple(control.shape)}, {control.dtype}, {control.device}"
+            )
+        check_finite(name, control)
+    if av_steering is not None:
+        check_range("av_steering", av_steering[state.is_av], -math.pi / 2, math.pi / 2,
+                    low_inclusive=False, high_inclusive=False, unit="rad")
+    for f in fields(idm):
+        value = getattr(idm, f.name)
+        if not isinstance(value, Tensor):
+            continue
+        if not _broadcasts_to(value.shape, shape):
+            raise ValueError(f"IDMParams.{f.name} has shape {tuple(value.shape)}, not "
+                             f"broadcastable to the state's {tuple(shape)} [B, N]")
+        if value.dtype != dtype or value.device != device:
+            raise ValueError(f"IDMParams.{f.name} must have the state's dtype {dtype} and device "
+                             f"{device}, got {value.dtype} on {value.device}")
+
+
+def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
+    try:
+        return torch.broadcast_shapes(shape, target) == target
+    except RuntimeError:
+        return False
+
+
 def step(
     state: TrafficState,
     road: Road,
@@ -92,7 +151,8 @@ def step(
         A :class:`StepResult`. Inactive slots are returned unchanged.
 
     This function performs no input validation so that it stays cheap and compilable; the
-    environment and the scenario builder validate what users pass.
+    environment and the scenario builder validate what users pass, and
+    :func:`validate_step_inputs` checks the arguments of a hand-written loop.
     """
     if neighbors is None:
         neighbors = compute_neighbors(state, road, leader_method)

@@ -26,6 +26,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from torch import Tensor
 
 from difftraffic.dynamics import step as simulation_step
+from difftraffic.errors import check_device, check_simulation_dtype
 from difftraffic.idm import IDMParams
 from difftraffic.neighbors import Neighbors, compute_neighbors
 from difftraffic.road import Road
@@ -100,9 +101,10 @@ class TrafficEnv(VectorEnv):
             raise ValueError(
                 f"render_mode must be one of {RENDER_MODES} or None, got {render_mode!r}"
             )
+        check_simulation_dtype("dtype", dtype)
         self.task = task
         self.num_envs = num_envs
-        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.device = check_device("device", device) if device is not None else torch.device("cpu")
         self.dtype = dtype
         self.render_mode = render_mode
         self.as_numpy = as_numpy
@@ -158,6 +160,10 @@ class TrafficEnv(VectorEnv):
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict]:
         """Advance every world by ``dt`` under ``actions`` (``[B, action_dim]``).
+
+        Actions are meant to lie in ``[-1, 1]`` (the action space); the task clips entries outside
+        it to the nearest bound, by design (agents often emit unbounded Gaussian samples), and
+        the clipped entries get zero gradient. Other floating dtypes are cast to the env's.
 
         Returns:
             ``(obs [B, obs_dim], reward [B], terminated [B], truncated [B], info)``; ``info``

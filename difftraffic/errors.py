@@ -17,8 +17,52 @@ def _first_bad(values: Tensor, bad: Tensor) -> str:
     return f"{flat[index].item()!r} at index {position}"
 
 
+SIMULATION_DTYPES = (torch.float32, torch.float64)
+"""Floating types the simulator runs in: half precision drifts metres within a few hundred steps."""
+
+
+def check_number(name: str, value: object) -> None:
+    """Raise ``ValueError`` unless ``value`` is a real number or a real tensor (not a string, a
+    bool or ``None``)."""
+    if isinstance(value, Tensor):
+        if value.is_complex() or value.dtype == torch.bool:
+            raise ValueError(f"{name} must be a real tensor, got dtype {value.dtype}")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
+
+
+def check_simulation_dtype(name: str, dtype: object) -> None:
+    """Raise ``ValueError`` unless ``dtype`` is ``torch.float32`` or ``torch.float64``."""
+    if dtype not in SIMULATION_DTYPES:
+        raise ValueError(
+            f"{name} must be torch.float32 or torch.float64, got {dtype!r}"
+            + (" (too coarse: positions drift)" if dtype in (torch.float16, torch.bfloat16) else "")
+        )
+
+
+def check_device(name: str, device: object) -> torch.device:
+    """``device`` as a :class:`torch.device`; ``ValueError`` naming ``name`` when it is not one or
+    this torch build cannot allocate on it (e.g. ``"cuda"`` on a CPU-only build)."""
+    try:
+        parsed = torch.device(device)  # type: ignore[call-overload]
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"{name}={device!r} is not a torch device (e.g. 'cpu', 'cuda:0')"
+        ) from None
+    try:
+        torch.empty(0, device=parsed)
+    except (RuntimeError, AssertionError) as error:
+        reason = str(error).splitlines()[0]
+        raise ValueError(
+            f"{name}={device!r} is not available in this torch build ({reason})"
+        ) from None
+    return parsed
+
+
 def check_finite(name: str, value: Tensor | float) -> None:
-    """Raise ``ValueError`` if ``value`` holds NaN or inf anywhere."""
+    """Raise ``ValueError`` if ``value`` is not a real number or tensor, or holds NaN or inf."""
+    check_number(name, value)
     tensor = torch.as_tensor(value)
     if tensor.is_floating_point():
         bad = ~torch.isfinite(tensor)

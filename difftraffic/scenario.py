@@ -24,7 +24,12 @@ import torch
 from torch import Tensor
 
 from difftraffic.dynamics import rollout
-from difftraffic.errors import check_positive
+from difftraffic.errors import (
+    check_device,
+    check_number,
+    check_positive,
+    check_simulation_dtype,
+)
 from difftraffic.idm import IDMParams
 from difftraffic.neighbors import compute_neighbors, detect_collisions
 from difftraffic.road import Road
@@ -40,6 +45,7 @@ def _check_range_setting(
     if len(bounds) != 2:
         raise ValueError(f"{name} must be a number or a (low, high) pair, got {value!r}")
     for bound in bounds:
+        check_number(name, bound)
         if not math.isfinite(bound) or not (bound > low if strict else bound >= low):
             relation = ">" if strict else ">="
             raise ValueError(f"{name} must be finite and {relation} {low} {unit}, got {value!r}")
@@ -113,7 +119,8 @@ class Scenario:
             batch_size: number of worlds ``B``, >= 1.
             seed: seeds a fresh ``torch.Generator`` (ignored when ``generator`` is given);
                 ``None`` draws a nondeterministic seed.
-            device, dtype: where and in which floating type the tensors live.
+            device, dtype: where and in which floating type (``torch.float32`` or
+                ``torch.float64``) the tensors live.
             generator: draw from this generator instead (on ``device``).
 
         Returns:
@@ -125,6 +132,9 @@ class Scenario:
         """
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        check_simulation_dtype("dtype", dtype)
+        if device is not None:
+            check_device("device", device)
         if generator is None:
             generator = torch.Generator(device=device or "cpu")
             generator.manual_seed(seed if seed is not None else int(torch.seed()))

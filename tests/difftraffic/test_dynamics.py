@@ -357,3 +357,51 @@ def test_float32_and_float64_agree(make_state) -> None:
         assert (s32.v.double() - s64.v).abs().max().item() < 2e-4
         assert (s32.y.double() - s64.y).abs().max().item() < 1e-5
     assert torch.equal(runs[torch.float32][1], runs[torch.float64][1])
+
+
+def _two_lane_worlds():
+    from difftraffic import Road, ScenarioBuilder
+
+    road = Road.straight(num_lanes=2, speed_limit=30.0)
+    scenario = (
+        ScenarioBuilder(road)
+        .platoon(lane=0, count=4, spacing=25.0)
+        .vehicle(lane=1, x=50.0, speed=10.0, autonomous=True)
+        .build()
+    )
+    state, drivers = scenario.sample(batch_size=2, seed=0)
+    return state, road, drivers
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"av_acceleration": torch.zeros(2, 4)}, r"av_acceleration must match the state: shape"),
+        ({"av_acceleration": torch.zeros(2, 5, dtype=torch.float64)},
+         r"got \(2, 5\), torch.float64"),
+        ({"av_acceleration": torch.full((2, 5), float("nan"))},
+         r"av_acceleration must be finite, got nan"),
+        ({"av_steering": torch.full((2, 5), 2.0)}, r"av_steering must be in \(-1.57"),
+        ({"dt": 0.0}, r"dt must be in \(0.0, inf\) s, got 0.0"),
+        ({"idm_v0": torch.ones(3, 5)}, r"IDMParams.v0 has shape \(3, 5\), not broadcastable"),
+    ],
+)
+def test_validate_step_inputs_names_what_step_would_silently_accept(arguments, message):
+    from dataclasses import replace
+
+    from difftraffic import validate_step_inputs
+
+    state, road, drivers = _two_lane_worlds()
+    if "idm_v0" in arguments:
+        drivers = replace(drivers, v0=arguments.pop("idm_v0"))
+    dt = arguments.pop("dt", 0.1)
+    with pytest.raises(ValueError, match=message):
+        validate_step_inputs(state, road, drivers, dt, **arguments)
+
+
+def test_validate_step_inputs_accepts_what_the_scenario_samples():
+    from difftraffic import validate_step_inputs
+
+    state, road, drivers = _two_lane_worlds()
+    zeros = torch.zeros_like(state.x)
+    validate_step_inputs(state, road, drivers, 0.1, av_acceleration=zeros, av_steering=zeros)

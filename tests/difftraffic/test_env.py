@@ -176,3 +176,27 @@ def test_gymnasium_make_in_a_fresh_interpreter_with_the_module_prefix():
         "assert obs.shape == env.observation_space.shape, obs.shape\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dtype": torch.int32}, r"dtype must be torch.float32 or torch.float64, got torch.int32"),
+        ({"dtype": torch.bfloat16}, r"got torch.bfloat16 \(too coarse"),
+        ({"device": "cuda:99"}, r"device='cuda:99' is not available in this torch build"),
+    ],
+)
+def test_an_unusable_dtype_or_device_is_named_at_construction(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        PaceCarEnv("2lane", num_envs=2, **kwargs)
+
+
+def test_out_of_range_actions_are_clipped_as_documented():
+    def speeds(action: float) -> torch.Tensor:
+        env = PaceCarEnv("1lane", num_envs=1, seed=0)
+        env.reset(seed=0)
+        env.step(torch.tensor([[action, 0.0]]))
+        return env.state.v
+
+    torch.testing.assert_close(speeds(5.0), speeds(1.0), rtol=0, atol=0)
+    assert not torch.equal(speeds(0.5), speeds(1.0))

@@ -105,6 +105,8 @@ def test_vehicle_off_the_road_is_rejected():
         (lambda b: b.platoon(lane=0, count=0), r"count must be an integer >= 1, got 0"),
         (lambda b: b.platoon(lane=0, count=2, spacing=0.0), r"spacing must be in \(0.0, inf\)"),
         (lambda b: b.vehicle(lane=0, x=0.0, length=-5.0), r"length must be in \(0.0, inf\)"),
+        (lambda b: b.vehicle(lane=0, x="a"), r"x must be a real number, got 'a' \(str\)"),
+        (lambda b: b.vehicle(lane=0, x=0.0, speed=None), r"speed must be a real number, got None"),
     ],
 )
 def test_bad_builder_input_names_parameter_and_value(call, message):
@@ -122,6 +124,8 @@ def test_bad_builder_input_names_parameter_and_value(call, message):
         ({"v0": float("inf")}, r"Driver.v0 must be finite"),
         ({"delta": 0.5}, r"Driver.delta must be finite and >= 1.0"),
         ({"s0": -0.1}, r"Driver.s0 must be finite and >= 0.0"),
+        ({"v0": "fast"}, r"Driver.v0 must be a real number, got 'fast' \(str\)"),
+        ({"T": True}, r"Driver.T must be a real number, got True \(bool\)"),
     ],
 )
 def test_bad_driver_parameters_are_rejected(kwargs, message):
@@ -137,3 +141,25 @@ def test_empty_scenario_and_bad_batch_size_are_rejected():
         scenario.sample(batch_size=0)
     with pytest.raises(ValueError, match=r"dt must be in \(0.0, inf\) s, got -0.1"):
         ScenarioBuilder(Road.straight(), dt=-0.1)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dtype": torch.int64}, r"dtype must be torch.float32 or torch.float64, got torch.int64"),
+        ({"dtype": torch.float16}, r"got torch.float16 \(too coarse: positions drift\)"),
+        ({"device": "banana"}, r"device='banana' is not a torch device"),
+        ({"device": "cuda:99"}, r"device='cuda:99' is not available in this torch build"),
+    ],
+)
+def test_sampling_in_an_unusable_dtype_or_device_names_it(kwargs, message):
+    scenario = ScenarioBuilder(Road.straight()).vehicle(0, 0.0).build()
+    with pytest.raises(ValueError, match=message):
+        scenario.sample(batch_size=2, seed=0, **kwargs)
+
+
+def test_string_road_and_step_settings_name_the_parameter():
+    with pytest.raises(ValueError, match=r"Road.speed_limit must be a real number, got '30'"):
+        Road.straight(speed_limit="30")
+    with pytest.raises(ValueError, match=r"dt must be a real number, got '0.1' \(str\)"):
+        ScenarioBuilder(Road.straight(), dt="0.1")
