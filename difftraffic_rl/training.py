@@ -119,6 +119,17 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _check_device(device: str) -> None:
+    """``ValueError`` naming ``train.device`` unless this torch build can allocate on it."""
+    try:
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:
+        reason = str(error).splitlines()[0]
+        raise ValueError(
+            f"train.device={device!r} is not a usable torch device here ({reason})"
+        ) from None
+
+
 class CheckpointError(ValueError):
     """A checkpoint file that cannot be read: corrupted, truncated or not ours."""
 
@@ -187,6 +198,7 @@ class Trainer:
         self.config = config
         self.run_dir = run_dir
         settings = config.train
+        _check_device(settings.device)
         torch.set_num_threads(settings.num_threads)
         dtype = getattr(torch, settings.dtype)
         self.env = make_task(
@@ -433,11 +445,11 @@ def train(
     items += [f"hyperparameters.{k}={v}" for k, v in (hyperparameters or {}).items()]
     values = apply_overrides(values, items + list(overrides or []))
     config = RunConfig.from_dict(values)
+    trainer = Trainer(config)  # fails on a bad setting before a run directory exists
     run_dir = None
     if logdir is not None:
-        run_dir = _new_run_dir(Path(logdir), config, run_name)
+        run_dir = trainer.run_dir = _new_run_dir(Path(logdir), config, run_name)
         _write_config(run_dir, config)
-    trainer = Trainer(config, run_dir)
     try:
         rows = trainer.run(progress=progress, callback=callback)
     finally:

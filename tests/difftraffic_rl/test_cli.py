@@ -241,6 +241,8 @@ def test_a_damaged_or_foreign_checkpoint_is_one_line_naming_the_file(
          "logdir /proc/no/such/dir cannot be created"),
         (["train", "--task", "dejong", "--algo", "ppo", "--set", "train.num_envs=2.7"],
          "train.num_envs=2.7 is not an integer"),
+        (["train", "--task", "dejong", "--algo", "ppo", "--device", "cuda:99", "--logdir", "OUT"],
+         "train.device='cuda:99' is not a usable torch device here"),
     ],
 )
 def test_every_command_reports_bad_input_in_one_line_with_status_2(
@@ -258,3 +260,4 @@ def test_every_command_reports_bad_input_in_one_line_with_status_2(
     for placeholder, value in names.items():
         message = message.replace(placeholder, value)
     assert message in captured.err
+    assert not (tmp_path / "c.png").exists()  # a failed train leaves no run directory behind
