@@ -405,3 +405,40 @@ def test_validate_step_inputs_accepts_what_the_scenario_samples():
     state, road, drivers = _two_lane_worlds()
     zeros = torch.zeros_like(state.x)
     validate_step_inputs(state, road, drivers, 0.1, av_acceleration=zeros, av_steering=zeros)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gradients_stay_finite_through_collisions_over_300_steps(dtype):
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from difftraffic.testing import scenarios
+
+    @settings(max_examples=25, deadline=None)
+    @given(scenarios(max_per_lane=3), st.integers(0, 2**16), st.booleans())
+    def check(scenario, seed, full_throttle):
+        # AVs at +-8 m/s^2 (full throttle, or a random sign per step) with random steering:
+        # rear-end and side collisions are common, as gradient RL meets them.
+        state, drivers = scenario.sample(batch_size=2, seed=seed, dtype=dtype)
+        generator = torch.Generator().manual_seed(seed)
+        shape = (300, *state.x.shape)
+        signs = torch.randint(0, 2, shape, generator=generator) * 2 - 1
+        if full_throttle:
+            signs = torch.ones(shape)
+        acceleration = (8.0 * signs).to(dtype).requires_grad_(True)
+        steering = (0.3 * (torch.rand(shape, generator=generator) * 2 - 1)).to(dtype)
+        steering.requires_grad_(True)
+        start_v = state.v.clone().requires_grad_(True)
+        state = state.replace(v=start_v)
+        total, neighbors = 0.0, None
+        for t in range(300):
+            result = step(state, scenario.road, drivers, scenario.dt, acceleration[t],
+                          steering[t], neighbors)
+            state, neighbors = result.state, result.neighbors
+            total = total + state.v.mean() + 0.01 * state.x.mean()
+        total.backward()
+        assert torch.isfinite(total)
+        for grad in (acceleration.grad, steering.grad, start_v.grad):
+            assert torch.isfinite(grad).all()
+
+    check()
