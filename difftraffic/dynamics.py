@@ -34,6 +34,7 @@ from difftraffic.neighbors import (
     compute_neighbors,
     find_leaders,
     gap_to_leader,
+    swept_collisions,
 )
 from difftraffic.road import Road
 from difftraffic.state import BodyBox, TrafficState, longitudinal_extent
@@ -49,7 +50,10 @@ class StepResult(NamedTuple):
     Attributes:
         state: the state at ``t + dt``.
         neighbors: leader relations of the new state (pass them to the next :func:`step`).
-        collided: ``[B, N]`` bool, vehicles overlapping their leader in the new state.
+        collided: ``[B, N]`` bool, vehicles overlapping their leader along the road in the new
+            state or that reached the leader they had during the step (a swept test, so nothing
+            passes through a car unflagged at any speed), and those leaders; see
+            :func:`difftraffic.neighbors.box_collisions`.
         acceleration: ``[B, N]`` acceleration applied during the step (m/s^2).
     """
 
@@ -189,7 +193,10 @@ def step(
         new_box = BodyBox.of(x, y, state.length, state.width, cos_next, sin_next)
         occupancy = box_occupancy(new_box, active, road)
         new_neighbors = find_leaders(x, occupancy, road.ring_length, leader_method)
-        collided = box_collisions(x, new_box, new_neighbors, road.ring_length)
+        moved = torch.where(active, v_next * cos_next * dt, zeros)
+        collided = box_collisions(x, new_box, new_neighbors, road.ring_length) | swept_collisions(
+            gap, moved, neighbors, occupancy
+        )
     return StepResult(new_state, new_neighbors, collided, acceleration)
 
 

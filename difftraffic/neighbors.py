@@ -273,20 +273,42 @@ def leader_gap_and_speed(
 def box_collisions(
     x: Tensor, box: BodyBox, neighbors: Neighbors, ring_length: float | None
 ) -> Tensor:
-    """``[B, N]`` bool: bodies ``box`` overlapping their leader's; ``x`` ``[B, N]`` (m).
+    """``[B, N]`` bool: vehicles overlapping their leader along the road (gap < 0), and those
+    leaders; ``x`` ``[B, N]`` (m).
 
-    Only leader-follower pairs are tested, so which bodies can collide follows the lane
-    membership: under ``"center"`` a car straddling a boundary collides only with vehicles of its
-    own (nearest-centre) lane and passes through bodies of the lane next to it.
+    One rule for the IDM and the collision flag: a pair that shares a lane under the road's lane
+    membership and overlaps along it is what the IDM sees as a negative gap, so it is a collision
+    (also when, under ``"body"``, two cars side by side merely touch the same lane strip). Under
+    ``"center"`` a car straddling a boundary belongs to one lane only, and passes through bodies
+    of the lane next to it.
     """
     lead = neighbors.leader
     gap = gap_to_leader(x, box.rear_x, box.front_x, lead, ring_length)
-    lateral_overlap = (box.low_y < box.high_y.gather(1, lead)) & (
-        box.high_y > box.low_y.gather(1, lead)
-    )
-    hit = neighbors.has_leader & (gap < 0) & lateral_overlap
-    # A leader may have several followers (under "body", when it straddles lanes): count hits
-    # instead of scattering booleans, whose write order for duplicate indices is unspecified.
+    return _with_leaders(neighbors.has_leader & (gap < 0), lead)
+
+
+def swept_collisions(
+    gap_before: Tensor, displacement: Tensor, neighbors_before: Neighbors, occupancy_after: Tensor
+) -> Tensor:
+    """``[B, N]`` bool: vehicles that reached or passed, during a step, the leader they had at its
+    start while still sharing a lane with it after the step, and those leaders.
+
+    The test is on the swept gap, ``gap_before`` minus the distance the follower closed
+    (``displacement [B, N]``, m, unwrapped), so a car too fast to be seen overlapping at either
+    end of the step (it passed through its leader within the step) is still flagged.
+    """
+    lead = neighbors_before.leader
+    closed = displacement - displacement.gather(1, lead)
+    lead_lanes = occupancy_after.gather(1, lead.unsqueeze(-1).expand_as(occupancy_after))
+    still_shared = (occupancy_after & lead_lanes).any(-1)
+    hit = neighbors_before.has_leader & still_shared & (gap_before - closed < 0)
+    return _with_leaders(hit, lead)
+
+
+def _with_leaders(hit: Tensor, lead: Tensor) -> Tensor:
+    """``hit`` plus every vehicle that is the leader of a hit one. A leader may have several
+    followers (under ``"body"``, when it straddles lanes): count hits instead of scattering
+    booleans, whose write order for duplicate indices is unspecified."""
     hit_count = torch.zeros_like(lead).scatter_add_(1, lead, hit.long())
     return hit | (hit_count > 0)
 

@@ -69,8 +69,9 @@ def test_platoon_matches_plain_python_idm(make_state, ring_length) -> None:
     road = Road(1, 4.0, 20.0, ring_length)
     state = make_state(x0, [2.0] * 5, v0)
     states, collided = rollout(state, road, per_driver(DRIVERS), 0.1, 400)
-    expected = torch.tensor(reference_single_lane(x0, v0, DRIVERS, 5.0, 0.1, 400, ring_length),
-                            dtype=F64)
+    expected = torch.tensor(
+        reference_single_lane(x0, v0, DRIVERS, 5.0, 0.1, 400, ring_length), dtype=F64
+    )
     got = torch.stack([s.x[0] for s in states])
     assert (got - expected).abs().max().item() < 1e-9
     assert not collided.any()
@@ -83,8 +84,14 @@ def test_platoon_matches_plain_python_idm(make_state, ring_length) -> None:
 def test_av_follows_kinematic_bicycle_semi_implicitly(make_state) -> None:
     state = make_state([10.0], [2.0], [5.0], heading=[0.1], is_av=[True])
     acc, steer, dt = 2.0, 0.2, 0.1
-    result = step(state, Road.straight(), IDMParams(v0=20.0), dt,
-                  torch.tensor([[acc]], dtype=F64), torch.tensor([[steer]], dtype=F64))
+    result = step(
+        state,
+        Road.straight(),
+        IDMParams(v0=20.0),
+        dt,
+        torch.tensor([[acc]], dtype=F64),
+        torch.tensor([[steer]], dtype=F64),
+    )
     v_next = 5.0 + acc * dt
     heading_next = 0.1 + v_next * math.tan(steer) / (0.6 * 5.0) * dt
     new = result.state
@@ -105,8 +112,13 @@ def test_speed_never_below_zero_and_standstill_passes_no_gradient(make_state) ->
 
 
 def test_humans_ignore_av_actions_and_inactive_slots_stay(make_state) -> None:
-    state = make_state([50.0, 30.0, 5.0], [2.0, 2.0, 2.0], [10.0, 10.0, 3.0],
-                       is_av=[True, False, False], active=[True, True, False])
+    state = make_state(
+        [50.0, 30.0, 5.0],
+        [2.0, 2.0, 2.0],
+        [10.0, 10.0, 3.0],
+        is_av=[True, False, False],
+        active=[True, True, False],
+    )
     acc = torch.tensor([[1.0, 50.0, 50.0]], dtype=F64, requires_grad=True)
     steer = torch.tensor([[0.0, 0.3, 0.3]], dtype=F64, requires_grad=True)
     road, idm = Road.straight(), IDMParams(v0=20.0)
@@ -115,8 +127,9 @@ def test_humans_ignore_av_actions_and_inactive_slots_stay(make_state) -> None:
     assert torch.equal(with_actions.state.x[0, 1:], without.state.x[0, 1:])
     assert torch.equal(with_actions.state.heading[0, 1:], torch.zeros(2, dtype=F64))
     assert with_actions.state.x[0, 2].item() == 5.0 and with_actions.state.v[0, 2].item() == 3.0
-    grads = torch.autograd.grad(with_actions.state.x.sum() + with_actions.state.v.sum(),
-                                (acc, steer))
+    grads = torch.autograd.grad(
+        with_actions.state.x.sum() + with_actions.state.v.sum(), (acc, steer)
+    )
     assert grads[0][0, 1:].tolist() == [0.0, 0.0] and grads[0][0, 0].item() > 0
     assert grads[1][0, 1:].tolist() == [0.0, 0.0]
 
@@ -139,18 +152,22 @@ def test_ring_positions_wrap(make_state) -> None:
 
 def test_step_reports_collisions_of_both_vehicles(make_state) -> None:
     # An AV at 20 m/s runs into a stopped human 1 m ahead of its bumper.
-    state = make_state([30.0, 24.0, 0.0], [2.0, 2.0, 2.0], [0.0, 20.0, 0.0],
-                       is_av=[False, True, False])
+    state = make_state(
+        [30.0, 24.0, 0.0], [2.0, 2.0, 2.0], [0.0, 20.0, 0.0], is_av=[False, True, False]
+    )
     result = step(state, Road.straight(), IDMParams(v0=20.0), 0.1)
     assert result.collided[0].tolist() == [True, True, False]
 
 
 def test_leader_methods_give_the_same_rollout(make_state) -> None:
-    state = make_state([60.0, 52.0, 40.0, 30.0, 20.0], [2.0, 4.0, 6.0, 2.0, 6.0],
-                       [10.0, 11.0, 9.0, 13.0, 12.0])
+    state = make_state(
+        [60.0, 52.0, 40.0, 30.0, 20.0], [2.0, 4.0, 6.0, 2.0, 6.0], [10.0, 11.0, 9.0, 13.0, 12.0]
+    )
     road = Road.ring(120.0, num_lanes=2)
-    runs = [rollout(state, road, IDMParams(v0=20.0), 0.1, 100, leader_method=m)
-            for m in ("pairwise", "sorted")]
+    runs = [
+        rollout(state, road, IDMParams(v0=20.0), 0.1, 100, leader_method=m)
+        for m in ("pairwise", "sorted")
+    ]
     assert torch.equal(runs[0][0][-1].x, runs[1][0][-1].x)
     assert torch.equal(runs[0][1], runs[1][1])
 
@@ -169,14 +186,17 @@ def test_gradcheck_rollout_wrt_actions_initial_state_and_idm(make_state) -> None
     y0 = torch.tensor([[2.0, 2.0, 2.0, 6.0, 6.0]], dtype=F64, requires_grad=True)
     v0 = torch.tensor([[8.0, 9.0, 10.0, 12.0, 11.0]], dtype=F64, requires_grad=True)
     h0 = torch.tensor([[0.01, 0.0, 0.0, 0.0, 0.0]], dtype=F64, requires_grad=True)
-    idm = [torch.tensor(value, dtype=F64, requires_grad=True)
-           for value in (22.0, 1.1, 1.6, 2.2, 4.0, 2.0)]
+    idm = [
+        torch.tensor(value, dtype=F64, requires_grad=True)
+        for value in (22.0, 1.1, 1.6, 2.2, 4.0, 2.0)
+    ]
     is_av = [True, False, False, False, False]
 
     def final_state(acc, steer, x0, y0, v0, h0, *idm_values):
         state = make_state(x0, y0, v0, heading=h0, is_av=is_av)
-        states, _ = rollout(state, Road.straight(num_lanes=2), IDMParams(*idm_values), 0.1,
-                            horizon, acc, steer)
+        states, _ = rollout(
+            state, Road.straight(num_lanes=2), IDMParams(*idm_values), 0.1, horizon, acc, steer
+        )
         last = states[-1]
         return torch.cat([last.x, last.y, last.v, last.heading, states[3].v])
 
@@ -238,8 +258,12 @@ def test_gradient_across_a_lane_change(make_state) -> None:
 
 
 def test_gradients_stay_finite_over_a_long_stop_and_go_rollout(make_state) -> None:
-    state = make_state([100.0, 85.0, 70.0, 55.0], [2.0] * 4, [0.0, 10.0, 12.0, 14.0],
-                       is_av=[True, False, False, False])
+    state = make_state(
+        [100.0, 85.0, 70.0, 55.0],
+        [2.0] * 4,
+        [0.0, 10.0, 12.0, 14.0],
+        is_av=[True, False, False, False],
+    )
     T = torch.tensor(1.2, dtype=F64, requires_grad=True)
     acc = torch.zeros(300, 1, 4, dtype=F64)
     acc[:60, 0, 0], acc[100:150, 0, 0], acc[150:200, 0, 0] = 1.5, -3.0, 2.0
@@ -264,11 +288,18 @@ def random_platoons(num_worlds, lanes, per_lane, seed, ring):
     def uniform(low, high):
         return low + (high - low) * torch.rand(shape, generator=g, dtype=F64)
 
-    idm = IDMParams(v0=uniform(15.0, 30.0), T=uniform(0.8, 2.0), a=uniform(0.8, 3.0),
-                    b=uniform(1.5, 4.5), delta=4.0, s0=uniform(1.5, 3.0))
+    idm = IDMParams(
+        v0=uniform(15.0, 30.0),
+        T=uniform(0.8, 2.0),
+        a=uniform(0.8, 3.0),
+        b=uniform(1.5, 4.5),
+        delta=4.0,
+        s0=uniform(1.5, 3.0),
+    )
     v = uniform(0.0, 0.8) * idm.v0
-    spacing = (equilibrium_gap(v, idm) * uniform(1.0, 1.5) + 5.0).reshape(num_worlds, lanes,
-                                                                         per_lane)
+    spacing = (equilibrium_gap(v, idm) * uniform(1.0, 1.5) + 5.0).reshape(
+        num_worlds, lanes, per_lane
+    )
     x = (-spacing.cumsum(-1) + spacing[..., :1]).reshape(shape)
     ring_length = spacing.sum(-1).max().item() if ring else None
     # On the ring, each lane's front car gets at least its own spacing ahead of it, around the
@@ -310,11 +341,18 @@ def mixed_worlds(make_state, dtype=F64):
     x = [[50.0, 30.0, 0.0, 0.0, 0.0], [80.0, 62.0, 45.0, 70.0, 20.0], [10.0, 90.0, 66.0, 40.0, 0.0]]
     y = [[2.0, 2.0, 2.0, 2.0, 2.0], [2.0, 2.0, 2.0, 6.0, 6.0], [6.0, 6.0, 3.5, 2.0, 2.0]]
     v = [[8.0, 9.0, 0.0, 0.0, 0.0], [10.0, 12.0, 0.0, 7.0, 15.0], [5.0, 11.0, 9.0, 10.0, 0.0]]
-    state = make_state(x, y, v, is_av=[[False] * 5, [True] + [False] * 4, [False, False, True,
-                       False, False]], active=[[True, True, False, False, False], [True] * 5,
-                       [True, True, True, True, False]], dtype=dtype)
-    idm = IDMParams(v0=torch.tensor([[18.0], [22.0], [25.0]], dtype=dtype),
-                    T=torch.tensor([[1.0], [1.4], [0.9]], dtype=dtype))
+    state = make_state(
+        x,
+        y,
+        v,
+        is_av=[[False] * 5, [True] + [False] * 4, [False, False, True, False, False]],
+        active=[[True, True, False, False, False], [True] * 5, [True, True, True, True, False]],
+        dtype=dtype,
+    )
+    idm = IDMParams(
+        v0=torch.tensor([[18.0], [22.0], [25.0]], dtype=dtype),
+        T=torch.tensor([[1.0], [1.4], [0.9]], dtype=dtype),
+    )
     acc = 0.8 * torch.sin(torch.arange(150, dtype=dtype) / 10.0)[:, None, None].expand(150, 3, 5)
     steer = torch.zeros(150, 3, 5, dtype=dtype)
     steer[:20, 2, 2] = -0.02  # world 2's AV drifts from its straddling position toward lane 0
@@ -325,11 +363,17 @@ def test_batched_worlds_equal_separate_runs(make_state) -> None:
     state, road, idm, acc, steer = mixed_worlds(make_state)
     batched, collided = rollout(state, road, idm, 0.1, 150, acc, steer)
     for b in range(3):
-        world_idm = IDMParams(**{n: torch.as_tensor(getattr(idm, n))[b:b + 1]
-                                 if torch.as_tensor(getattr(idm, n)).dim() else getattr(idm, n)
-                                 for n in PARAM_NAMES})
-        alone, alone_collided = rollout(state.index_worlds(b), road, world_idm, 0.1, 150,
-                                        acc[:, b:b + 1], steer[:, b:b + 1])
+        world_idm = IDMParams(
+            **{
+                n: torch.as_tensor(getattr(idm, n))[b : b + 1]
+                if torch.as_tensor(getattr(idm, n)).dim()
+                else getattr(idm, n)
+                for n in PARAM_NAMES
+            }
+        )
+        alone, alone_collided = rollout(
+            state.index_worlds(b), road, world_idm, 0.1, 150, acc[:, b : b + 1], steer[:, b : b + 1]
+        )
         for field in ("x", "y", "v", "heading"):
             together = torch.stack([getattr(s, field)[b] for s in batched])
             separate = torch.stack([getattr(s, field)[0] for s in alone])
@@ -377,10 +421,14 @@ def _two_lane_worlds():
     ("arguments", "message"),
     [
         ({"av_acceleration": torch.zeros(2, 4)}, r"av_acceleration must match the state: shape"),
-        ({"av_acceleration": torch.zeros(2, 5, dtype=torch.float64)},
-         r"got \(2, 5\), torch.float64"),
-        ({"av_acceleration": torch.full((2, 5), float("nan"))},
-         r"av_acceleration must be finite, got nan"),
+        (
+            {"av_acceleration": torch.zeros(2, 5, dtype=torch.float64)},
+            r"got \(2, 5\), torch.float64",
+        ),
+        (
+            {"av_acceleration": torch.full((2, 5), float("nan"))},
+            r"av_acceleration must be finite, got nan",
+        ),
         ({"av_steering": torch.full((2, 5), 2.0)}, r"av_steering must be in \(-1.57"),
         ({"dt": 0.0}, r"dt must be in \(0.0, inf\) s, got 0.0"),
         ({"idm_v0": torch.ones(3, 5)}, r"IDMParams.v0 has shape \(3, 5\), not broadcastable"),
@@ -432,8 +480,9 @@ def test_gradients_stay_finite_through_collisions_over_300_steps(dtype):
         state = state.replace(v=start_v)
         total, neighbors = 0.0, None
         for t in range(300):
-            result = step(state, scenario.road, drivers, scenario.dt, acceleration[t],
-                          steering[t], neighbors)
+            result = step(
+                state, scenario.road, drivers, scenario.dt, acceleration[t], steering[t], neighbors
+            )
             state, neighbors = result.state, result.neighbors
             total = total + state.v.mean() + 0.01 * state.x.mean()
         total.backward()
@@ -442,3 +491,73 @@ def test_gradients_stay_finite_through_collisions_over_300_steps(dtype):
             assert torch.isfinite(grad).all()
 
     check()
+
+
+def test_a_car_passing_through_another_within_one_step_is_flagged(make_state):
+    # At 300 m/s and dt = 0.1 s the AV's front goes from 0 to 30 m: it starts 20 m behind a
+    # stopped car (body 20..25 m) and ends just past it, overlapping it at neither end.
+    road = Road(1, 4.0, 20.0, 230.0)
+    state = make_state([0.0, 25.0], [2.0, 2.0], v=[300.0, 0.0], is_av=[True, False])
+    result = step(state, road, IDMParams(v0=20.0), 0.1)
+    assert result.state.x[0, 0].item() == pytest.approx(30.0)
+    assert result.collided[0].tolist() == [True, True]
+
+
+def test_no_unflagged_overlap_or_overtake_on_rings_and_multi_lane_roads():
+    from hypothesis import given, settings
+    from hypothesis import strategies as st
+
+    from difftraffic.neighbors import lane_occupancy, leader_gap_and_speed
+    from difftraffic.testing import scenarios
+
+    @settings(max_examples=30, deadline=None)
+    @given(scenarios(max_per_lane=3), st.integers(0, 2**16), st.floats(0.0, 200.0))
+    def check(scenario, seed, av_speed):
+        road, dt = scenario.road, scenario.dt
+        state, drivers = scenario.sample(batch_size=2, seed=seed, dtype=torch.float64)
+        state = state.replace(v=torch.where(state.is_av, av_speed, state.v))
+        generator = torch.Generator().manual_seed(seed)
+        lanes, unwrapped, neighbors = lane_occupancy(state, road), state.x.clone(), None
+        for _ in range(60):
+            steering = 0.05 * (
+                torch.rand(state.x.shape, generator=generator, dtype=torch.float64) * 2 - 1
+            )
+            result = step(state, road, drivers, dt, torch.zeros_like(state.x), steering, neighbors)
+            new, neighbors, collided = result.state, result.neighbors, result.collided
+            # No unflagged negative gap.
+            gap, _ = leader_gap_and_speed(new, neighbors, road)
+            assert collided[neighbors.has_leader & (gap < 0)].all()
+            # No overtake within a lane shared before and after the step unless flagged, among
+            # vehicles driving along the road (the swept test follows the road's direction; a
+            # car spinning within a step is tested by its extents at both ends only).
+            moved = new.x - state.x
+            if road.ring_length is not None:
+                moved = (
+                    torch.remainder(moved + road.ring_length / 2, road.ring_length)
+                    - road.ring_length / 2
+                )
+            new_unwrapped = unwrapped + moved
+            new_lanes = lane_occupancy(new, road)
+            shared = (lanes.unsqueeze(2) & lanes.unsqueeze(1)).any(-1) & (
+                new_lanes.unsqueeze(2) & new_lanes.unsqueeze(1)
+            ).any(-1)
+            ahead_before = _relative(unwrapped, road) > 0
+            ahead_after = _relative(new_unwrapped, road) > 0
+            near = _relative(unwrapped, road).abs() < 60.0
+            along = (state.heading.abs() < 0.3) & (new.heading.abs() < 0.3)
+            along = along.unsqueeze(2) & along.unsqueeze(1)
+            overtaken = shared & near & along & ahead_before & ~ahead_after
+            flagged = collided.unsqueeze(2) | collided.unsqueeze(1)
+            assert not (overtaken & ~flagged).any()
+            state, lanes, unwrapped = new, new_lanes, new_unwrapped
+
+    check()
+
+
+def _relative(x: torch.Tensor, road: Road) -> torch.Tensor:
+    """``[B, N, N]``: how far vehicle j's front is ahead of vehicle i's (m), on a ring the
+    shorter way round."""
+    ahead = x.unsqueeze(1) - x.unsqueeze(2)
+    if road.ring_length is None:
+        return ahead
+    return torch.remainder(ahead + road.ring_length / 2, road.ring_length) - road.ring_length / 2

@@ -313,13 +313,22 @@ def test_collision_marks_follower_and_leader(make_state) -> None:
     assert collided[0].tolist() == [True, True, False, False]
 
 
-def test_no_collision_when_bodies_only_touch(make_state) -> None:
+def test_sharing_a_lane_strip_side_by_side_is_a_collision_and_touching_bumpers_are_not(
+    make_state,
+) -> None:
     road = Road.straight(num_lanes=2)
-    # Straddler (body y 3..5) beside a lane-1 car (body y 5..7): they share lane 1 and overlap
-    # longitudinally but not laterally. Bumper to bumper at zero gap is no overlap either.
-    state = make_state([50.0, 48.0, 20.0, 15.0], [4.0, 6.0, 2.0, 2.0])
-    collided = detect_collisions(state, compute_neighbors(state, road), road)
-    assert not collided.any()
+    # Straddler (body y 2.9..4.9) beside a lane-1 car (body y 5..7): under "body" they share
+    # lane 1 and overlap along it, so the IDM sees a negative gap and the flag agrees (one rule
+    # for both), although the bodies are 0.1 m apart sideways. Under "center" the straddler is
+    # in lane 0 only. Bumper to bumper at zero gap (2 and 3) is no overlap.
+    state = make_state([50.0, 48.0, 20.0, 15.0], [3.9, 6.0, 2.0, 2.0])
+    neighbors = compute_neighbors(state, road)
+    collided = detect_collisions(state, neighbors, road)
+    assert collided[0].tolist() == [True, True, False, False]
+    gap, _ = leader_gap_and_speed(state, neighbors, road)
+    assert collided[neighbors.has_leader & (gap < 0)].all()
+    center = Road.straight(num_lanes=2, lane_membership="center")
+    assert not detect_collisions(state, compute_neighbors(state, center), center).any()
 
 
 def test_straddler_collides_across_the_boundary_by_body_but_not_by_centre(make_state) -> None:
