@@ -80,12 +80,14 @@ def report(results: dict[str, dict[str, float]], command: str) -> str:
 
 
 def replace_section(page: str, section: str) -> str:
-    """``page`` with its checkpoint-cost section (up to the next ``## `` heading) replaced."""
-    start = page.find(SECTION)
+    """``page`` with the section that starts with ``section``'s first line (a ``## `` heading, up
+    to the next one) replaced by ``section``, or ``section`` appended."""
+    heading = section.splitlines()[0]
+    start = page.find(heading)
     if start < 0:
         return page.rstrip("\n") + "\n\n" + section
-    end = page.find("\n## ", start + len(SECTION))
-    return page[:start] + section + (page[end + 1:] if end >= 0 else "")
+    end = page.find("\n## ", start + len(heading))
+    return page[:start] + section + (page[end + 1 :] if end >= 0 else "")
 
 
 def main() -> None:

@@ -385,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.handler(args)
-    except ValueError as error:
+    except (ValueError, OSError) as error:
         parser.exit(2, f"difftraffic: error: {error}\n")
 
 

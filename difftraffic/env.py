@@ -243,7 +243,13 @@ class TrafficEnv(VectorEnv):
         return torch.where(done.unsqueeze(1), self.task.observe(fresh_state), obs)
 
     def _as_action_tensor(self, actions: Any) -> Tensor:
-        action = torch.as_tensor(actions, device=self.device)
+        try:
+            action = torch.as_tensor(actions, device=self.device)
+        except (TypeError, ValueError, RuntimeError):
+            raise ValueError(
+                f"actions must be a [num_envs, action_dim] array of numbers, got "
+                f"{type(actions).__name__} {actions!r:.60}"
+            ) from None
         if not action.is_floating_point():
             action = action.to(self.dtype)
         expected = (self.num_envs, self.task.action_dim)

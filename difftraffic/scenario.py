@@ -68,10 +68,10 @@ class Driver:
     s0: Range = 2.5
 
     def __post_init__(self) -> None:
-        for name in ("v0", "T", "a", "b"):
-            value = getattr(self, name)
-            if value is not None:
-                _check_range_setting(f"Driver.{name}", value, 0.0, strict=True)
+        if self.v0 is not None:  # None: the road's speed limit
+            _check_range_setting("Driver.v0", self.v0, 0.0, strict=True)
+        for name in ("T", "a", "b"):
+            _check_range_setting(f"Driver.{name}", getattr(self, name), 0.0, strict=True)
         _check_range_setting("Driver.delta", self.delta, 1.0)
         _check_range_setting("Driver.s0", self.s0, 0.0, "m")
 

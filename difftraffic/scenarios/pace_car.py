@@ -25,7 +25,7 @@ nearest human, or fell behind any human.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 
 import torch
 from torch import Tensor
@@ -103,6 +103,12 @@ def pace_car_config(variant: str = "1lane", **overrides: object) -> PaceCarConfi
     if variant not in PACE_CAR_VARIANTS:
         raise ValueError(
             f"unknown pace-car variant {variant!r}; valid variants: {', '.join(PACE_CAR_VARIANTS)}"
+        )
+    unknown = sorted(set(overrides) - {f.name for f in fields(PaceCarConfig)})
+    if unknown:
+        raise ValueError(
+            f"unknown PaceCarConfig field(s) {unknown}; valid: "
+            f"{', '.join(f.name for f in fields(PaceCarConfig))}"
         )
     lanes, per_lane = PACE_CAR_VARIANTS[variant]
     return replace(PaceCarConfig(num_lanes=lanes, humans_per_lane=per_lane), **overrides)

@@ -8,6 +8,7 @@ Factories are stored as ``"module:attribute"`` strings and imported only when a 
 from __future__ import annotations
 
 import importlib
+import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,6 +74,12 @@ def make_task(
     spec = _REGISTRY[name]
     module_name, attribute = spec.entry_point.split(":")
     factory = getattr(importlib.import_module(module_name), attribute)
+    accepted = inspect.signature(factory).parameters
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
+    unknown = sorted(k for k in overrides if k not in accepted and not takes_any)
+    if unknown:
+        valid = sorted(k for k in accepted if k not in ("self", "num_envs", "device", "dtype"))
+        raise ValueError(f"task {name!r} has no setting {unknown} (task_kwargs); valid: {valid}")
     return factory(num_envs=num_envs, device=device, dtype=dtype, **{**spec.kwargs, **overrides})
 
 

@@ -191,6 +191,15 @@ def test_an_unusable_dtype_or_device_is_named_at_construction(kwargs, message):
         PaceCarEnv("2lane", num_envs=2, **kwargs)
 
 
+def test_unknown_config_fields_and_non_numeric_actions_are_named():
+    with pytest.raises(ValueError, match=r"unknown PaceCarConfig field\(s\) \['speed'\]"):
+        PaceCarEnv("2lane", num_envs=1, config_overrides={"speed": 10.0})
+    env = PaceCarEnv("2lane", num_envs=1, seed=0)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match=r"actions must be a \[num_envs, action_dim\] array"):
+        env.step("left")
+
+
 def test_out_of_range_actions_are_clipped_as_documented():
     def speeds(action: float) -> torch.Tensor:
         env = PaceCarEnv("1lane", num_envs=1, seed=0)

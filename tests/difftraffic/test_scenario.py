@@ -126,6 +126,7 @@ def test_bad_builder_input_names_parameter_and_value(call, message):
         ({"s0": -0.1}, r"Driver.s0 must be finite and >= 0.0"),
         ({"v0": "fast"}, r"Driver.v0 must be a real number, got 'fast' \(str\)"),
         ({"T": True}, r"Driver.T must be a real number, got True \(bool\)"),
+        ({"b": None}, r"Driver.b must be a real number, got None"),
     ],
 )
 def test_bad_driver_parameters_are_rejected(kwargs, message):

@@ -241,6 +241,8 @@ def test_a_damaged_or_foreign_checkpoint_is_one_line_naming_the_file(
          "logdir /proc/no/such/dir cannot be created"),
         (["train", "--task", "dejong", "--algo", "ppo", "--set", "train.num_envs=2.7"],
          "train.num_envs=2.7 is not an integer"),
+        (["train", "--task", "dejong", "--algo", "ppo", "--set", "task_kwargs.lanes=2"],
+         "task 'dejong' has no setting ['lanes'] (task_kwargs)"),
         (["train", "--task", "dejong", "--algo", "ppo", "--device", "cuda:99", "--logdir", "OUT"],
          "train.device='cuda:99' is not a usable torch device here"),
     ],
