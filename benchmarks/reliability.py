@@ -10,7 +10,8 @@ Three measurements, written to ``docs/reliability.md`` (sections replaced, the r
   at a constant +-8 m/s^2 with random steering), 300 steps each; counted: scenarios with a
   collision, and scenarios with any non-finite value or gradient (with respect to the AV
   accelerations and steering, the initial speeds and positions, and the drivers' headway).
-* **Kill and resume.** ``difftraffic-rl train`` killed with SIGKILL at random moments; counted:
+* **Kill and resume.** ``difftraffic-rl train`` killed with SIGKILL at random moments (0-2 s
+  after its fifth logged epoch); counted:
   epochs lost (logged minus checkpointed), torn log lines, and whether the resumed log equals an
   uninterrupted run's.
 
@@ -466,7 +467,8 @@ def nonfinite_sweep(count: int, steps: int = 300, seed: int = 0) -> dict[str, in
 
 
 def kill_and_resume(kills: int, seed: int = 0) -> list[dict[str, float]]:
-    """SIGKILL ``difftraffic-rl train`` after a random 2-6 s, then resume it; one row a kill."""
+    """SIGKILL ``difftraffic-rl train`` a random 0-2 s after its fifth logged epoch, then resume
+    it; one row a kill."""
     from difftraffic_rl.training import CHECKPOINT, load_checkpoint, resume
 
     generator = torch.Generator().manual_seed(seed)
@@ -496,7 +498,12 @@ def kill_and_resume(kills: int, seed: int = 0) -> list[dict[str, float]]:
             process = subprocess.Popen(
                 command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
             )
-            time.sleep(2.0 + 4.0 * float(torch.rand((), generator=generator)))
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not any(
+                len(p.read_text().splitlines()) > 5 for p in logdir.glob("killed/*/progress.csv")
+            ):
+                time.sleep(0.05)
+            time.sleep(2.0 * float(torch.rand((), generator=generator)))
             os.kill(process.pid, signal.SIGKILL)
             process.wait()
             (run_dir,) = (logdir / "killed").iterdir()
@@ -612,7 +619,8 @@ def kill_section(rows: list[dict[str, float]]) -> str:
     lines = [
         "## Kill and resume",
         "",
-        "`difftraffic-rl train --task dejong --algo gippo` killed with SIGKILL after 2-6 s, then "
+        "`difftraffic-rl train --task dejong --algo gippo` killed with SIGKILL 0-2 s after its "
+        "fifth logged epoch, then "
         "resumed 3 epochs past the last logged one and compared with an uninterrupted run "
         "(every logged column except the timings):",
         "",
