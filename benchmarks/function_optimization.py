@@ -72,18 +72,24 @@ EVALUATION_EPISODES = 64
 """Mean-action evaluations per run (one step each)."""
 
 
-def results_table(
-    runs: list[sweep.RunSummary], returns: dict[tuple[str, str, int], float]
-) -> str:
+def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, int], float]) -> str:
     """Markdown table, one row per (problem, algorithm) in the paper's order."""
     rows = [
         [
-            TASK_LABELS[task], ALGO_LABELS[algo], ",".join(str(r.seed) for r in group),
+            TASK_LABELS[task],
+            ALGO_LABELS[algo],
+            ",".join(str(r.seed) for r in group),
             "/".join(map(str, sorted({r.epochs for r in group}))),
-            _mean_std([r.final for r in group]), f"**{_mean_std([r.best for r in group])}**",
+            _mean_std([r.final for r in group]),
+            f"**{_mean_std([r.best for r in group])}**",
             sweep.format_iqm([r.best for r in group], ".2e"),
-            _mean_std([returns[(r.task, r.algo, r.seed)] for r in group
-                       if (r.task, r.algo, r.seed) in returns]),
+            _mean_std(
+                [
+                    returns[(r.task, r.algo, r.seed)]
+                    for r in group
+                    if (r.task, r.algo, r.seed) in returns
+                ]
+            ),
             f"{AUTHORS_BEST[task][algo]:g}",
             f"{statistics.fmean(r.seconds_per_epoch for r in group):.3f}",
             f"{statistics.fmean(r.cpu_seconds_per_epoch for r in group):.3f}",
@@ -91,9 +97,21 @@ def results_table(
         for task, algo, group in sweep.grouped_runs(runs, TASKS, ALGOS)
     ]
     return sweep.markdown_table(
-        ["problem", "algorithm", "seeds", "epochs", "final reward", "best reward",
-         "best reward IQM [95 % CI]", "evaluation reward", "authors' best", "s / epoch (wall)",
-         "s / epoch (CPU)"], rows)
+        [
+            "problem",
+            "algorithm",
+            "seeds",
+            "epochs",
+            "final reward",
+            "best reward",
+            "best reward IQM [95 % CI]",
+            "evaluation reward",
+            "authors' best",
+            "s / epoch (wall)",
+            "s / epoch (CPU)",
+        ],
+        rows,
+    )
 
 
 def speed_table(runs: list[sweep.RunSummary]) -> str:
@@ -110,8 +128,15 @@ def speed_table(runs: list[sweep.RunSummary]) -> str:
         speedup = f"{reference / wall:.1f}× / {reference / cpu:.1f}×" if reference else "–"
         rows.append([ALGO_LABELS[algo], f"{wall:.3f}", f"{cpu:.3f}", ref_text, speedup])
     return sweep.markdown_table(
-        ["algorithm", "s / epoch, wall", "s / epoch, CPU", "reference (wall, unloaded)",
-         "speed-up (wall / CPU)"], rows)
+        [
+            "algorithm",
+            "s / epoch, wall",
+            "s / epoch, CPU",
+            "reference (wall, unloaded)",
+            "speed-up (wall / CPU)",
+        ],
+        rows,
+    )
 
 
 def report(
@@ -124,7 +149,8 @@ def report(
     finished = sum(r.epochs == expected_epochs for r in runs)
     complete = finished == len(run_dirs)
     lines = sweep.report_preamble(
-        "Function optimization: GI-PPO and the baselines", command,
+        "Function optimization: GI-PPO and the baselines",
+        command,
         f"one torch thread per run, {expected_epochs} epochs × 64 worlds, "
         f"seeds {' '.join(map(str, seeds))}",
         runs,
@@ -163,7 +189,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=list(TASKS), choices=TASKS)
     sweep.add_benchmark_arguments(
-        parser, ALGOS, logdir="runs/function_optimization",
+        parser,
+        ALGOS,
+        logdir="runs/function_optimization",
         out="docs/results/function_optimization.md",
         quick_help="smoke test: 20 epochs, seed 1, results under the logdir only",
     )
@@ -174,7 +202,10 @@ def main() -> None:
         sweep.use_quick_paths(args)
     command = "python benchmarks/function_optimization.py" + (" --quick" if args.quick else "")
     sweep.sweep_and_report(
-        args, args.tasks, dict.fromkeys(args.tasks, args.epochs), overrides=[],
+        args,
+        args.tasks,
+        dict.fromkeys(args.tasks, args.epochs),
+        overrides=[],
         report=lambda run_dirs: report(run_dirs, args.epochs, args.seeds, args.out, command),
     )
 

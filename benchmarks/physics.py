@@ -36,8 +36,7 @@ from difftraffic_rl import sweep
 TASKS = ("cartpole", "ant", "hopper")
 TASK_LABELS = {"cartpole": "Cartpole", "ant": "Ant", "hopper": "Hopper"}
 ALGOS = ("gippo", "ppo", "lr", "rp", "lrp", "pe")
-ALGO_LABELS = {"gippo": "GI-PPO", "ppo": "PPO", "lr": "LR", "rp": "RP", "lrp": "LR+RP",
-               "pe": "PE"}
+ALGO_LABELS = {"gippo": "GI-PPO", "ppo": "PPO", "lr": "LR", "rp": "RP", "lrp": "LR+RP", "pe": "PE"}
 PAPER_EPOCHS = {"cartpole": 500, "ant": 2000, "hopper": 2000}
 """The paper's budgets in epochs of 32 steps (64 worlds; Hopper 256, as the configurations)."""
 EVALUATION_EPISODES = 16
@@ -64,11 +63,15 @@ def parse_epochs(items: list[str]) -> dict[str, int]:
     for item in items:
         task, _, count = item.partition("=")
         if task not in TASKS or not count.strip().isdigit():
-            raise ValueError(f"--epochs {item!r}: expected TASK=N with TASK one of "
-                             f"{', '.join(TASKS)} and N a whole number")
+            raise ValueError(
+                f"--epochs {item!r}: expected TASK=N with TASK one of "
+                f"{', '.join(TASKS)} and N a whole number"
+            )
         if not 1 <= int(count) <= PAPER_EPOCHS[task]:
-            raise ValueError(f"--epochs {item!r}: the epochs for {task} must be in "
-                             f"1..{PAPER_EPOCHS[task]} (the paper budget), got {int(count)}")
+            raise ValueError(
+                f"--epochs {item!r}: the epochs for {task} must be in "
+                f"1..{PAPER_EPOCHS[task]} (the paper budget), got {int(count)}"
+            )
         epochs[task] = int(count)
     return epochs
 
@@ -87,48 +90,78 @@ def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, in
     """Markdown table, one row per (task, algorithm) in the paper's order."""
     rows = []
     for task, algo, group in sweep.grouped_runs(runs, TASKS, ALGOS):
-        evaluated = [returns[(r.task, r.algo, r.seed)] for r in group
-                     if (r.task, r.algo, r.seed) in returns]
+        evaluated = [
+            returns[(r.task, r.algo, r.seed)] for r in group if (r.task, r.algo, r.seed) in returns
+        ]
         authors = AUTHORS_BEST[task].get(algo)
-        rows.append([
-            TASK_LABELS[task], ALGO_LABELS[algo], ",".join(str(r.seed) for r in group),
-            ", ".join(budget_text(e, task) for e in sorted({r.epochs for r in group})),
-            "/".join(sorted({str(r.train["num_envs"]) for r in group})),
-            f"**{sweep.format_mean_std([r.best for r in group], '.0f', '.0f')}**",
-            sweep.format_iqm([r.best for r in group], ".0f"),
-            " / ".join(_whole(r.best) for r in group),
-            sweep.format_mean_std([r.final for r in group], ".0f", ".0f"),
-            sweep.format_mean_std(evaluated, ".0f", ".0f"),
-            "—" if authors is None else f"{authors:.0f}",
-            f"{statistics.fmean(r.seconds_per_epoch for r in group):.2f}",
-        ])
+        rows.append(
+            [
+                TASK_LABELS[task],
+                ALGO_LABELS[algo],
+                ",".join(str(r.seed) for r in group),
+                ", ".join(budget_text(e, task) for e in sorted({r.epochs for r in group})),
+                "/".join(sorted({str(r.train["num_envs"]) for r in group})),
+                f"**{sweep.format_mean_std([r.best for r in group], '.0f', '.0f')}**",
+                sweep.format_iqm([r.best for r in group], ".0f"),
+                " / ".join(_whole(r.best) for r in group),
+                sweep.format_mean_std([r.final for r in group], ".0f", ".0f"),
+                sweep.format_mean_std(evaluated, ".0f", ".0f"),
+                "—" if authors is None else f"{authors:.0f}",
+                f"{statistics.fmean(r.seconds_per_epoch for r in group):.2f}",
+            ]
+        )
     return sweep.markdown_table(
-        ["task", "algorithm", "seeds", "epochs run", "worlds", "best training return",
-         "best IQM [95 % CI]", "per seed (best)", "final training return", "evaluation return",
-         "authors' best", "s / epoch"], rows)
+        [
+            "task",
+            "algorithm",
+            "seeds",
+            "epochs run",
+            "worlds",
+            "best training return",
+            "best IQM [95 % CI]",
+            "per seed (best)",
+            "final training return",
+            "evaluation return",
+            "authors' best",
+            "s / epoch",
+        ],
+        rows,
+    )
 
 
-def partial_reasons(tasks: list[str], algos: list[str], seeds: list[int],
-                    epochs: dict[str, int], finished: int, requested: int) -> list[str]:
+def partial_reasons(
+    tasks: list[str],
+    algos: list[str],
+    seeds: list[int],
+    epochs: dict[str, int],
+    finished: int,
+    requested: int,
+) -> list[str]:
     """Why the benchmark falls short of issue 6 (every task and algorithm, at least
     ``MIN_SEEDS`` seeds, the paper budget, every run finished); empty when it does not."""
     reasons = []
     if set(tasks) != set(TASKS):
-        reasons.append(f"tasks {', '.join(TASK_LABELS[t] for t in tasks)} of "
-                       f"{', '.join(TASK_LABELS.values())}")
+        reasons.append(
+            f"tasks {', '.join(TASK_LABELS[t] for t in tasks)} of {', '.join(TASK_LABELS.values())}"
+        )
     if set(algos) != set(ALGOS):
-        reasons.append(f"algorithms {', '.join(ALGO_LABELS[a] for a in algos)} of "
-                       f"{', '.join(ALGO_LABELS.values())}")
+        reasons.append(
+            f"algorithms {', '.join(ALGO_LABELS[a] for a in algos)} of "
+            f"{', '.join(ALGO_LABELS.values())}"
+        )
     if len(seeds) < MIN_SEEDS:
-        reasons.append(f"seeds {' '.join(map(str, seeds))} (issue 6 asks for at least "
-                       f"{MIN_SEEDS})")
-    fractions = [f"{TASK_LABELS[t]} {budget_text(epochs[t], t)}" for t in tasks
-                 if epochs[t] < PAPER_EPOCHS[t]]
+        reasons.append(f"seeds {' '.join(map(str, seeds))} (issue 6 asks for at least {MIN_SEEDS})")
+    fractions = [
+        f"{TASK_LABELS[t]} {budget_text(epochs[t], t)}"
+        for t in tasks
+        if epochs[t] < PAPER_EPOCHS[t]
+    ]
     if fractions:
         reasons.append("a fraction of the paper budget: " + ", ".join(fractions))
     if finished < requested:
-        reasons.append(f"{finished} of {requested} requested runs finished (only finished runs "
-                       "are evaluated)")
+        reasons.append(
+            f"{finished} of {requested} requested runs finished (only finished runs are evaluated)"
+        )
     return reasons
 
 
@@ -137,25 +170,30 @@ def preserved_sections(out: Path) -> str:
     if not out.exists():
         return ""
     match = INVESTIGATION.search(out.read_text())
-    return "" if match is None else match.string[match.start():]
+    return "" if match is None else match.string[match.start() :]
 
 
 def report(run_dirs: list[Path], args: argparse.Namespace, command: str) -> bool:
     """Evaluate finished runs, write the report (keeping its investigation sections) and the
     learning curves; return whether the benchmark is complete (no partial reasons)."""
     runs, returns = sweep.evaluated_summaries(run_dirs, args.epochs, args.episodes)
-    reasons = partial_reasons(args.tasks, args.algos, args.seeds, args.epochs, len(returns),
-                              len(run_dirs))
+    reasons = partial_reasons(
+        args.tasks, args.algos, args.seeds, args.epochs, len(returns), len(run_dirs)
+    )
     devices = sorted({str(r.train["device"]) for r in runs}) or [args.device]
     lines = sweep.report_preamble(
         "Differentiable physics: GI-PPO and the baselines" + (" (partial)" if reasons else ""),
-        command, f"one torch thread per run, device {'/'.join(devices)}, horizon 32, "
+        command,
+        f"one torch thread per run, device {'/'.join(devices)}, horizon 32, "
         f"seeds {' '.join(map(str, args.seeds))}",
         runs,
     )
     if reasons:
-        lines += [f"**Partial:** {'; '.join(reasons)}. `make bench-physics-gpu` runs the full "
-                  "paper budget on a GPU.", ""]
+        lines += [
+            f"**Partial:** {'; '.join(reasons)}. `make bench-physics-gpu` runs the full "
+            "paper budget on a GPU.",
+            "",
+        ]
     lines += [
         "*Best training return* (the authors' measure, bold): each run's best smoothed return "
         "of the sampled actions (running mean over 100 episodes), mean ± std over seeds, with "
@@ -178,8 +216,12 @@ def report(run_dirs: list[Path], args: argparse.Namespace, command: str) -> bool
 
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces the runs of this report."""
-    parts = ["python benchmarks/physics.py", *(["--quick"] if args.quick else []),
-             "--tasks", *args.tasks]
+    parts = [
+        "python benchmarks/physics.py",
+        *(["--quick"] if args.quick else []),
+        "--tasks",
+        *args.tasks,
+    ]
     if set(args.algos) != set(ALGOS):
         parts += ["--algos", *args.algos]
     parts += ["--seeds", *map(str, args.seeds)]
@@ -190,17 +232,27 @@ def command_line(args: argparse.Namespace) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--tasks", nargs="+", choices=TASKS,
-                        help="default: all three (with --quick: cartpole ant)")
+    parser.add_argument(
+        "--tasks", nargs="+", choices=TASKS, help="default: all three (with --quick: cartpole ant)"
+    )
     sweep.add_benchmark_arguments(
-        parser, ALGOS, logdir="runs/physics", out="docs/results/physics.md",
-        episodes=EVALUATION_EPISODES, episodes_help="evaluation episodes (worlds) per run",
+        parser,
+        ALGOS,
+        logdir="runs/physics",
+        out="docs/results/physics.md",
+        episodes=EVALUATION_EPISODES,
+        episodes_help="evaluation episodes (worlds) per run",
         quick_help=f"smoke run: {QUICK_EPOCHS} epochs, {QUICK_WORLDS} worlds, seed 1, "
         f"{QUICK_EPISODES} evaluation episodes, results under the logdir only",
     )
-    parser.add_argument("--epochs", nargs="+", default=[], metavar="TASK=N",
-                        help="epochs per task, at most the paper budget "
-                        f"({' '.join(f'{t}={n}' for t, n in PAPER_EPOCHS.items())}, the default)")
+    parser.add_argument(
+        "--epochs",
+        nargs="+",
+        default=[],
+        metavar="TASK=N",
+        help="epochs per task, at most the paper budget "
+        f"({' '.join(f'{t}={n}' for t, n in PAPER_EPOCHS.items())}, the default)",
+    )
     parser.add_argument("--device", default="cpu", help="torch device of every run: cpu, cuda")
     args = parser.parse_args()
     try:
@@ -211,8 +263,10 @@ def main() -> None:
         import torch
 
         if not torch.cuda.is_available():
-            parser.error(f"--device {args.device}: this torch ({torch.__version__}) sees no CUDA "
-                         "device; use --device cpu or a CUDA build of torch")
+            parser.error(
+                f"--device {args.device}: this torch ({torch.__version__}) sees no CUDA "
+                "device; use --device cpu or a CUDA build of torch"
+            )
     overrides = [f"train.device={args.device}"]
     if args.quick:
         args.tasks = args.tasks or ["cartpole", "ant"]
@@ -222,8 +276,13 @@ def main() -> None:
         sweep.use_quick_paths(args)
     args.tasks = args.tasks or list(TASKS)
     command = command_line(args)
-    sweep.sweep_and_report(args, args.tasks, args.epochs, overrides,
-                           report=lambda run_dirs: report(run_dirs, args, command))
+    sweep.sweep_and_report(
+        args,
+        args.tasks,
+        args.epochs,
+        overrides,
+        report=lambda run_dirs: report(run_dirs, args, command),
+    )
 
 
 if __name__ == "__main__":

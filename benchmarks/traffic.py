@@ -55,28 +55,52 @@ def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, in
     rows = []
     for task, algo, group in sweep.grouped_runs(runs, [f"pacecar-{v}" for v in VARIANTS], ALGOS):
         variant = task.removeprefix("pacecar-")
-        evaluated = [returns[(r.task, r.algo, r.seed)] for r in group
-                     if (r.task, r.algo, r.seed) in returns]
-        rows.append([
-            variant, ALGO_LABELS[algo],
-            ",".join(str(r.seed) for r in group),
-            "/".join(str(e) for e in sorted({r.epochs for r in group})),
-            f"**{sweep.format_mean_std(evaluated, '.1f', '.1f')}**",
-            sweep.format_iqm(evaluated, ".0f"),
-            " / ".join(f"{value:.0f}" for value in evaluated),
-            sweep.format_mean_std([r.best for r in group], ".1f", ".1f"),
-            sweep.format_mean_std([r.final for r in group], ".1f", ".1f"),
-            f"{AUTHORS_RETURN[variant][algo]:.1f}",
-            f"{statistics.fmean(r.seconds_per_epoch for r in group):.2f}",
-        ])
+        evaluated = [
+            returns[(r.task, r.algo, r.seed)] for r in group if (r.task, r.algo, r.seed) in returns
+        ]
+        rows.append(
+            [
+                variant,
+                ALGO_LABELS[algo],
+                ",".join(str(r.seed) for r in group),
+                "/".join(str(e) for e in sorted({r.epochs for r in group})),
+                f"**{sweep.format_mean_std(evaluated, '.1f', '.1f')}**",
+                sweep.format_iqm(evaluated, ".0f"),
+                " / ".join(f"{value:.0f}" for value in evaluated),
+                sweep.format_mean_std([r.best for r in group], ".1f", ".1f"),
+                sweep.format_mean_std([r.final for r in group], ".1f", ".1f"),
+                f"{AUTHORS_RETURN[variant][algo]:.1f}",
+                f"{statistics.fmean(r.seconds_per_epoch for r in group):.2f}",
+            ]
+        )
     return sweep.markdown_table(
-        ["variant", "algorithm", "seeds", "epochs", "evaluation return",
-         "evaluation IQM [95 % CI]", "per seed", "best training return",
-         "final training return", "authors' return", "s / epoch"], rows)
+        [
+            "variant",
+            "algorithm",
+            "seeds",
+            "epochs",
+            "evaluation return",
+            "evaluation IQM [95 % CI]",
+            "per seed",
+            "best training return",
+            "final training return",
+            "authors' return",
+            "s / epoch",
+        ],
+        rows,
+    )
 
 
-def report(run_dirs: list[Path], variants: list[str], epochs: int, seeds: list[int],
-           episodes: int, out: Path, command: str, lane_membership: str) -> bool:
+def report(
+    run_dirs: list[Path],
+    variants: list[str],
+    epochs: int,
+    seeds: list[int],
+    episodes: int,
+    out: Path,
+    command: str,
+    lane_membership: str,
+) -> bool:
     """Evaluate finished runs, write the table and one learning-curve plot; return whether every
     requested run finished."""
     runs, returns = sweep.evaluated_summaries(
@@ -84,16 +108,20 @@ def report(run_dirs: list[Path], variants: list[str], epochs: int, seeds: list[i
     )
     complete = len(returns) == len(run_dirs) and set(variants) == set(VARIANTS)
     lines = sweep.report_preamble(
-        "Pace car: GI-PPO and the baselines", command,
+        "Pace car: GI-PPO and the baselines",
+        command,
         f"one torch thread per run, {epochs} epochs × 32 steps × 64 worlds, "
         f"seeds {' '.join(map(str, seeds))}, lane membership `{lane_membership}`: "
         f"{LANE_MEMBERSHIP_NOTES[lane_membership]}",
         runs,
     )
     if not complete:
-        lines += [f"**Partial:** variants {', '.join(variants)} of {', '.join(VARIANTS)}; "
-                  f"{len(returns)} of {len(run_dirs)} requested runs finished (only finished runs "
-                  "are evaluated). `make bench-traffic` runs and resumes the full benchmark.", ""]
+        lines += [
+            f"**Partial:** variants {', '.join(variants)} of {', '.join(VARIANTS)}; "
+            f"{len(returns)} of {len(run_dirs)} requested runs finished (only finished runs "
+            "are evaluated). `make bench-traffic` runs and resumes the full benchmark.",
+            "",
+        ]
     lines += [
         f"*Evaluation return*: the trained policy's mean action over {episodes} episodes of 1000 "
         "steps (maximum 1000), mean ± std over seeds, and its interquartile mean over seeds "
@@ -131,15 +159,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     sweep.add_benchmark_arguments(
-        parser, ALGOS, logdir="runs/traffic", out="docs/results/traffic.md",
-        episodes=EVALUATION_EPISODES, episodes_help="1000-step evaluation episodes per run",
+        parser,
+        ALGOS,
+        logdir="runs/traffic",
+        out="docs/results/traffic.md",
+        episodes=EVALUATION_EPISODES,
+        episodes_help="1000-step evaluation episodes per run",
         quick_help="smoke run: 3 epochs, seed 1, 4 evaluation episodes, results under the "
         "logdir only",
     )
     parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS)
-    parser.add_argument("--lane-membership", choices=tuple(LANE_MEMBERSHIP_NOTES), default="body",
-                        help="the pace-car road's lane rule (default body); 'center' runs in "
-                        "<logdir>_center and writes <out>_center.md")
+    parser.add_argument(
+        "--lane-membership",
+        choices=tuple(LANE_MEMBERSHIP_NOTES),
+        default="body",
+        help="the pace-car road's lane rule (default body); 'center' runs in "
+        "<logdir>_center and writes <out>_center.md",
+    )
     args = parser.parse_args()
     if args.lane_membership != "body":
         suffix = f"_{args.lane_membership}"
@@ -151,10 +187,20 @@ def main() -> None:
     command = command_line(args)
     tasks = [f"pacecar-{v}" for v in args.variants]
     sweep.sweep_and_report(
-        args, tasks, dict.fromkeys(tasks, args.epochs),
+        args,
+        tasks,
+        dict.fromkeys(tasks, args.epochs),
         overrides=[f"task_kwargs.lane_membership={args.lane_membership}"],
-        report=lambda run_dirs: report(run_dirs, args.variants, args.epochs, args.seeds,
-                                       args.episodes, args.out, command, args.lane_membership),
+        report=lambda run_dirs: report(
+            run_dirs,
+            args.variants,
+            args.epochs,
+            args.seeds,
+            args.episodes,
+            args.out,
+            command,
+            args.lane_membership,
+        ),
     )
 
 

@@ -44,8 +44,18 @@ START_SPEED = 10.0
 
 # (time s, leader speed m/s): the leader's speed is linearly interpolated between knots.
 LEADER_PROFILE = [
-    (0.0, 10.0), (8.0, 10.0), (13.0, 0.0), (18.0, 0.0), (26.0, 12.0), (32.0, 12.0),
-    (36.0, 2.0), (40.0, 2.0), (48.0, 14.0), (52.0, 0.0), (54.0, 0.0), (60.0, 8.0),
+    (0.0, 10.0),
+    (8.0, 10.0),
+    (13.0, 0.0),
+    (18.0, 0.0),
+    (26.0, 12.0),
+    (32.0, 12.0),
+    (36.0, 2.0),
+    (40.0, 2.0),
+    (48.0, 14.0),
+    (52.0, 0.0),
+    (54.0, 0.0),
+    (60.0, 8.0),
 ]
 
 
@@ -65,8 +75,7 @@ def sumo_binary(name: str) -> str:
 
 def write_network(folder: Path) -> Path:
     (folder / "road.nod.xml").write_text(
-        '<nodes><node id="a" x="0" y="0"/>'
-        f'<node id="b" x="{ROAD_LENGTH}" y="0"/></nodes>\n'
+        f'<nodes><node id="a" x="0" y="0"/><node id="b" x="{ROAD_LENGTH}" y="0"/></nodes>\n'
     )
     (folder / "road.edg.xml").write_text(
         f'<edges><edge id="road" from="a" to="b" numLanes="1" speed="{IDM["v0"]}"/></edges>\n'
@@ -75,10 +84,14 @@ def write_network(folder: Path) -> Path:
     subprocess.run(
         [
             sumo_binary("netconvert"),
-            "--node-files", str(folder / "road.nod.xml"),
-            "--edge-files", str(folder / "road.edg.xml"),
-            "--output-file", str(net),
-            "--no-turnarounds", "true",
+            "--node-files",
+            str(folder / "road.nod.xml"),
+            "--edge-files",
+            str(folder / "road.edg.xml"),
+            "--output-file",
+            str(net),
+            "--no-turnarounds",
+            "true",
         ],
         check=True,
         capture_output=True,
@@ -116,12 +129,18 @@ def simulate(net: Path, routes: Path, ids: list[str]) -> list[list[float]]:
     sumo_api.start(
         [
             sumo_binary("sumo"),
-            "--net-file", str(net),
-            "--route-files", str(routes),
-            "--step-length", str(DT),
-            "--collision.action", "warn",
-            "--no-step-log", "true",
-            "--no-warnings", "true",
+            "--net-file",
+            str(net),
+            "--route-files",
+            str(routes),
+            "--step-length",
+            str(DT),
+            "--collision.action",
+            "warn",
+            "--no-step-log",
+            "true",
+            "--no-warnings",
+            "true",
         ]
     )
     try:

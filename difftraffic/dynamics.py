@@ -94,8 +94,9 @@ def validate_step_inputs(
         if control is None:
             continue
         if not isinstance(control, Tensor):
-            raise ValueError(f"{name} must be a tensor of shape {tuple(shape)}, got "
-                             f"{type(control).__name__}")
+            raise ValueError(
+                f"{name} must be a tensor of shape {tuple(shape)}, got {type(control).__name__}"
+            )
         if control.shape != shape or control.dtype != dtype or control.device != device:
             raise ValueError(
                 f"{name} must match the state: shape {tuple(shape)} [B, N], dtype {dtype}, "
@@ -103,18 +104,29 @@ def validate_step_inputs(
             )
         check_finite(name, control)
     if av_steering is not None:
-        check_range("av_steering", av_steering[state.is_av], -math.pi / 2, math.pi / 2,
-                    low_inclusive=False, high_inclusive=False, unit="rad")
+        check_range(
+            "av_steering",
+            av_steering[state.is_av],
+            -math.pi / 2,
+            math.pi / 2,
+            low_inclusive=False,
+            high_inclusive=False,
+            unit="rad",
+        )
     for f in fields(idm):
         value = getattr(idm, f.name)
         if not isinstance(value, Tensor):
             continue
         if not _broadcasts_to(value.shape, shape):
-            raise ValueError(f"IDMParams.{f.name} has shape {tuple(value.shape)}, not "
-                             f"broadcastable to the state's {tuple(shape)} [B, N]")
+            raise ValueError(
+                f"IDMParams.{f.name} has shape {tuple(value.shape)}, not "
+                f"broadcastable to the state's {tuple(shape)} [B, N]"
+            )
         if value.dtype != dtype or value.device != device:
-            raise ValueError(f"IDMParams.{f.name} must have the state's dtype {dtype} and device "
-                             f"{device}, got {value.dtype} on {value.device}")
+            raise ValueError(
+                f"IDMParams.{f.name} must have the state's dtype {dtype} and device "
+                f"{device}, got {value.dtype} on {value.device}"
+            )
 
 
 def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:

@@ -54,8 +54,13 @@ class TrainSettings:
     reward_window: int = 100
 
     def __post_init__(self) -> None:
-        for name, low in (("epochs", 1), ("num_envs", 1), ("checkpoint_every", 1),
-                          ("num_threads", 1), ("reward_window", 1)):
+        for name, low in (
+            ("epochs", 1),
+            ("num_envs", 1),
+            ("checkpoint_every", 1),
+            ("num_threads", 1),
+            ("reward_window", 1),
+        ):
             if getattr(self, name) < low:
                 raise ValueError(f"train.{name}={getattr(self, name)} must be >= {low}")
         if self.dtype not in ("float32", "float64"):

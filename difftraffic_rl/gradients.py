@@ -39,7 +39,11 @@ def row_gradients(
             count, *rows.shape
         )
         grads = torch.autograd.grad(
-            rows, inputs, grad_outputs=selectors, retain_graph=True, allow_unused=True,
+            rows,
+            inputs,
+            grad_outputs=selectors,
+            retain_graph=True,
+            allow_unused=True,
             is_grads_batched=True,
         )
         return [

@@ -31,9 +31,7 @@ def _default_init(layer: nn.Linear, generator: torch.Generator) -> None:
     nn.init.uniform_(layer.bias, -bound, bound, generator=generator)
 
 
-def gaussian_log_prob(
-    action: torch.Tensor, mean: torch.Tensor, std: torch.Tensor
-) -> torch.Tensor:
+def gaussian_log_prob(action: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
     """Log-density of a diagonal Gaussian: ``[..., D]`` inputs -> ``[...]``."""
     z = (action - mean) / std
     return (-0.5 * z.square() - torch.log(std) - LOG_SQRT_2PI).sum(dim=-1)

@@ -27,9 +27,7 @@ def load_curve(
     return [float(r["env_steps"]) for r in rows], [float(r[column]) for r in rows]
 
 
-def plot_runs(
-    run_dirs: list[str | Path], out: str | Path, column: str = "reward_smoothed"
-) -> Path:
+def plot_runs(run_dirs: list[str | Path], out: str | Path, column: str = "reward_smoothed") -> Path:
     """Plot ``column`` against environment steps and save the figure to ``out``.
 
     Runs are grouped by task (one panel each) and algorithm (one line each, mean +- std over

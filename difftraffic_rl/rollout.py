@@ -36,9 +36,7 @@ class EpisodeTracker:
         self.returns = torch.zeros(num_envs, device=device, dtype=dtype)
         self.lengths = torch.zeros(num_envs, device=device, dtype=torch.long)
 
-    def update(
-        self, reward: torch.Tensor, done: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    def update(self, reward: torch.Tensor, done: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Add one step (``reward [N]``, ``done [N]`` bool); return finished returns and lengths."""
         self.returns += reward.detach()
         self.lengths += 1
@@ -140,25 +138,26 @@ def collect_rollout(
             observe(obs)
             obs_n = normalize_obs(obs)
             mean, std = actor(obs_n)
-            eps = torch.randn(
-                mean.shape, generator=generator, device=mean.device, dtype=mean.dtype
-            )
+            eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
             action = mean + std * eps
             value = value_fn(obs_n)
             obs, reward, terminated, truncated, info = env.step(torch.tanh(action))
             final_obs = info["final_obs"]
             valid = torch.isfinite(final_obs).all(-1) & (final_obs.abs() <= BLOW_UP_LIMIT).all(-1)
             safe_final = torch.where(valid[:, None], final_obs, torch.zeros_like(final_obs))
-            next_value = torch.where(
-                valid & ~terminated, value_fn(normalize_obs(safe_final)), 0.0
-            )
+            next_value = torch.where(valid & ~terminated, value_fn(normalize_obs(safe_final)), 0.0)
             done = terminated | truncated
             returns, lengths = tracker.update(reward, done)
             finished_returns.append(returns)
             finished_lengths.append(lengths)
             for key, val in (
-                ("obs", obs_n), ("eps", eps), ("mus", mean.detach()), ("stds", std.detach()),
-                ("rewards", reward), ("values", value), ("next_values", next_value),
+                ("obs", obs_n),
+                ("eps", eps),
+                ("mus", mean.detach()),
+                ("stds", std.detach()),
+                ("rewards", reward),
+                ("values", value),
+                ("next_values", next_value),
                 ("dones", done),
             ):
                 steps[key].append(val)
@@ -250,4 +249,3 @@ def advantage_action_gradient(
     exponent = steps_since_episode_start(episode_starts).to(grads_stacked.dtype)
     scale = (1.0 / (gamma * lam)) ** exponent
     return grads_stacked * scale[..., None]
-

@@ -87,8 +87,15 @@ def _record_commit(run_dir: Path, commit: str) -> None:
             handle.write(commit + "\n")
 
 
-def _one_run(task: str, algo: str, seed: int, epochs: int | None, logdir: str,
-             overrides: list[str], resume: bool) -> str:
+def _one_run(
+    task: str,
+    algo: str,
+    seed: int,
+    epochs: int | None,
+    logdir: str,
+    overrides: list[str],
+    resume: bool,
+) -> str:
     commit = source_commit()  # the code this process loaded, whatever happens to the checkout
     run_dir, trained = _train_or_resume(task, algo, seed, epochs, logdir, overrides, resume)
     if trained:
@@ -96,8 +103,15 @@ def _one_run(task: str, algo: str, seed: int, epochs: int | None, logdir: str,
     return str(run_dir)
 
 
-def _train_or_resume(task: str, algo: str, seed: int, epochs: int | None, logdir: str,
-                     overrides: list[str], resume: bool) -> tuple[Path, bool]:
+def _train_or_resume(
+    task: str,
+    algo: str,
+    seed: int,
+    epochs: int | None,
+    logdir: str,
+    overrides: list[str],
+    resume: bool,
+) -> tuple[Path, bool]:
     """Train the run, continue it from its checkpoint, or skip it when it is finished; return
     its directory and whether this process trained any of it."""
     from difftraffic_rl.training import resume as resume_run
@@ -111,15 +125,24 @@ def _train_or_resume(task: str, algo: str, seed: int, epochs: int | None, logdir
         if reached is not None:
             epoch, total = reached
             if epochs is not None and total != epochs:
-                raise ValueError(f"{run_dir} was started with {total} epochs, not {epochs}; "
-                                 "use another logdir")
+                raise ValueError(
+                    f"{run_dir} was started with {total} epochs, not {epochs}; use another logdir"
+                )
             if epoch < total:
                 resume_run(run_dir, progress=False)
             return run_dir, epoch < total
         if run_dir.exists():
             shutil.rmtree(run_dir)
-    result = train(task, algo, seed=seed, epochs=epochs, logdir=logdir, overrides=overrides,
-                   progress=False, run_name=name)
+    result = train(
+        task,
+        algo,
+        seed=seed,
+        epochs=epochs,
+        logdir=logdir,
+        overrides=overrides,
+        progress=False,
+        run_name=name,
+    )
     assert result.run_dir is not None  # a logdir was given
     return result.run_dir, True
 
@@ -144,15 +167,26 @@ def run_sweep(
     if workers < 1:
         raise ValueError(f"workers={workers} must be >= 1")
     if isinstance(epochs, Mapping) and not set(tasks) <= set(epochs):
-        raise ValueError(f"epochs has no count for tasks {sorted(set(tasks) - set(epochs))}; "
-                         f"it names {sorted(epochs)}")
+        raise ValueError(
+            f"epochs has no count for tasks {sorted(set(tasks) - set(epochs))}; "
+            f"it names {sorted(epochs)}"
+        )
     jobs = [(t, a, s) for s, t, a in itertools.product(seeds, tasks, algos)]
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(_one_run, t, a, s,
-                               epochs[t] if isinstance(epochs, Mapping) else epochs, str(logdir),
-                               list(overrides or []), resume)
-                   for t, a, s in jobs]
+        futures = [
+            pool.submit(
+                _one_run,
+                t,
+                a,
+                s,
+                epochs[t] if isinstance(epochs, Mapping) else epochs,
+                str(logdir),
+                list(overrides or []),
+                resume,
+            )
+            for t, a, s in jobs
+        ]
         return [Path(f.result()) for f in futures]
 
 
@@ -200,16 +234,23 @@ def run_summaries(run_dirs: list[str | Path]) -> list[RunSummary]:
         rewards = [float(r["reward_smoothed"]) for r in rows]
         finite = [r for r in rewards if not math.isnan(r)]
         train = config.get("train", {})
-        summaries.append(RunSummary(
-            task=config["task"], algo=config["algo"], seed=int(train.get("seed", 0)),
-            epochs=len(rows),
-            final=rewards[-1], best=max(finite) if finite else math.nan,
-            seconds_per_epoch=float(rows[-1]["wall_time"]) / len(rows),
-            run_dir=run_dir, train=train,
-            cpu_seconds_per_epoch=float(rows[-1].get("cpu_time", math.nan)) / len(rows),
-            commits=tuple((run_dir / COMMIT_FILE).read_text().split())
-            if (run_dir / COMMIT_FILE).exists() else (),
-        ))
+        summaries.append(
+            RunSummary(
+                task=config["task"],
+                algo=config["algo"],
+                seed=int(train.get("seed", 0)),
+                epochs=len(rows),
+                final=rewards[-1],
+                best=max(finite) if finite else math.nan,
+                seconds_per_epoch=float(rows[-1]["wall_time"]) / len(rows),
+                run_dir=run_dir,
+                train=train,
+                cpu_seconds_per_epoch=float(rows[-1].get("cpu_time", math.nan)) / len(rows),
+                commits=tuple((run_dir / COMMIT_FILE).read_text().split())
+                if (run_dir / COMMIT_FILE).exists()
+                else (),
+            )
+        )
     return summaries
 
 
@@ -227,7 +268,7 @@ def interquartile_mean(values: Sequence[float]) -> float:
     the aggregate Agarwal et al. (2021) recommend over a handful of seeds."""
     ordered = sorted(values)
     cut = len(ordered) // 4
-    return statistics.fmean(ordered[cut:len(ordered) - cut])
+    return statistics.fmean(ordered[cut : len(ordered) - cut])
 
 
 def format_iqm(
@@ -240,11 +281,12 @@ def format_iqm(
     if not finite:
         return "n/a"
     rng = random.Random(seed)
-    boot = sorted(interquartile_mean(rng.choices(finite, k=len(finite)))
-                  for _ in range(resamples))
+    boot = sorted(interquartile_mean(rng.choices(finite, k=len(finite))) for _ in range(resamples))
     low, high = boot[int(0.025 * resamples)], boot[int(0.975 * resamples) - 1]
-    return (f"{interquartile_mean(finite):{number_format}} "
-            f"[{low:{number_format}}, {high:{number_format}}]")
+    return (
+        f"{interquartile_mean(finite):{number_format}} "
+        f"[{low:{number_format}}, {high:{number_format}}]"
+    )
 
 
 def source_commit() -> str:
@@ -253,13 +295,13 @@ def source_commit() -> str:
     root = Path(__file__).resolve().parent.parent
 
     def git(*args: str) -> str:
-        return subprocess.run(["git", *args], cwd=root, capture_output=True, text=True,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", *args], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
 
     try:
         commit = git("rev-parse", "--short", "HEAD")
-        changed = git("status", "--porcelain", "--", "difftraffic", "difftraffic_rl",
-                      "benchmarks")
+        changed = git("status", "--porcelain", "--", "difftraffic", "difftraffic_rl", "benchmarks")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return commit + ("+changes" if changed else "")
@@ -277,8 +319,7 @@ def grouped_runs(
 ) -> Iterator[tuple[str, str, list[RunSummary]]]:
     """``(task, algo, runs sorted by seed)`` for every pair in the order given that has runs."""
     for task, algo in itertools.product(tasks, algos):
-        group = sorted((r for r in runs if r.task == task and r.algo == algo),
-                       key=lambda r: r.seed)
+        group = sorted((r for r in runs if r.task == task and r.algo == algo), key=lambda r: r.seed)
         if group:
             yield task, algo, group
 
@@ -290,10 +331,17 @@ def summarize(run_dirs: list[str | Path]) -> str:
         groups[(run.task, run.algo)].append(run)
     return markdown_table(
         ["task", "algorithm", "seeds", "final reward", "best reward", "s / epoch"],
-        ([task, algo, str(len(runs)), format_mean_std([r.final for r in runs]),
-          format_mean_std([r.best for r in runs]),
-          f"{statistics.fmean(r.seconds_per_epoch for r in runs):.3f}"]
-         for (task, algo), runs in sorted(groups.items())),
+        (
+            [
+                task,
+                algo,
+                str(len(runs)),
+                format_mean_std([r.final for r in runs]),
+                format_mean_std([r.best for r in runs]),
+                f"{statistics.fmean(r.seconds_per_epoch for r in runs):.3f}",
+            ]
+            for (task, algo), runs in sorted(groups.items())
+        ),
     )
 
 
@@ -325,7 +373,8 @@ def evaluated_summaries(
     runs = run_summaries([d for d in run_dirs if (d / "progress.csv").exists()])
     returns = {
         (r.task, r.algo, r.seed): cached_evaluation(r.run_dir, episodes)
-        for r in runs if r.epochs == epochs[r.task]
+        for r in runs
+        if r.epochs == epochs[r.task]
     }
     return runs, returns
 
@@ -358,8 +407,13 @@ def write_report(out: Path, text: str, runs: list[RunSummary]) -> None:
 
 
 def add_benchmark_arguments(
-    parser: argparse.ArgumentParser, algos: Sequence[str], logdir: str, out: str,
-    quick_help: str, episodes: int | None = None, episodes_help: str = "",
+    parser: argparse.ArgumentParser,
+    algos: Sequence[str],
+    logdir: str,
+    out: str,
+    quick_help: str,
+    episodes: int | None = None,
+    episodes_help: str = "",
 ) -> None:
     """The arguments every learning benchmark takes: ``--algos``, ``--seeds``, ``--episodes``
     (only given ``episodes``, the default count of a benchmark that evaluates its runs),
@@ -372,8 +426,11 @@ def add_benchmark_arguments(
     parser.add_argument("--logdir", type=Path, default=Path(logdir))
     parser.add_argument("--out", type=Path, default=Path(out))
     parser.add_argument("--quick", action="store_true", help=quick_help)
-    parser.add_argument("--report-only", action="store_true",
-                        help="write the table and plot from the runs that exist; train nothing")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="write the table and plot from the runs that exist; train nothing",
+    )
 
 
 def use_quick_paths(args: argparse.Namespace) -> None:
@@ -393,11 +450,20 @@ def sweep_and_report(
     """Run (or, with ``--report-only``, skip) the resumable sweep of ``tasks`` x ``args.algos``
     x ``args.seeds``, then ``report(run_dirs)``, which writes ``args.out`` and returns whether
     the benchmark is complete; print the report and where it went."""
-    run_dirs = [args.logdir / run_name(t, a, s) for s in args.seeds for t in tasks
-                for a in args.algos]
+    run_dirs = [
+        args.logdir / run_name(t, a, s) for s in args.seeds for t in tasks for a in args.algos
+    ]
     if not args.report_only:
-        run_sweep(tasks, args.algos, args.seeds, epochs, args.logdir, args.workers,
-                  overrides=["train.tensorboard=false", *overrides], resume=True)
+        run_sweep(
+            tasks,
+            args.algos,
+            args.seeds,
+            epochs,
+            args.logdir,
+            args.workers,
+            overrides=["train.tensorboard=false", *overrides],
+            resume=True,
+        )
     complete = report(run_dirs)
     print(args.out.read_text())
     print(f"{'complete' if complete else 'PARTIAL'}: {args.out} and {args.out.with_suffix('.png')}")

@@ -20,8 +20,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     args = parser.parse_args()
     for algo in ("ppo", "gippo"):
-        result = difftraffic_rl.train(task=args.task, algo=algo, seed=args.seed,
-                                      epochs=args.epochs, logdir="runs/examples")
+        result = difftraffic_rl.train(
+            task=args.task, algo=algo, seed=args.seed, epochs=args.epochs, logdir="runs/examples"
+        )
         best = max(row["reward_smoothed"] for row in result.metrics)
         print(f"{algo:>6}: best smoothed reward {best:.3e}  ({result.run_dir})")
 

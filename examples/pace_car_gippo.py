@@ -31,18 +31,35 @@ from difftraffic_rl.tasks import make_task
 
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--variant", default="2lane",
-                        help="1lane, 2lane, 3lane, 4lane or 10lane (default 2lane)")
-    parser.add_argument("--epochs", type=int, default=250,
-                        help="training epochs of 64 worlds x 32 steps (default 250; paper 500)")
+    parser.add_argument(
+        "--variant", default="2lane", help="1lane, 2lane, 3lane, 4lane or 10lane (default 2lane)"
+    )
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=250,
+        help="training epochs of 64 worlds x 32 steps (default 250; paper 500)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="random seed (default 1)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--eval-worlds", type=int, default=32,
-                        help="1000-step evaluation episodes per policy (default 32)")
-    parser.add_argument("--video-steps", type=int, default=600,
-                        help="steps of 0.03 s in the video (default 600: 18 s)")
-    parser.add_argument("--out", type=Path, default=Path("out/pace_car_gippo"),
-                        help="output folder (default out/pace_car_gippo)")
+    parser.add_argument(
+        "--eval-worlds",
+        type=int,
+        default=32,
+        help="1000-step evaluation episodes per policy (default 32)",
+    )
+    parser.add_argument(
+        "--video-steps",
+        type=int,
+        default=600,
+        help="steps of 0.03 s in the video (default 600: 18 s)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/pace_car_gippo"),
+        help="output folder (default out/pace_car_gippo)",
+    )
     return parser.parse_args()
 
 
@@ -51,8 +68,14 @@ def main() -> None:
     task = f"pacecar-{args.variant}"
 
     # 1. Train GI-PPO with the paper's traffic hyperparameters (difftraffic_rl/configs/).
-    result = difftraffic_rl.train(task=task, algo="gippo", seed=args.seed, epochs=args.epochs,
-                                  device=args.device, logdir=args.out / "runs")
+    result = difftraffic_rl.train(
+        task=task,
+        algo="gippo",
+        seed=args.seed,
+        epochs=args.epochs,
+        device=args.device,
+        logdir=args.out / "runs",
+    )
     run_dir = result.run_dir
 
     # 2. Evaluate the trained policy (its mean action) against an idle and a random pace car.
@@ -61,8 +84,9 @@ def main() -> None:
     policies = {
         "GI-PPO": trained,
         "idle": lambda obs: torch.zeros(obs.shape[0], 2, device=obs.device),
-        "random": lambda obs: torch.rand(obs.shape[0], 2, generator=generator,
-                                         device=obs.device) * 2 - 1,
+        "random": lambda obs: (
+            torch.rand(obs.shape[0], 2, generator=generator, device=obs.device) * 2 - 1
+        ),
     }
     env = make_task(task, args.eval_worlds, device=args.device)
     print(f"\nreturn over 1000-step episodes ({args.eval_worlds} worlds, maximum 1000):")
@@ -73,12 +97,15 @@ def main() -> None:
     # 3. The learning curve and a video of one evaluation episode.
     curve = plot_runs([run_dir], args.out / "learning_curve.png")
     video_env = PaceCarEnv(args.variant, num_envs=1, device=args.device)
-    video = record_rollout(video_env, args.out / "pace_car.mp4", args.video_steps, trained,
-                           seed=args.seed)
+    video = record_rollout(
+        video_env, args.out / "pace_car.mp4", args.video_steps, trained, seed=args.seed
+    )
     frame = args.out / "pace_car.png"
     iio.imwrite(frame, iio.imread(video, index=args.video_steps * 2 // 3))
-    print(f"\nrun directory:  {run_dir}\nlearning curve: {curve}\nvideo:          {video}"
-          f"\nframe:          {frame}")
+    print(
+        f"\nrun directory:  {run_dir}\nlearning curve: {curve}\nvideo:          {video}"
+        f"\nframe:          {frame}"
+    )
 
 
 if __name__ == "__main__":

@@ -29,9 +29,7 @@ __all__ = [
     "get_algorithm",
 ]
 
-ALGORITHMS: dict[str, type[Algorithm]] = {
-    cls.name: cls for cls in (LR, RP, LRP, PPO, GIPPO, PE)
-}
+ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (LR, RP, LRP, PPO, GIPPO, PE)}
 
 
 def get_algorithm(name: str) -> type[Algorithm]:

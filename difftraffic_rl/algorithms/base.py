@@ -120,24 +120,47 @@ class AlgorithmConfig:
             check_range(getattr(self, name) > 0, name, getattr(self, name), "> 0")
         for name in ("actor_betas", "critic_betas"):
             betas = getattr(self, name)
-            check_range(len(betas) == 2 and all(0 <= b < 1 for b in betas), name, betas,
-                   "two numbers in [0, 1)")
-        check_range(self.lr_schedule in self.actor_lr_schedules, "lr_schedule", self.lr_schedule,
-                    str(self.actor_lr_schedules))
-        check_range(self.critic_lr_schedule in SCHEDULES, "critic_lr_schedule",
-                    self.critic_lr_schedule, str(SCHEDULES))
+            check_range(
+                len(betas) == 2 and all(0 <= b < 1 for b in betas),
+                name,
+                betas,
+                "two numbers in [0, 1)",
+            )
+        check_range(
+            self.lr_schedule in self.actor_lr_schedules,
+            "lr_schedule",
+            self.lr_schedule,
+            str(self.actor_lr_schedules),
+        )
+        check_range(
+            self.critic_lr_schedule in SCHEDULES,
+            "critic_lr_schedule",
+            self.critic_lr_schedule,
+            str(SCHEDULES),
+        )
         for name in ("actor_hidden", "critic_hidden"):
             widths = getattr(self, name)
-            check_range(len(widths) >= 1 and min(widths) >= 1, name, widths,
-                   "one or more widths >= 1")
-        check_range(self.critic_iterations >= 1, "critic_iterations", self.critic_iterations,
-                    ">= 1")
-        check_range(self.critic_num_batches >= 1, "critic_num_batches", self.critic_num_batches,
-               ">= 1")
-        check_range(0 <= self.target_critic_alpha < 1, "target_critic_alpha",
-               self.target_critic_alpha, "[0, 1)")
-        check_range(self.grad_norm is None or self.grad_norm >= 0, "grad_norm", self.grad_norm,
-               "None or >= 0")
+            check_range(
+                len(widths) >= 1 and min(widths) >= 1, name, widths, "one or more widths >= 1"
+            )
+        check_range(
+            self.critic_iterations >= 1, "critic_iterations", self.critic_iterations, ">= 1"
+        )
+        check_range(
+            self.critic_num_batches >= 1, "critic_num_batches", self.critic_num_batches, ">= 1"
+        )
+        check_range(
+            0 <= self.target_critic_alpha < 1,
+            "target_critic_alpha",
+            self.target_critic_alpha,
+            "[0, 1)",
+        )
+        check_range(
+            self.grad_norm is None or self.grad_norm >= 0,
+            "grad_norm",
+            self.grad_norm,
+            "None or >= 0",
+        )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> AlgorithmConfig:
@@ -370,8 +393,12 @@ class Algorithm:
         rollout = self.collect(env, obs, tracker)
         cfg = self.config
         advantages = gae(
-            rollout.rewards, rollout.values, rollout.next_values, rollout.dones,
-            cfg.gamma, cfg.gae_lambda,
+            rollout.rewards,
+            rollout.values,
+            rollout.next_values,
+            rollout.dones,
+            cfg.gamma,
+            cfg.gae_lambda,
         )
         metrics.update(self.update_actor(rollout, advantages))
         metrics.update(self.fit_critic(rollout, advantages.detach()))

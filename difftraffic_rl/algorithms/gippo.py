@@ -114,18 +114,26 @@ class GIPPOConfig(PPOConfig):
         check_range(self.alpha0 >= 0, "alpha0", self.alpha0, ">= 0")
         check_range(self.alpha_factor > 1, "alpha_factor", self.alpha_factor, "> 1")
         check_range(self.max_alpha > 0, "max_alpha", self.max_alpha, "> 0")
-        check_range(0 <= self.min_alpha <= self.max_alpha, "min_alpha", self.min_alpha,
-                    f"[0, max_alpha={self.max_alpha}]")
+        check_range(
+            0 <= self.min_alpha <= self.max_alpha,
+            "min_alpha",
+            self.min_alpha,
+            f"[0, max_alpha={self.max_alpha}]",
+        )
         check_range(0 < self.det_interval < 1, "det_interval", self.det_interval, "(0, 1)")
         check_range(0 <= self.max_oorr <= 1, "max_oorr", self.max_oorr, "[0, 1]")
         check_range(self.alpha_lr > 0, "alpha_lr", self.alpha_lr, "> 0")
-        check_range(len(self.alpha_betas) == 2 and all(0 <= b < 1 for b in self.alpha_betas),
-                    "alpha_betas", self.alpha_betas, "two numbers in [0, 1)")
-        check_range(self.alpha_iterations >= 2, "alpha_iterations", self.alpha_iterations,
-                    ">= 2")
+        check_range(
+            len(self.alpha_betas) == 2 and all(0 <= b < 1 for b in self.alpha_betas),
+            "alpha_betas",
+            self.alpha_betas,
+            "two numbers in [0, 1)",
+        )
+        check_range(self.alpha_iterations >= 2, "alpha_iterations", self.alpha_iterations, ">= 2")
         check_range(self.min_alpha_lr > 0, "min_alpha_lr", self.min_alpha_lr, "> 0")
-        check_range(self.pi_h_max_log_ratio > 0, "pi_h_max_log_ratio", self.pi_h_max_log_ratio,
-                    "> 0")
+        check_range(
+            self.pi_h_max_log_ratio > 0, "pi_h_max_log_ratio", self.pi_h_max_log_ratio, "> 0"
+        )
 
 
 FAILED_TESTS = ("determinant", "out_of_range", "negative_gain")
@@ -213,6 +221,7 @@ class GIPPO(PPO):
         Returns ``(accepted, first_loss, last_loss)``: the loss before the first step and the
         loss of the parameters the fit ends with (after its last step).
         """
+
         def fit_loss() -> torch.Tensor:
             action, _, _ = self.actor.sample(obs, eps)
             return (action - targets).square().sum(dim=-1).mean()
@@ -231,8 +240,12 @@ class GIPPO(PPO):
             return float(first), float(last)
 
         result = optimize_with_backoff(
-            self.actor, self.alpha_optimizer, attempt, self.alpha_lr,
-            self.config.max_optim_iter, self.config.lr_backoff,
+            self.actor,
+            self.alpha_optimizer,
+            attempt,
+            self.alpha_lr,
+            self.config.max_optim_iter,
+            self.config.lr_backoff,
         )
         return result.accepted, result.first_loss, result.last_loss
 
@@ -262,8 +275,11 @@ class GIPPO(PPO):
             gain_normalized = self.gain_rms.normalize(gain)
             self.gain_rms.update(gain.reshape(1))
         stats = {
-            "det_min": float(det.min()), "det_max": float(det.max()), "gain": float(gain),
-            "gain_normalized": float(gain_normalized), "oorr": float(oorr),
+            "det_min": float(det.min()),
+            "det_max": float(det.max()),
+            "gain": float(gain),
+            "gain_normalized": float(gain_normalized),
+            "oorr": float(oorr),
         }
         alpha_used = self.alpha
         self.alpha, reason = next_alpha(self.alpha, cfg, fit_accepted=accepted, **stats)
@@ -282,15 +298,17 @@ class GIPPO(PPO):
             adv,
         )
         metrics.update({f"gippo/{k}": v for k, v in stats.items()})
-        metrics.update({
-            "gippo/alpha": alpha_used,
-            "gippo/alpha_lr": self.alpha_lr,
-            "gippo/fit_accepted": float(accepted),
-            "gippo/alpha_policy_kept": float(kept),
-            "losses/alpha_fit": last_loss,
-            "losses/alpha_fit_first": first_loss,
-            "gippo/grad_norm": float(grad.norm(dim=-1).mean()),
-        })
+        metrics.update(
+            {
+                "gippo/alpha": alpha_used,
+                "gippo/alpha_lr": self.alpha_lr,
+                "gippo/fit_accepted": float(accepted),
+                "gippo/alpha_policy_kept": float(kept),
+                "losses/alpha_fit": last_loss,
+                "losses/alpha_fit_first": first_loss,
+                "gippo/grad_norm": float(grad.norm(dim=-1).mean()),
+            }
+        )
         return metrics
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -299,8 +317,12 @@ class GIPPO(PPO):
 
     def extra_state(self) -> dict[str, Any]:
         """Alpha, the alpha-fit learning rate and the gain statistics."""
-        return {**super().extra_state(), "alpha": self.alpha, "alpha_lr": self.alpha_lr,
-                "gain_rms": self.gain_rms.state_dict()}
+        return {
+            **super().extra_state(),
+            "alpha": self.alpha,
+            "alpha_lr": self.alpha_lr,
+            "gain_rms": self.gain_rms.state_dict(),
+        }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Restore what :meth:`extra_state` returned."""

@@ -42,8 +42,12 @@ class LRPConfig(AlgorithmConfig):
     def validate(self) -> None:
         """See :meth:`AlgorithmConfig.validate`."""
         super().validate()
-        check_range(self.num_variance_samples >= 2, "num_variance_samples",
-                    self.num_variance_samples, ">= 2")
+        check_range(
+            self.num_variance_samples >= 2,
+            "num_variance_samples",
+            self.num_variance_samples,
+            ">= 2",
+        )
 
 
 def gradient_variance(per_sample_grads: torch.Tensor) -> torch.Tensor:
@@ -82,10 +86,14 @@ class LRP(Algorithm):
         lr_losses = likelihood_ratio_losses(self, rollout, advantages)
         rp_losses = -reparameterized_objectives(rollout, advantages)
         var_lr, var_rp = (
-            gradient_variance(_per_sample_grads(
-                losses, params, self._sample_indices(losses.shape[0]),
-                rollout.vectorized_backward,
-            ))
+            gradient_variance(
+                _per_sample_grads(
+                    losses,
+                    params,
+                    self._sample_indices(losses.shape[0]),
+                    rollout.vectorized_backward,
+                )
+            )
             for losses in (lr_losses, rp_losses)
         )
         k_lr = interpolation_weight(var_lr, var_rp).detach()

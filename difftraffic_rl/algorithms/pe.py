@@ -53,8 +53,9 @@ class PEConfig(RPConfig):
     def validate(self) -> None:
         """See :meth:`AlgorithmConfig.validate`."""
         super().validate()
-        check_range(self.enhancement_weight >= 0, "enhancement_weight", self.enhancement_weight,
-                    ">= 0")
+        check_range(
+            self.enhancement_weight >= 0, "enhancement_weight", self.enhancement_weight, ">= 0"
+        )
 
 
 def action_value_gradients(
@@ -100,13 +101,18 @@ class PE(RP):
         """``L_RP + enhancement_weight * L_PE``; logs ``L_PE`` and the mean ``|g|``."""
         rp_loss, metrics = super().actor_loss(rollout, advantages)
         grads = action_value_gradients(
-            rollout.rewards, rollout.next_values, rollout.action_steps, self.config.gamma,
+            rollout.rewards,
+            rollout.next_values,
+            rollout.action_steps,
+            self.config.gamma,
             rollout.vectorized_backward,
         )
         mean, std = self.actor(rollout.obs.detach())
         pe_loss = enhancement_loss(mean + std * rollout.eps, grads)
-        metrics.update({
-            "pe/loss": float(pe_loss.detach()),
-            "pe/action_grad_norm": float(grads.norm(dim=-1).mean()),
-        })
+        metrics.update(
+            {
+                "pe/loss": float(pe_loss.detach()),
+                "pe/action_grad_norm": float(grads.norm(dim=-1).mean()),
+            }
+        )
         return rp_loss + self.config.enhancement_weight * pe_loss, metrics

@@ -113,18 +113,35 @@ class PPOConfig(AlgorithmConfig):
         check_range(self.max_optim_iter >= 1, "max_optim_iter", self.max_optim_iter, ">= 1")
         check_range(self.lr_backoff > 1, "lr_backoff", self.lr_backoff, "> 1")
         check_range(self.max_log_ratio > 0, "max_log_ratio", self.max_log_ratio, "> 0")
-        check_range(self.lr_carryover in CARRYOVER_RULES, "lr_carryover", self.lr_carryover,
-                    str(CARRYOVER_RULES))
-        check_range(math.isfinite(self.kl_target) and self.kl_target > 0, "kl_target",
-                    self.kl_target, "finite and > 0")
-        check_range(self.adaptive_lr_factor > 1, "adaptive_lr_factor", self.adaptive_lr_factor,
-                    "> 1")
+        check_range(
+            self.lr_carryover in CARRYOVER_RULES,
+            "lr_carryover",
+            self.lr_carryover,
+            str(CARRYOVER_RULES),
+        )
+        check_range(
+            math.isfinite(self.kl_target) and self.kl_target > 0,
+            "kl_target",
+            self.kl_target,
+            "finite and > 0",
+        )
+        check_range(
+            self.adaptive_lr_factor > 1, "adaptive_lr_factor", self.adaptive_lr_factor, "> 1"
+        )
         check_range(self.adaptive_min_lr > 0, "adaptive_min_lr", self.adaptive_min_lr, "> 0")
-        check_range(self.adaptive_max_lr >= self.adaptive_min_lr, "adaptive_max_lr",
-                    self.adaptive_max_lr, f">= adaptive_min_lr={self.adaptive_min_lr}")
+        check_range(
+            self.adaptive_max_lr >= self.adaptive_min_lr,
+            "adaptive_max_lr",
+            self.adaptive_max_lr,
+            f">= adaptive_min_lr={self.adaptive_min_lr}",
+        )
         if self.lr_schedule == "adaptive":
-            check_range(self.lr_carryover == "none", "lr_carryover", self.lr_carryover,
-                        "'none' with lr_schedule='adaptive' (the KL rule carries the rate over)")
+            check_range(
+                self.lr_carryover == "none",
+                "lr_carryover",
+                self.lr_carryover,
+                "'none' with lr_schedule='adaptive' (the KL rule carries the rate over)",
+            )
 
 
 def clipped_surrogate_loss(
@@ -169,8 +186,9 @@ def gaussian_kl(
     All inputs ``[..., D]``; returns ``[...]`` (summed over the action dimensions).
     """
     log_ratio = torch.log(ref_std) - torch.log(std)
-    return (log_ratio + (std.square() + (mean - ref_mean).square()) / (2 * ref_std.square())
-            - 0.5).sum(dim=-1)
+    return (
+        log_ratio + (std.square() + (mean - ref_mean).square()) / (2 * ref_std.square()) - 0.5
+    ).sum(dim=-1)
 
 
 class PPO(Algorithm):
@@ -231,7 +249,10 @@ class PPO(Algorithm):
                 for idx in order.split(cfg.minibatch_size):
                     loss = clipped_surrogate_loss(
                         self.actor.log_prob(obs[idx], actions[idx]),
-                        log_prob_denominator(idx), advantages[idx], cfg.clip, cfg.max_log_ratio,
+                        log_prob_denominator(idx),
+                        advantages[idx],
+                        cfg.clip,
+                        cfg.max_log_ratio,
                     )
                     self.actor_params.zero_grad()
                     loss.backward()
@@ -241,8 +262,13 @@ class PPO(Algorithm):
             return float(pass_losses[0]), float(pass_losses[-1])
 
         result = optimize_with_backoff(
-            self.actor, self.actor_optimizer, attempt, self.actor_lr_now * self.lr_scale,
-            cfg.max_optim_iter, cfg.lr_backoff, compounding=False,
+            self.actor,
+            self.actor_optimizer,
+            attempt,
+            self.actor_lr_now * self.lr_scale,
+            cfg.max_optim_iter,
+            cfg.lr_backoff,
+            compounding=False,
         )
         if cfg.lr_carryover == "on_failure" and not result.accepted:
             self.lr_scale /= cfg.lr_backoff

@@ -114,8 +114,10 @@ register_task(
     description="cart-pole swing-up of the SHAC benchmark, 240 steps of 1/60 s (paper 7.4.2)",
 )
 
-for _robot, _summary in (("ant", "four-legged Ant running along +x"),
-                         ("hopper", "planar one-legged Hopper hopping along +x")):
+for _robot, _summary in (
+    ("ant", "four-legged Ant running along +x"),
+    ("hopper", "planar one-legged Hopper hopping along +x"),
+):
     register_task(
         _robot,
         f"difftraffic_rl.tasks.physics.{_robot}:{_robot.capitalize()}Env",

@@ -38,9 +38,7 @@ def ackley(
     mean_square = (x * x).mean(dim=-1)
     positive = mean_square > 0
     radius = torch.where(positive, torch.sqrt(torch.where(positive, mean_square, 1.0)), 0.0)
-    return (
-        -a * torch.exp(-b * radius) - torch.exp(torch.cos(c * x).mean(dim=-1)) + a + math.e
-    )
+    return -a * torch.exp(-b * radius) - torch.exp(torch.cos(c * x).mean(dim=-1)) + a + math.e
 
 
 _FUNCTIONS = {"dejong": dejong, "ackley": ackley}

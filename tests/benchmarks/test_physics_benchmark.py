@@ -30,11 +30,25 @@ def test_quick_physics_benchmark_writes_a_partial_evaluated_table_and_keeps_the_
     quick = tmp_path / "physics_quick"
     quick.mkdir()
     (quick / "physics.md").write_text("# Old table\n\n| old | row |\n\n" + NOTES)
-    _run("--quick", "--tasks", "cartpole", "--algos", "ppo", "rp", "--workers", "1",
-         "--logdir", str(tmp_path / "physics"))
+    _run(
+        "--quick",
+        "--tasks",
+        "cartpole",
+        "--algos",
+        "ppo",
+        "rp",
+        "--workers",
+        "1",
+        "--logdir",
+        str(tmp_path / "physics"),
+    )
     report = (quick / "physics.md").read_text()
-    rows = re.findall(r"^\| Cartpole \| (PPO|RP) \| 1 \| 2 of 500 epochs \(0\.4 %\) \| 4 \| "
-                      r".* \| (-?\d+) ± 0 \| (-\d+) \| \d+\.\d\d \|$", report, re.MULTILINE)
+    rows = re.findall(
+        r"^\| Cartpole \| (PPO|RP) \| 1 \| 2 of 500 epochs \(0\.4 %\) \| 4 \| "
+        r".* \| (-?\d+) ± 0 \| (-\d+) \| \d+\.\d\d \|$",
+        report,
+        re.MULTILINE,
+    )
     assert {algo for algo, _, _ in rows} == {"PPO", "RP"}
     # Cartpole's per-step reward is at most 0, and 240 steps hanging still cost about 2369.
     assert all(-20000 < int(evaluation) <= 0 for _, evaluation, _ in rows)
@@ -47,8 +61,17 @@ def test_quick_physics_benchmark_writes_a_partial_evaluated_table_and_keeps_the_
     assert (quick / "physics.png").stat().st_size > 1000
     assert all((run / "evaluation.json").exists() for run in quick.glob("cartpole_*"))
 
-    _run("--quick", "--report-only", "--tasks", "cartpole", "--algos", "ppo", "rp",
-         "--logdir", str(tmp_path / "physics"))
+    _run(
+        "--quick",
+        "--report-only",
+        "--tasks",
+        "cartpole",
+        "--algos",
+        "ppo",
+        "rp",
+        "--logdir",
+        str(tmp_path / "physics"),
+    )
     again = (quick / "physics.md").read_text()
     assert again.count("## Investigation") == 1 and again.endswith("\n\n" + NOTES)
 
@@ -61,18 +84,23 @@ def test_full_budget_is_complete_and_a_fraction_is_stated():
     tasks, algos = list(benchmark.TASKS), list(benchmark.ALGOS)
     assert benchmark.partial_reasons(tasks, algos, [1, 2, 3], full, 54, 54) == []
     reasons = benchmark.partial_reasons(tasks, algos, [1, 2, 3], epochs, 50, 54)
-    assert reasons == ["a fraction of the paper budget: Ant 200 of 2000 epochs (10 %), "
-                       "Hopper 50 of 2000 epochs (2.5 %)",
-                       "50 of 54 requested runs finished (only finished runs are evaluated)"]
+    assert reasons == [
+        "a fraction of the paper budget: Ant 200 of 2000 epochs (10 %), "
+        "Hopper 50 of 2000 epochs (2.5 %)",
+        "50 of 54 requested runs finished (only finished runs are evaluated)",
+    ]
 
 
-@pytest.mark.parametrize(("item", "message"), [
-    ("walker=10", "TASK one of cartpole, ant, hopper"),
-    ("ant", "expected TASK=N"),
-    ("ant=ten", "N a whole number"),
-    ("ant=0", r"ant must be in 1\.\.2000 \(the paper budget\), got 0"),
-    ("cartpole=501", r"cartpole must be in 1\.\.500 \(the paper budget\), got 501"),
-])
+@pytest.mark.parametrize(
+    ("item", "message"),
+    [
+        ("walker=10", "TASK one of cartpole, ant, hopper"),
+        ("ant", "expected TASK=N"),
+        ("ant=ten", "N a whole number"),
+        ("ant=0", r"ant must be in 1\.\.2000 \(the paper budget\), got 0"),
+        ("cartpole=501", r"cartpole must be in 1\.\.500 \(the paper budget\), got 501"),
+    ],
+)
 def test_bad_epochs_name_the_item_and_the_valid_range(item, message):
     with pytest.raises(ValueError, match=message) as error:
         _benchmark().parse_epochs([item])

@@ -10,15 +10,32 @@ SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "traffic.py"
 
 def test_quick_traffic_benchmark_writes_an_evaluated_table_and_a_plot(tmp_path):
     logdir = tmp_path / "traffic"
-    command = [sys.executable, str(SCRIPT), "--quick", "--variants", "1lane", "--algos", "ppo",
-               "rp", "--workers", "1", "--logdir", str(logdir), "--lane-membership", "center"]
+    command = [
+        sys.executable,
+        str(SCRIPT),
+        "--quick",
+        "--variants",
+        "1lane",
+        "--algos",
+        "ppo",
+        "rp",
+        "--workers",
+        "1",
+        "--logdir",
+        str(logdir),
+        "--lane-membership",
+        "center",
+    ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
     out = tmp_path / "traffic_center_quick"
     report = (out / "traffic_center.md").read_text()
-    rows = re.findall(r"^\| 1lane \| (PPO|RP) \| 1 \| 3 \| \*\*(-?\d+\.\d) ± 0\.0\*\* \| "
-                      r"(-?\d+) \[(-?\d+), (-?\d+)\] \|", report,
-                      re.MULTILINE)
+    rows = re.findall(
+        r"^\| 1lane \| (PPO|RP) \| 1 \| 3 \| \*\*(-?\d+\.\d) ± 0\.0\*\* \| "
+        r"(-?\d+) \[(-?\d+), (-?\d+)\] \|",
+        report,
+        re.MULTILINE,
+    )
     assert {row[0] for row in rows} == {"PPO", "RP"}
     # An evaluation return lies between -1 (immediate termination) and 1000 (perfect episode);
     # with one seed the interquartile mean and both ends of its interval are that return.

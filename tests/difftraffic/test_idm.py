@@ -79,8 +79,14 @@ def test_gradcheck_wrt_inputs_and_every_parameter() -> None:
     v = t64(8.0, 14.0, 3.0, grad=True)
     v_lead = t64(6.0, 15.0, 0.5, grad=True)
     gap = t64(25.0, 40.0, 6.0, grad=True)
-    raw = [t64(20.0, 30.0, 15.0), t64(1.2, 0.9, 1.5), t64(1.5, 2.6, 0.8),
-           t64(2.0, 4.5, 1.2), t64(4.0, 2.5, 1.3), t64(2.0, 2.5, 1.0)]
+    raw = [
+        t64(20.0, 30.0, 15.0),
+        t64(1.2, 0.9, 1.5),
+        t64(1.5, 2.6, 0.8),
+        t64(2.0, 4.5, 1.2),
+        t64(4.0, 2.5, 1.3),
+        t64(2.0, 2.5, 1.0),
+    ]
     raw = [p.requires_grad_() for p in raw]
 
     def acc(v, v_lead, gap, v0, T, a, b, delta, s0):
@@ -177,8 +183,14 @@ def test_acceleration_increases_with_gap(v, v_lead, gap, factor, params):
 
 
 @settings(max_examples=200, deadline=None)
-@given(v=speeds, dv=st.floats(0.0, 10.0), v_lead=speeds, gap=gaps, params=idm_params,
-       has_leader=st.booleans())
+@given(
+    v=speeds,
+    dv=st.floats(0.0, 10.0),
+    v_lead=speeds,
+    gap=gaps,
+    params=idm_params,
+    has_leader=st.booleans(),
+)
 def test_acceleration_decreases_with_own_speed(v, dv, v_lead, gap, params, has_leader):
     mask = torch.tensor([has_leader])
     slow = idm_acceleration(t64(v), t64(v_lead), t64(gap), params, mask)
@@ -229,9 +241,22 @@ def test_params_to_keeps_autograd_and_converts_dtype() -> None:
 # --- bad input -------------------------------------------------------------------------------
 
 BAD_PARAMS = [
-    ("a", 0.0), ("a", -1.0), ("b", 0.0), ("b", -4.5), ("T", 0.0), ("T", -0.5),
-    ("v0", 0.0), ("v0", -3.0), ("delta", 0.5), ("delta", 0.0), ("s0", -0.1),
-    ("a", math.nan), ("T", math.inf), ("v0", -math.inf), ("s0", math.nan), ("delta", math.inf),
+    ("a", 0.0),
+    ("a", -1.0),
+    ("b", 0.0),
+    ("b", -4.5),
+    ("T", 0.0),
+    ("T", -0.5),
+    ("v0", 0.0),
+    ("v0", -3.0),
+    ("delta", 0.5),
+    ("delta", 0.0),
+    ("s0", -0.1),
+    ("a", math.nan),
+    ("T", math.inf),
+    ("v0", -math.inf),
+    ("s0", math.nan),
+    ("delta", math.inf),
 ]
 
 

@@ -64,8 +64,14 @@ def test_non_finite_values_in_inactive_slots_allowed(state) -> None:
 
 @pytest.mark.parametrize(
     ("field", "bad"),
-    [("v", -0.5), ("v", math.nan), ("length", 0.0), ("length", -5.0), ("width", 0.0),
-     ("width", math.inf)],
+    [
+        ("v", -0.5),
+        ("v", math.nan),
+        ("length", 0.0),
+        ("length", -5.0),
+        ("width", 0.0),
+        ("width", math.inf),
+    ],
 )
 def test_non_physical_values_rejected(state, field, bad) -> None:
     values = getattr(state, field).clone()

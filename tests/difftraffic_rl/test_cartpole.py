@@ -41,7 +41,7 @@ def _rollout_return(state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
 
 def test_one_step_passes_gradcheck_for_state_and_action():
     state = _states(3).requires_grad_()
-    action = (torch.rand(3, 1, generator=torch.Generator().manual_seed(1), dtype=F64) * 1.6 - 0.8)
+    action = torch.rand(3, 1, generator=torch.Generator().manual_seed(1), dtype=F64) * 1.6 - 0.8
     action.requires_grad_()
     assert torch.autograd.gradcheck(lambda s, a: cartpole_step(s, a), (state, action))
     assert torch.autograd.gradcheck(
@@ -196,8 +196,15 @@ def test_bad_actions_and_states_fail_loudly():
 
 
 def test_two_epochs_of_pe_on_cartpole_give_finite_losses_and_action_gradients():
-    result = difftraffic_rl.train("cartpole", "pe", seed=1, epochs=2, logdir=None,
-                                  progress=False, overrides=["train.num_envs=8", "horizon=8"])
+    result = difftraffic_rl.train(
+        "cartpole",
+        "pe",
+        seed=1,
+        epochs=2,
+        logdir=None,
+        progress=False,
+        overrides=["train.num_envs=8", "horizon=8"],
+    )
     last = result.metrics[-1]
     assert math.isfinite(last["losses/actor"]) and math.isfinite(last["losses/critic"])
     assert last["pe/action_grad_norm"] > 0
@@ -206,10 +213,12 @@ def test_two_epochs_of_pe_on_cartpole_give_finite_losses_and_action_gradients():
 @pytest.mark.slow
 def test_rp_at_the_papers_settings_improves_the_swing_up_return_in_150_epochs():
     env = make_task("cartpole", 4)
-    untrained = difftraffic_rl.train("cartpole", "rp", seed=1, epochs=1, logdir=None,
-                                     progress=False)
-    trained = difftraffic_rl.train("cartpole", "rp", seed=1, epochs=150, logdir=None,
-                                   progress=False)
+    untrained = difftraffic_rl.train(
+        "cartpole", "rp", seed=1, epochs=1, logdir=None, progress=False
+    )
+    trained = difftraffic_rl.train(
+        "cartpole", "rp", seed=1, epochs=150, logdir=None, progress=False
+    )
     before = episode_returns(env, untrained.algorithm.act).mean().item()
     after = episode_returns(env, trained.algorithm.act).mean().item()
     assert after > before + 300.0
@@ -221,7 +230,7 @@ def test_pe_action_gradient_is_each_steps_own_one_step_gradient(vectorize):
     # r_1 = -a_1^2 + 5 a_0 (a later reward that depends on the earlier action), V'_1 = a_1 a_0.
     a0 = torch.tensor([[0.5], [2.0]], dtype=F64, requires_grad=True)
     a1 = torch.tensor([[-1.0], [0.25]], dtype=F64, requires_grad=True)
-    rewards = torch.stack([-(a0[:, 0] - 1) ** 2, -a1[:, 0] ** 2 + 5 * a0[:, 0]])
+    rewards = torch.stack([-((a0[:, 0] - 1) ** 2), -(a1[:, 0] ** 2) + 5 * a0[:, 0]])
     next_values = torch.stack([3 * a0[:, 0], a1[:, 0] * a0[:, 0]])
     grads = action_value_gradients(rewards, next_values, [a0, a1], gamma=0.5, vectorize=vectorize)
     # d/da_0 (r_0 + 0.5 V'_0) = -2 (a_0 - 1) + 1.5; d/da_1 (r_1 + 0.5 V'_1) = -2 a_1 + 0.5 a_0.
@@ -248,11 +257,11 @@ def test_pe_adds_the_enhancement_term_to_rps_loss():
     for weight in (0.0, 1.0):
         env = make_task("cartpole", 4)
         obs = env.reset()
-        pe = PE(PEConfig(horizon=4, enhancement_weight=weight), env.obs_dim, env.action_dim,
-                seed=0)
+        pe = PE(PEConfig(horizon=4, enhancement_weight=weight), env.obs_dim, env.action_dim, seed=0)
         rollout = pe.collect(env, obs, EpisodeTracker(4, pe.device, pe.dtype))
-        advantages = gae(rollout.rewards, rollout.values, rollout.next_values, rollout.dones,
-                         0.99, 0.95)
+        advantages = gae(
+            rollout.rewards, rollout.values, rollout.next_values, rollout.dones, 0.99, 0.95
+        )
         loss, metrics = pe.actor_loss(rollout, advantages)
         losses[weight] = (loss.item(), metrics["pe/loss"])
     assert losses[0.0][1] == pytest.approx(losses[1.0][1])

@@ -237,22 +237,43 @@ def test_a_damaged_or_foreign_checkpoint_is_one_line_naming_the_file(
         (["eval", "MISSING"], "no checkpoint at MISSING"),
         (["export", "MISSING"], "checkpoint MISSING"),
         (["plot", "MISSING", "--out", "OUT"], "MISSING"),
-        (["train", "--task", "dejong", "--algo", "ppo", "--logdir", "/proc/no/such/dir"],
-         "logdir /proc/no/such/dir cannot be created"),
-        (["train", "--task", "dejong", "--algo", "ppo", "--set", "train.num_envs=2.7"],
-         "train.num_envs=2.7 is not an integer"),
-        (["train", "--task", "dejong", "--algo", "ppo", "--set", "task_kwargs.lanes=2"],
-         "task 'dejong' has no setting ['lanes'] (task_kwargs)"),
-        (["train", "--task", "dejong", "--algo", "ppo", "--device", "cuda:99", "--logdir", "OUT"],
-         "train.device='cuda:99' is not a usable torch device here"),
+        (
+            ["train", "--task", "dejong", "--algo", "ppo", "--logdir", "/proc/no/such/dir"],
+            "logdir /proc/no/such/dir cannot be created",
+        ),
+        (
+            ["train", "--task", "dejong", "--algo", "ppo", "--set", "train.num_envs=2.7"],
+            "train.num_envs=2.7 is not an integer",
+        ),
+        (
+            ["train", "--task", "dejong", "--algo", "ppo", "--set", "task_kwargs.lanes=2"],
+            "task 'dejong' has no setting ['lanes'] (task_kwargs)",
+        ),
+        (
+            [
+                "train",
+                "--task",
+                "dejong",
+                "--algo",
+                "ppo",
+                "--device",
+                "cuda:99",
+                "--logdir",
+                "OUT",
+            ],
+            "train.device='cuda:99' is not a usable torch device here",
+        ),
     ],
 )
 def test_every_command_reports_bad_input_in_one_line_with_status_2(
     tmp_path: Path, argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run_dir = _train(tmp_path / "runs") if "RUN" in argv else tmp_path / "RUN"
-    names = {"RUN": str(run_dir), "MISSING": str(tmp_path / "missing"),
-             "OUT": str(tmp_path / "c.png")}
+    names = {
+        "RUN": str(run_dir),
+        "MISSING": str(tmp_path / "missing"),
+        "OUT": str(tmp_path / "c.png"),
+    }
     capsys.readouterr()
     status = main([names.get(a, a) for a in argv])
     captured = capsys.readouterr()

@@ -22,9 +22,7 @@ def test_each_row_gradient_matches_its_own_backward_pass(vectorize):
     rows, inputs = _graph()
     grads = row_gradients(rows, inputs, vectorize)
     for k in range(rows.shape[0]):
-        expected = torch.autograd.grad(
-            rows[k].sum(), inputs, retain_graph=True, allow_unused=True
-        )
+        expected = torch.autograd.grad(rows[k].sum(), inputs, retain_graph=True, allow_unused=True)
         for got, want, x in zip(grads, expected, inputs, strict=True):
             assert got.shape == (rows.shape[0], *x.shape)
             torch.testing.assert_close(got[k], torch.zeros_like(x) if want is None else want)

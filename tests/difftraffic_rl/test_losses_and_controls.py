@@ -38,8 +38,12 @@ def test_pi_h_denominator_is_the_mixture_and_falls_back_per_minibatch() -> None:
     log_h = mixture_log_denominator(log_old, log_alpha, max_log_ratio=4.0)
     assert log_h.tolist() == pytest.approx([math.log(0.4), math.log(0.02)])
     # GI-PPO loss (Eq. 16) with pi_theta = 0.5 and A = 1: ratio 0.5/0.4 = 1.25 clips to 1.2
-    loss = clipped_surrogate_loss(torch.tensor([math.log(0.5)], dtype=torch.float64),
-                                  log_h[:1], torch.tensor([1.0], dtype=torch.float64), 0.2)
+    loss = clipped_surrogate_loss(
+        torch.tensor([math.log(0.5)], dtype=torch.float64),
+        log_h[:1],
+        torch.tensor([1.0], dtype=torch.float64),
+        0.2,
+    )
     assert loss.item() == pytest.approx(-1.2)
     # One sample with |log pi_alpha - log pi_old| = log 200 > 4 makes pi_alpha the denominator
     # of the whole minibatch, as in the authors' code.
@@ -48,8 +52,14 @@ def test_pi_h_denominator_is_the_mixture_and_falls_back_per_minibatch() -> None:
 
 
 CFG = GIPPOConfig(alpha_factor=2.0, det_interval=0.4, max_oorr=0.5, max_alpha=1.0)
-NEUTRAL = {"fit_accepted": True, "det_min": 1.0, "det_max": 1.0, "gain": 1.0,
-           "gain_normalized": 1.0, "oorr": 0.0}
+NEUTRAL = {
+    "fit_accepted": True,
+    "det_min": 1.0,
+    "det_max": 1.0,
+    "gain": 1.0,
+    "gain_normalized": 1.0,
+    "oorr": 0.0,
+}
 
 
 @pytest.mark.parametrize(
@@ -113,8 +123,7 @@ def test_alpha_fit_judges_the_parameters_it_ends_with(alpha_lr: float) -> None:
     """The reported last loss is the loss of the kept parameters (after the last step), and a
     fit whose last step overshoots (a huge step size) is rejected and leaves the actor as it
     was."""
-    cfg = GIPPOConfig(alpha_lr=alpha_lr, alpha_iterations=4, max_optim_iter=1,
-                      actor_hidden=(8,))
+    cfg = GIPPOConfig(alpha_lr=alpha_lr, alpha_iterations=4, max_optim_iter=1, actor_hidden=(8,))
     algo = GIPPO(cfg, obs_dim=1, action_dim=2, seed=0, dtype=torch.float64)
     obs = torch.zeros(16, 1, dtype=torch.float64)
     eps = torch.randn(16, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
@@ -131,8 +140,7 @@ def test_alpha_fit_judges_the_parameters_it_ends_with(alpha_lr: float) -> None:
     else:
         assert not accepted and last > first
         assert kept_loss == pytest.approx(first, rel=1e-12)
-        assert all(torch.equal(a, b) for a, b in zip(before, algo.actor.parameters(),
-                                                       strict=True))
+        assert all(torch.equal(a, b) for a, b in zip(before, algo.actor.parameters(), strict=True))
 
 
 @pytest.mark.parametrize("discard", [False, True])
@@ -140,12 +148,17 @@ def test_a_failed_alpha_policy_is_discarded_only_when_asked(discard: bool) -> No
     """With ``max_oorr = 0`` every alpha-policy that moves a ratio out of ``1 +- clip`` fails the
     out-of-range test; discarding it hands the PPO phase ``pi_old`` (its parameters and its
     log-densities as the Eq. 16 denominator)."""
-    overrides = ["train.tensorboard=false", "train.num_envs=16", "hyperparameters.alpha0=1.0",
-                 "hyperparameters.alpha_lr=0.01",
-                 "hyperparameters.max_oorr=0.0",
-                 f"hyperparameters.discard_failed_alpha_policy={discard}"]
-    trainer = Trainer(RunConfig.from_dict(apply_overrides(default_config("dejong", "gippo"),
-                                                          overrides)))
+    overrides = [
+        "train.tensorboard=false",
+        "train.num_envs=16",
+        "hyperparameters.alpha0=1.0",
+        "hyperparameters.alpha_lr=0.01",
+        "hyperparameters.max_oorr=0.0",
+        f"hyperparameters.discard_failed_alpha_policy={discard}",
+    ]
+    trainer = Trainer(
+        RunConfig.from_dict(apply_overrides(default_config("dejong", "gippo"), overrides))
+    )
     algo = trainer.algorithm
     seen: dict[str, torch.Tensor] = {}
     fit = algo.fit_alpha_policy
@@ -154,8 +167,11 @@ def test_a_failed_alpha_policy_is_discarded_only_when_asked(discard: bool) -> No
         seen["before_fit"] = algo.actor_params.flat.detach().clone()
         return fit(*args)
 
-    def recording_ppo(rollout: Rollout, denominator: Callable[[torch.Tensor], torch.Tensor],
-                      advantages: torch.Tensor) -> dict[str, float]:
+    def recording_ppo(
+        rollout: Rollout,
+        denominator: Callable[[torch.Tensor], torch.Tensor],
+        advantages: torch.Tensor,
+    ) -> dict[str, float]:
         seen["at_ppo"] = algo.actor_params.flat.detach().clone()
         seen["denominator"] = denominator(torch.arange(rollout.num_samples))
         seen["old"] = rollout.log_probs.reshape(-1)
@@ -221,8 +237,7 @@ def test_backoff_restores_parameters_and_shrinks_lr() -> None:
     assert seen == [1.0, 0.5, 0.25]
     # The authors' PPO guard: every retry at lr / backoff, not compounding.
     seen.clear()
-    optimize_with_backoff(layer, opt, failing, lr=1.0, max_tries=3, backoff=2.0,
-                          compounding=False)
+    optimize_with_backoff(layer, opt, failing, lr=1.0, max_tries=3, backoff=2.0, compounding=False)
     assert seen == [1.0, 0.5, 0.5]
     assert all(torch.equal(a, b) for a, b in zip(before, layer.parameters(), strict=True))
 
@@ -242,8 +257,14 @@ def test_linear_schedule_ends_at_min_lr_and_constant_stays() -> None:
     assert scheduled_lr(1e-3, 1e-5, "constant", 50, 100) == 1e-3
 
 
-ADAPTIVE = PPOConfig(lr_schedule="adaptive", lr_carryover="none", kl_target=0.01,
-                     adaptive_lr_factor=2.0, adaptive_min_lr=1e-4, adaptive_max_lr=1e-2)
+ADAPTIVE = PPOConfig(
+    lr_schedule="adaptive",
+    lr_carryover="none",
+    kl_target=0.01,
+    adaptive_lr_factor=2.0,
+    adaptive_min_lr=1e-4,
+    adaptive_max_lr=1e-2,
+)
 
 
 @pytest.mark.parametrize(
@@ -276,11 +297,17 @@ def test_gaussian_kl_matches_torch_distributions() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value", "fragment"),
-    [("clip", 1.5, "clip=1.5"), ("gamma", 0.0, "gamma=0.0"), ("mini_epochs", 0, "mini_epochs=0"),
-     ("lr_schedule", "cosine", "lr_schedule='cosine'"), ("kl_target", 0.0, "kl_target=0.0"),
-     ("kl_target", -0.008, "kl_target=-0.008"), ("kl_target", math.inf, "kl_target=inf"),
-     ("adaptive_lr_factor", 1.0, "adaptive_lr_factor=1.0"),
-     ("adaptive_max_lr", 1e-7, "adaptive_max_lr=1e-07")],
+    [
+        ("clip", 1.5, "clip=1.5"),
+        ("gamma", 0.0, "gamma=0.0"),
+        ("mini_epochs", 0, "mini_epochs=0"),
+        ("lr_schedule", "cosine", "lr_schedule='cosine'"),
+        ("kl_target", 0.0, "kl_target=0.0"),
+        ("kl_target", -0.008, "kl_target=-0.008"),
+        ("kl_target", math.inf, "kl_target=inf"),
+        ("adaptive_lr_factor", 1.0, "adaptive_lr_factor=1.0"),
+        ("adaptive_max_lr", 1e-7, "adaptive_max_lr=1e-07"),
+    ],
 )
 def test_invalid_hyperparameters_name_field_value_and_range(field, value, fragment) -> None:
     with pytest.raises(ValueError, match=fragment.replace("(", r"\(")):

@@ -60,9 +60,16 @@ def _rollout(horizon: int = 7):
     critic = Critic(1, (8,), gen).double()
     rms = RunningMeanStd((1,), dtype=torch.float64)
     rollout = collect_rollout(
-        env, env.reset(), actor, value_fn=critic, normalize_obs=rms.normalize,
-        observe=lambda o: None, horizon=horizon, generator=gen,
-        tracker=EpisodeTracker(4, torch.device("cpu"), torch.float64), differentiable=True,
+        env,
+        env.reset(),
+        actor,
+        value_fn=critic,
+        normalize_obs=rms.normalize,
+        observe=lambda o: None,
+        horizon=horizon,
+        generator=gen,
+        tracker=EpisodeTracker(4, torch.device("cpu"), torch.float64),
+        differentiable=True,
     )
     return rollout
 
@@ -70,8 +77,9 @@ def _rollout(horizon: int = 7):
 def test_gae_matches_the_explicit_sum_with_episode_cuts() -> None:
     gen = torch.Generator().manual_seed(1)
     h, n, gamma, lam = 6, 3, 0.9, 0.8
-    rewards, values, next_values = (torch.randn(h, n, generator=gen, dtype=torch.float64)
-                                    for _ in range(3))
+    rewards, values, next_values = (
+        torch.randn(h, n, generator=gen, dtype=torch.float64) for _ in range(3)
+    )
     dones = torch.rand(h, n, generator=gen) < 0.3
     adv = gae(rewards, values, next_values, dones, gamma, lam)
     delta = rewards + gamma * next_values - values
@@ -101,12 +109,15 @@ def test_eq12_one_backward_equals_brute_force_per_step_gradients() -> None:
     gamma, lam = 0.97, 0.9
     rollout = _rollout()
     adv = gae(rollout.rewards, rollout.values, rollout.next_values, rollout.dones, gamma, lam)
-    brute = torch.stack([
-        torch.autograd.grad(adv[t].sum(), rollout.action_steps[t], retain_graph=True)[0]
-        for t in range(adv.shape[0])
-    ])
-    one_pass = advantage_action_gradient(adv, rollout.action_steps, rollout.episode_starts,
-                                         gamma, lam)
+    brute = torch.stack(
+        [
+            torch.autograd.grad(adv[t].sum(), rollout.action_steps[t], retain_graph=True)[0]
+            for t in range(adv.shape[0])
+        ]
+    )
+    one_pass = advantage_action_gradient(
+        adv, rollout.action_steps, rollout.episode_starts, gamma, lam
+    )
     assert brute.abs().min() > 0  # every step's advantage really depends on its action
     torch.testing.assert_close(one_pass, brute, rtol=1e-10, atol=1e-12)
 
@@ -116,10 +127,14 @@ def test_eq12_without_the_reweighting_would_differ() -> None:
     gamma, lam = 0.97, 0.9
     rollout = _rollout()
     adv = gae(rollout.rewards, rollout.values, rollout.next_values, rollout.dones, gamma, lam)
-    raw = torch.stack(torch.autograd.grad(adv[rollout.episode_starts].sum(),
-                                          rollout.action_steps, retain_graph=True))
-    one_pass = advantage_action_gradient(adv, rollout.action_steps, rollout.episode_starts,
-                                         gamma, lam)
+    raw = torch.stack(
+        torch.autograd.grad(
+            adv[rollout.episode_starts].sum(), rollout.action_steps, retain_graph=True
+        )
+    )
+    one_pass = advantage_action_gradient(
+        adv, rollout.action_steps, rollout.episode_starts, gamma, lam
+    )
     assert not torch.allclose(raw, one_pass)
 
 
@@ -157,8 +172,9 @@ def test_eq12_property_on_random_episode_boundaries(
     done = torch.tensor(dones)
     h, n = done.shape
     gen = torch.Generator().manual_seed(seed)
-    actions = [torch.randn(n, 1, generator=gen, dtype=torch.float64, requires_grad=True)
-               for _ in range(h)]
+    actions = [
+        torch.randn(n, 1, generator=gen, dtype=torch.float64, requires_grad=True) for _ in range(h)
+    ]
     state = torch.zeros(n, 1, dtype=torch.float64)
     rewards, values, next_values = [], [], []
     for t in range(h):
@@ -167,11 +183,11 @@ def test_eq12_property_on_random_episode_boundaries(
         rewards.append((-state.square() + 0.3 * actions[t]).squeeze(-1))
         next_values.append(0.2 * state.square().squeeze(-1))
         state = torch.where(done[t][:, None], torch.zeros_like(state), state)
-    adv = gae(torch.stack(rewards), torch.stack(values), torch.stack(next_values), done,
-              gamma, lam)
+    adv = gae(torch.stack(rewards), torch.stack(values), torch.stack(next_values), done, gamma, lam)
     starts = torch.ones_like(done)
     starts[1:] = done[:-1]
-    brute = torch.stack([torch.autograd.grad(adv[t].sum(), actions[t], retain_graph=True)[0]
-                         for t in range(h)])
+    brute = torch.stack(
+        [torch.autograd.grad(adv[t].sum(), actions[t], retain_graph=True)[0] for t in range(h)]
+    )
     one_pass = advantage_action_gradient(adv, actions, starts, gamma, lam)
     torch.testing.assert_close(one_pass, brute, rtol=1e-9, atol=1e-10)

@@ -68,8 +68,17 @@ def test_resumable_sweep_run_continues_an_interrupted_run_and_skips_a_finished_o
             raise KilledError
 
     with pytest.raises(KilledError):
-        train("dejong", "ppo", seed=0, epochs=5, logdir=tmp_path / "killed", overrides=settings,
-              progress=False, callback=kill_after_epoch_3, run_name=run_name("dejong", "ppo", 0))
+        train(
+            "dejong",
+            "ppo",
+            seed=0,
+            epochs=5,
+            logdir=tmp_path / "killed",
+            overrides=settings,
+            progress=False,
+            callback=kill_after_epoch_3,
+            run_name=run_name("dejong", "ppo", 0),
+        )
     killed = Path(_one_run("dejong", "ppo", 0, 5, str(tmp_path / "killed"), settings, True))
 
     def rewards(run: Path) -> list[float]:
@@ -94,7 +103,8 @@ def test_resumable_sweep_run_continues_an_interrupted_run_and_skips_a_finished_o
     (summary,) = run_summaries([full])
     assert summary.commits == ("0123abc", commit)
     assert f"Runs trained at commit `0123abc`, `{commit}`." in "\n".join(
-        report_preamble("T", "cmd", "setting", [summary]))
+        report_preamble("T", "cmd", "setting", [summary])
+    )
     with pytest.raises(ValueError, match="5 epochs, not 7"):
         _one_run("dejong", "ppo", 0, 7, str(tmp_path / "full"), settings, True)
 
@@ -109,7 +119,8 @@ def test_sweep_with_epochs_per_task_names_the_tasks_without_a_count(tmp_path: Pa
 def test_interquartile_mean_drops_the_outer_quarters() -> None:
     # five seeds: the lowest and the highest go, the middle three are averaged
     assert interquartile_mean([67.0, 930.0, 934.0, 940.0, 1000.0]) == pytest.approx(
-        (930 + 934 + 940) / 3)
+        (930 + 934 + 940) / 3
+    )
     assert interquartile_mean([1.0, 2.0, 3.0]) == 2.0  # fewer than four: nothing dropped
     assert interquartile_mean([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 100.0]) == pytest.approx(3.5)
 
@@ -117,8 +128,9 @@ def test_interquartile_mean_drops_the_outer_quarters() -> None:
 def test_iqm_interval_contains_the_iqm_and_is_reproducible() -> None:
     values = [67.0, 930.0, 934.0, 940.0, 1000.0]
     text = format_iqm(values, ".1f")
-    iqm, low, high = (float(x) for x in text.replace("[", "").replace("]", "").replace(",", "")
-                      .split())
+    iqm, low, high = (
+        float(x) for x in text.replace("[", "").replace("]", "").replace(",", "").split()
+    )
     assert iqm == pytest.approx(934.7, abs=0.05)
     assert 67.0 <= low <= iqm <= high <= 1000.0 and low < high
     assert format_iqm(values, ".1f") == text
@@ -130,6 +142,11 @@ def test_source_commit_names_the_checked_out_commit() -> None:
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         pytest.skip("not a git checkout")
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                          text=True, check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     assert source_commit() in (head, head + "+changes")

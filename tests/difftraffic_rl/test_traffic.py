@@ -162,13 +162,27 @@ def test_the_demo_trains_a_pace_car_that_holds_the_humans(tmp_path):
     deterministic, so the evaluation return of its seed is a fixed number."""
     env = {**os.environ, "SDL_VIDEODRIVER": "dummy", "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "pace_car_gippo.py"), "--video-steps", "30",
-         "--out", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=1200, check=False,
+        [
+            sys.executable,
+            str(REPO / "examples" / "pace_car_gippo.py"),
+            "--video-steps",
+            "30",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
+        check=False,
     )
     assert run.returncode == 0, run.stderr[-2000:]
-    returns = {name: float(value) for name, value in
-               re.findall(r"^ +(GI-PPO|idle|random) +(-?\d+\.\d) ±", run.stdout, re.MULTILINE)}
+    returns = {
+        name: float(value)
+        for name, value in re.findall(
+            r"^ +(GI-PPO|idle|random) +(-?\d+\.\d) ±", run.stdout, re.MULTILINE
+        )
+    }
     assert set(returns) == {"GI-PPO", "idle", "random"}, run.stdout
     assert returns["GI-PPO"] >= DEMO_MIN_RETURN, run.stdout
     assert returns["idle"] < 100 and returns["random"] < 100

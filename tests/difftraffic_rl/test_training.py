@@ -38,8 +38,16 @@ def _dejong_run(
     callback: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """A De Jong run of seed 3 (seconds), as the resume tests need one."""
-    return difftraffic_rl.train("dejong", algo, seed=3, epochs=epochs, logdir=logdir,
-                                overrides=overrides, progress=False, callback=callback)
+    return difftraffic_rl.train(
+        "dejong",
+        algo,
+        seed=3,
+        epochs=epochs,
+        logdir=logdir,
+        overrides=overrides,
+        progress=False,
+        callback=callback,
+    )
 
 
 @pytest.mark.parametrize("algo", ALGOS)
@@ -368,9 +376,23 @@ def test_kill_9_at_the_default_settings_loses_at_most_the_epoch_in_progress(
 
     epochs = 100_000  # far more than the run gets to train before the kill
     command = [
-        sys.executable, "-m", "difftraffic_rl", "train", "--task", "dejong", "--algo", "ppo",
-        "--seed", "3", "--epochs", str(epochs), "--logdir", str(tmp_path / "killed"),
-        "--no-progress", "--set", "train.tensorboard=false",
+        sys.executable,
+        "-m",
+        "difftraffic_rl",
+        "train",
+        "--task",
+        "dejong",
+        "--algo",
+        "ppo",
+        "--seed",
+        "3",
+        "--epochs",
+        str(epochs),
+        "--logdir",
+        str(tmp_path / "killed"),
+        "--no-progress",
+        "--set",
+        "train.tensorboard=false",
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
@@ -393,8 +415,13 @@ def test_kill_9_at_the_default_settings_loses_at_most_the_epoch_in_progress(
 
     resumed = resume(log.parent, progress=False, stop_after=logged + 3 - saved)
     with pytest.raises(KilledError):
-        _dejong_run(tmp_path / "full", epochs, ["train.tensorboard=false"], "ppo",
-                    callback=lambda row: _stop_at(row, logged + 3))
+        _dejong_run(
+            tmp_path / "full",
+            epochs,
+            ["train.tensorboard=false"],
+            "ppo",
+            callback=lambda row: _stop_at(row, logged + 3),
+        )
     (full_dir,) = (tmp_path / "full").iterdir()
     assert int(resumed.metrics[-1]["epoch"]) == logged + 3
     assert _rows(log.parent) == _rows(full_dir)

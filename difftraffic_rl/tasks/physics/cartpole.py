@@ -80,7 +80,12 @@ class CartPoleParams:
 
     def __post_init__(self) -> None:
         positive = (
-            "cart_mass", "pole_mass", "pole_com_distance", "force_scale", "cart_limit", "dt"
+            "cart_mass",
+            "pole_mass",
+            "pole_com_distance",
+            "force_scale",
+            "cart_limit",
+            "dt",
         )
         non_negative = ("pole_inertia", "gravity", "joint_damping", "cart_limit_stiffness")
         check_physical_parameters(self, positive, non_negative)

@@ -128,8 +128,7 @@ class ArticulationPhysics:
     def __post_init__(self) -> None:
         positive = ("density", "contact_ke", "action_strength", "joint_attach_ke", "dt")
         non_negative = [
-            item.name for item in fields(self)
-            if item.name not in ("asset", "substeps", *positive)
+            item.name for item in fields(self) if item.name not in ("asset", "substeps", *positive)
         ]
         check_physical_parameters(self, positive, non_negative)
 
