@@ -61,6 +61,8 @@ def load_scenario(spec: str) -> Scenario:
         if not path.is_file():
             raise ValueError(f"scenario file {module_name!r} (from {spec!r}) does not exist")
         module_spec = importlib.util.spec_from_file_location(path.stem, path)
+        if module_spec is None or module_spec.loader is None:
+            raise ValueError(f"scenario file {module_name!r} (from {spec!r}) is not a module")
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
     else:
@@ -243,7 +245,7 @@ def _simulate_env(
         episodes["truncated"] += int(truncated.sum())
         for reason in ("collision", "off_road", "too_far", "fell_behind"):
             episodes[reason] = episodes.get(reason, 0) + int(info[reason].sum())
-        summary.add(env.state, int(info["collision"].sum()), reward)
+        summary.add(env.require_worlds()[0], int(info["collision"].sum()), reward)
     return episodes
 
 

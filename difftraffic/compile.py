@@ -16,13 +16,14 @@ execution with a warning, so raise that limit when one process simulates many sh
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from difftraffic.dynamics import StepResult, step
 
 
-def compile_step(**options: object) -> Callable[..., StepResult]:
+def compile_step(**options: Any) -> Callable[..., StepResult]:
     """:func:`difftraffic.dynamics.step`, compiled; same arguments, results and gradients.
 
     Args:
@@ -35,4 +36,5 @@ def compile_step(**options: object) -> Callable[..., StepResult]:
         fast_step = compile_step()
         result = fast_step(state, road, idm, dt, av_acceleration, av_steering, neighbors)
     """
-    return torch.compile(step, dynamic=False, **options)
+    compiled: Callable[..., StepResult] = torch.compile(step, dynamic=False, **options)
+    return compiled

@@ -130,10 +130,10 @@ def validate_step_inputs(
 
 
 def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
-    try:
-        return torch.broadcast_shapes(shape, target) == target
-    except RuntimeError:
+    """Whether a tensor of ``shape`` broadcasts to ``target`` without growing it."""
+    if len(shape) > len(target):
         return False
+    return all(s in (1, t) for s, t in zip(reversed(shape), reversed(target), strict=False))
 
 
 def step(

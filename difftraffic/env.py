@@ -17,7 +17,7 @@ ended.
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 import gymnasium
 import numpy as np
@@ -33,6 +33,9 @@ from difftraffic.road import Road
 from difftraffic.scenarios.pace_car import PaceCarTask, pace_car_config
 from difftraffic.state import TrafficState
 
+if TYPE_CHECKING:
+    from difftraffic.render.renderer import Renderer, RenderMode
+
 RENDER_MODES = ["rgb_array", "human"]
 
 Batched = TypeVar("Batched", TrafficState, IDMParams)
@@ -42,10 +45,16 @@ class TrafficTask(Protocol):
     """What a task gives :class:`TrafficEnv`: initial worlds, controls, observation, reward."""
 
     road: Road
-    dt: float
-    max_episode_steps: int
-    obs_dim: int
     action_dim: int
+
+    @property
+    def dt(self) -> float: ...
+
+    @property
+    def max_episode_steps(self) -> int: ...
+
+    @property
+    def obs_dim(self) -> int: ...
 
     def initial(
         self, batch_size: int, generator: torch.Generator, device: torch.device | str | None,
@@ -56,7 +65,9 @@ class TrafficTask(Protocol):
 
     def observe(self, state: TrafficState) -> Tensor: ...
 
-    def evaluate(self, state: TrafficState, collided: Tensor) -> tuple[Tensor, Tensor, dict]: ...
+    def evaluate(
+        self, state: TrafficState, collided: Tensor
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]: ...
 
 
 def _select_worlds(mask: Tensor, new: Batched, old: Batched) -> Batched:
@@ -130,7 +141,7 @@ class TrafficEnv(VectorEnv):
         self.elapsed = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         self.last_reward: Tensor | None = None
         self.render_world = 0
-        self._renderer = None
+        self._renderer: Renderer | None = None
 
     # -- the protocol of difftraffic_rl --------------------------------------------------------
 
@@ -146,7 +157,9 @@ class TrafficEnv(VectorEnv):
     def max_episode_steps(self) -> int:
         return self.task.max_episode_steps
 
-    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[Any, dict]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         """Start new episodes in every world. ``seed`` re-seeds the environment's generator."""
         if seed is not None:
             self.generator.manual_seed(seed)
@@ -158,7 +171,7 @@ class TrafficEnv(VectorEnv):
         self.last_reward = None
         return self._out(self.task.observe(self.state)), {}
 
-    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict]:
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]:
         """Advance every world by ``dt`` under ``actions`` (``[B, action_dim]``).
 
         Actions are meant to lie in ``[-1, 1]`` (the action space); the task clips entries outside
@@ -170,14 +183,13 @@ class TrafficEnv(VectorEnv):
             holds ``final_obs`` (the observation reached, before any autoreset), ``_final_obs``
             (worlds that ended) and each termination reason as a ``[B]`` bool tensor.
         """
-        if self.state is None:
-            raise RuntimeError("call reset() before step()")
+        state, idm = self.require_worlds()
         action = self._as_action_tensor(actions)
-        acceleration, steering = self.task.controls(self.state, action)
+        acceleration, steering = self.task.controls(state, action)
         result = simulation_step(
-            self.state,
+            state,
             self.task.road,
-            self.idm,
+            idm,
             self.task.dt,
             acceleration,
             steering,
@@ -200,7 +212,7 @@ class TrafficEnv(VectorEnv):
         if self.state is not None:
             self.state = self.state.detach()
 
-    def render(self) -> np.ndarray | None:
+    def render(self) -> np.ndarray | None:  # type: ignore[override]  # one world's frame
         """Draw world ``render_world`` of the current state (pygame, loaded on first call).
 
         Returns:
@@ -212,17 +224,15 @@ class TrafficEnv(VectorEnv):
                 "render() called with render_mode=None; pass render_mode='rgb_array' or 'human'"
             )
             return None
-        if self.state is None:
-            raise RuntimeError("call reset() before render()")
+        state, _ = self.require_worlds()
         from difftraffic.render import Renderer
         from difftraffic.render.recording import overlay_values
 
         if self._renderer is None:
-            self._renderer = Renderer(
-                self.task.road, mode=self.render_mode, fps=self.metadata["render_fps"]
-            )
+            mode = cast("RenderMode", self.render_mode)
+            self._renderer = Renderer(self.task.road, mode=mode, fps=self.metadata["render_fps"])
         world = self.render_world
-        return self._renderer.render(self.state, world, **overlay_values(self, world))
+        return self._renderer.render(state, world, **overlay_values(self, world))
 
     def close_extras(self, **kwargs: Any) -> None:
         """Close the render window, if one is open."""
@@ -230,14 +240,21 @@ class TrafficEnv(VectorEnv):
             self._renderer.close()
             self._renderer = None
 
+    def require_worlds(self) -> tuple[TrafficState, IDMParams]:
+        """The current ``[B, N]`` state and drivers; ``RuntimeError`` before :meth:`reset`."""
+        if self.state is None or self.idm is None:
+            raise RuntimeError("call reset() first: the environment has no worlds yet")
+        return self.state, self.idm
+
     # -- internals -----------------------------------------------------------------------------
 
     def _autoreset(self, done: Tensor, obs: Tensor) -> Tensor:
         fresh_state, fresh_idm = self.task.initial(
             self.num_envs, self.generator, self.device, self.dtype
         )
-        self.state = _select_worlds(done, fresh_state, self.state)
-        self.idm = _select_worlds(done, fresh_idm, self.idm)
+        state, idm = self.require_worlds()
+        self.state = _select_worlds(done, fresh_state, state)
+        self.idm = _select_worlds(done, fresh_idm, idm)
         self.neighbors = compute_neighbors(self.state, self.task.road)
         self.elapsed = torch.where(done, torch.zeros_like(self.elapsed), self.elapsed)
         return torch.where(done.unsqueeze(1), self.task.observe(fresh_state), obs)
@@ -286,7 +303,7 @@ class PaceCarEnv(TrafficEnv):
         self,
         variant: str = "1lane",
         num_envs: int = 1,
-        config_overrides: dict | None = None,
+        config_overrides: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
         self.variant = variant
@@ -318,7 +335,7 @@ class PaceCarGymEnv(gymnasium.Env):
         self,
         variant: str = "1lane",
         render_mode: str | None = None,
-        config_overrides: dict | None = None,
+        config_overrides: dict[str, Any] | None = None,
     ) -> None:
         self.vector_env = PaceCarEnv(
             variant, 1, config_overrides, render_mode=render_mode, dtype=torch.float64
@@ -330,15 +347,15 @@ class PaceCarGymEnv(gymnasium.Env):
         self._last_frame: np.ndarray | None = None
 
     def reset(
-        self, *, seed: int | None = None, options: dict | None = None
-    ) -> tuple[np.ndarray, dict]:
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         super().reset(seed=seed)
         if seed is None and self.vector_env.state is None:
             seed = int(self.np_random.integers(2**31))
         obs, _ = self.vector_env.reset(seed=seed)
         return self._obs(obs), {}
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict]:
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         batched = torch.as_tensor(np.asarray(action, dtype=np.float64)).reshape(1, -1)
         with torch.no_grad():
             obs, reward, terminated, truncated, info = self.vector_env.step(batched)

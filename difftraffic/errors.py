@@ -45,7 +45,7 @@ def check_device(name: str, device: object) -> torch.device:
     """``device`` as a :class:`torch.device`; ``ValueError`` naming ``name`` when it is not one or
     this torch build cannot allocate on it (e.g. ``"cuda"`` on a CPU-only build)."""
     try:
-        parsed = torch.device(device)  # type: ignore[call-overload]
+        parsed: torch.device = torch.device(device)  # type: ignore[call-overload]
     except (RuntimeError, TypeError):
         raise ValueError(
             f"{name}={device!r} is not a torch device (e.g. 'cpu', 'cuda:0')"

@@ -48,7 +48,7 @@ def load_policy(path: str | Path, obs_dim: int | None = None) -> Callable[[Tenso
     def policy(obs: Tensor) -> Tensor:
         with torch.no_grad():
             obs = torch.as_tensor(obs)
-            action = module(obs.to(device=example.device, dtype=example.dtype))
+            action: Tensor = module(obs.to(device=example.device, dtype=example.dtype))
         return action.to(device=obs.device, dtype=obs.dtype)
 
     return policy

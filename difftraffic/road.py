@@ -16,7 +16,7 @@ Lane membership (which lanes a vehicle is a leader candidate in) follows one of 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, get_args
+from typing import Literal, get_args, overload
 
 import torch
 from torch import Tensor
@@ -96,6 +96,10 @@ class Road:
         """Total road width (m)."""
         return self.num_lanes * self.lane_width
 
+    @overload
+    def lane_center(self, lane: int) -> float: ...
+    @overload
+    def lane_center(self, lane: Tensor) -> Tensor: ...
     def lane_center(self, lane: Tensor | int) -> Tensor | float:
         """Lateral position ``y`` (m) of the centre of ``lane``."""
         return (lane + 0.5) * self.lane_width

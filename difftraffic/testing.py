@@ -30,6 +30,7 @@ from difftraffic.road import Road
 from difftraffic.scenario import Driver, Scenario, ScenarioBuilder
 
 __all__ = [
+    "CALIBRATED_DRIVER_RANGES",
     "DRIVER_RANGES",
     "GradientCheck",
     "check_gradient",
@@ -51,7 +52,20 @@ DRIVER_RANGES = {
     "delta": (1.0, 8.0),
     "s0": (0.0, 5.0),
 }
-"""The IDM parameter ranges the strategies draw from (SI units; see :class:`IDMParams`)."""
+"""The IDM parameter ranges the strategies draw from by default: everything the IDM is defined on
+(SI units; see :class:`IDMParams`)."""
+CALIBRATED_DRIVER_RANGES = {
+    "v0": (5.0, 40.0),
+    "T": (0.5, 3.0),
+    "a": (0.3, 4.0),
+    "b": (1.0, 9.0),
+    "delta": (2.0, 6.0),
+    "s0": (1.0, 5.0),
+}
+"""Ranges of calibrated human drivers (Treiber and Kesting's tables, widened). Within them the
+discrete IDM at ``dt = 0.1 s`` is stable; stiffer drivers (headway near 0.1 s, ``s0 = 0``)
+make it oscillate at centimetre gaps, and the derivative of such a trajectory grows geometrically
+(see ``docs/simulator.md``)."""
 
 
 def drivers() -> st.SearchStrategy[IDMParams]:
@@ -85,18 +99,21 @@ def scenarios(
     min_gap: float = 0.05,
     autonomous: bool = True,
     dt: float = 0.1,
+    driver_ranges: dict[str, tuple[float, float]] | None = None,
 ) -> Scenario:
     """Scenarios on a drawn road: in every lane 1..``max_per_lane`` vehicles with bumper gaps in
     ``[min_gap, 40]`` m (near-collisions included), speeds in :data:`SPEED`, drivers drawn from
-    :data:`DRIVER_RANGES` and, with ``autonomous``, each vehicle autonomous with probability 1/5.
-    The default road strategy's rings are long enough for the platoons."""
+    ``driver_ranges`` (default :data:`DRIVER_RANGES`) and, with ``autonomous``, each vehicle
+    autonomous with probability 1/5. The default road strategy's rings are long enough for the
+    platoons."""
     room = max_per_lane * (ScenarioBuilder.length + MAX_GAP) + MAX_GAP
     drawn_road = draw(road if road is not None else roads(min_ring_length=room))
     builder = ScenarioBuilder(drawn_road, dt=dt)
     for lane in range(drawn_road.num_lanes):
         x = 0.0
         for _ in range(draw(st.integers(1, max_per_lane))):
-            driver = Driver(**{k: draw(st.floats(*r)) for k, r in DRIVER_RANGES.items()})
+            ranges = DRIVER_RANGES if driver_ranges is None else driver_ranges
+            driver = Driver(**{k: draw(st.floats(*r)) for k, r in ranges.items()})
             builder.vehicle(
                 lane,
                 x,

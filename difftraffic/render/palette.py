@@ -37,4 +37,5 @@ def speed_colors(speed: np.ndarray, low: float, high: float) -> np.ndarray:
     lower = np.minimum(np.floor(position).astype(int), len(SPEED_MAP_STOPS) - 2)
     weight = (position - lower)[:, None]
     blend = (1.0 - weight) * SPEED_MAP_STOPS[lower] + weight * SPEED_MAP_STOPS[lower + 1]
-    return np.rint(blend).astype(np.uint8)
+    colors: np.ndarray = np.rint(blend).astype(np.uint8)
+    return colors

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import numpy as np
 import torch
@@ -24,7 +24,15 @@ ScenarioPolicy = Callable[[TrafficState], tuple[Tensor, Tensor]]
 """``state [B, N] -> (acceleration [B, N] m/s^2, steering [B, N] rad)`` of the AVs."""
 
 
-def overlay_values(env: TrafficEnv, world: int) -> dict[str, float | None]:
+class Overlay(TypedDict):
+    """The text overlay of a frame (keyword arguments of :meth:`Renderer.render`)."""
+
+    time: float
+    reward: float | None
+    target_speed: float | None
+
+
+def overlay_values(env: TrafficEnv, world: int) -> Overlay:
     """The overlay of world ``world`` of ``env``: episode time (s), last step reward and the
     task's target speed (m/s, for tasks with a ``target_speed``, e.g. the pace car)."""
     reward = None if env.last_reward is None else float(env.last_reward[world])
@@ -105,7 +113,7 @@ def _env_frames(
 ) -> Iterator[np.ndarray]:
     with torch.no_grad():
         obs, _ = env.reset(seed=seed)
-        yield renderer.render(env.state, world, **overlay_values(env, world))
+        yield _rgb(renderer.render(env.require_worlds()[0], world, **overlay_values(env, world)))
         fixed = np.zeros(env.action_dim) if policy is None else policy
         for _ in range(steps):
             if callable(fixed):
@@ -113,7 +121,8 @@ def _env_frames(
             else:
                 action = np.broadcast_to(np.asarray(fixed, float), (env.num_envs, env.action_dim))
             obs, *_ = env.step(action)
-            yield renderer.render(env.state, world, **overlay_values(env, world))
+            state = env.require_worlds()[0]
+            yield _rgb(renderer.render(state, world, **overlay_values(env, world)))
 
 
 def _scenario_frames(
@@ -127,14 +136,20 @@ def _scenario_frames(
 ) -> Iterator[np.ndarray]:
     with torch.no_grad():
         state, idm = scenario.sample(batch_size, seed)
-        yield renderer.render(state, world, time=0.0)
+        yield _rgb(renderer.render(state, world, time=0.0))
         neighbors = None
         for index in range(steps):
             acceleration, steering = _scenario_controls(state, policy)
             result = step(state, scenario.road, idm, scenario.dt, acceleration, steering, neighbors)
             state, neighbors = result.state, result.neighbors
             time = (index + 1) * scenario.dt
-            yield renderer.render(state, world, collided=result.collided, time=time)
+            yield _rgb(renderer.render(state, world, collided=result.collided, time=time))
+
+
+def _rgb(frame: np.ndarray | None) -> np.ndarray:
+    """A recording's renderer draws off-screen (``rgb_array``): every frame is an image."""
+    assert frame is not None, "recording needs a renderer in rgb_array mode"
+    return frame
 
 
 def _scenario_controls(

@@ -280,7 +280,7 @@ class Renderer:
         draw = self._pygame.draw
         road = self.road
         if road.ring_length is not None:
-            center = camera.plane_to_screen(0.0, 0.0)
+            center = camera.plane_to_screen(np.zeros(()), np.zeros(()))
             inner_radius = road.ring_length / (2.0 * math.pi) * camera.zoom
             outer_radius = inner_radius + road.width * camera.zoom
             draw.circle(self._surface, palette.ASPHALT, center, outer_radius)
@@ -339,7 +339,7 @@ class Renderer:
         if self.config.color_by_speed:
             low, high = self._speed_range()
             human = [
-                tuple(int(c) for c in rgb) for rgb in palette.speed_colors(snapshot.v, low, high)
+                (int(r), int(g), int(b)) for r, g, b in palette.speed_colors(snapshot.v, low, high)
             ]
         else:
             human = [palette.HUMAN] * count

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -97,7 +98,7 @@ class PaceCarConfig:
         return self.num_lanes * self.humans_per_lane
 
 
-def pace_car_config(variant: str = "1lane", **overrides: object) -> PaceCarConfig:
+def pace_car_config(variant: str = "1lane", **overrides: Any) -> PaceCarConfig:
     """The configuration of a named variant (``1lane``, ``2lane``, ``3lane``, ``4lane``,
     ``10lane``), with any :class:`PaceCarConfig` field overridden by keyword."""
     if variant not in PACE_CAR_VARIANTS:
@@ -218,7 +219,9 @@ class PaceCarTask:
             "fell_behind": (state.x[:, 1:] > pace_x).any(dim=1),
         }
 
-    def evaluate(self, state: TrafficState, collided: Tensor) -> tuple[Tensor, Tensor, dict]:
+    def evaluate(
+        self, state: TrafficState, collided: Tensor
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
         """``(reward [B], terminated [B] bool, reasons)`` for the state reached by a step."""
         reasons = self.termination_reasons(state, collided)
         terminated = torch.stack(list(reasons.values())).any(dim=0)
