@@ -8,13 +8,14 @@ driver parameters. Importing this package registers the Gymnasium ids
 
 from difftraffic.compile import compile_step
 from difftraffic.dynamics import StepResult, rollout, step, validate_step_inputs
-from difftraffic.env import PaceCarEnv, PaceCarGymEnv, TrafficEnv, TrafficTask
+from difftraffic.env import TrafficEnv, TrafficTask
 from difftraffic.idm import IDMParams, desired_gap, equilibrium_gap, idm_acceleration
 from difftraffic.neighbors import Neighbors, compute_neighbors, detect_collisions
 from difftraffic.registration import register_envs
 from difftraffic.road import Road
 from difftraffic.scenario import Driver, Scenario, ScenarioBuilder
 from difftraffic.scenarios import PACE_CAR_VARIANTS, PaceCarConfig, PaceCarTask, pace_car_config
+from difftraffic.scenarios.pace_car_env import PaceCarEnv, PaceCarGymEnv
 from difftraffic.state import TrafficState
 
 __version__ = "0.1.0"

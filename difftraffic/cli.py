@@ -24,11 +24,11 @@ import torch
 from torch import Tensor
 
 from difftraffic.dynamics import step
-from difftraffic.env import PaceCarEnv
 from difftraffic.policy import load_policy
 from difftraffic.road import LANE_MEMBERSHIPS
 from difftraffic.scenario import Scenario
 from difftraffic.scenarios.pace_car import PACE_CAR_VARIANTS, WeavingPaceCar
+from difftraffic.scenarios.pace_car_env import PaceCarEnv
 from difftraffic.state import TrafficState
 
 POLICIES = ("weave", "random", "idle")

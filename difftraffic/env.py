@@ -11,7 +11,8 @@ observation reached by the step is always in ``info["final_obs"]`` (``[B, obs_di
 returned observation where the episode goes on), and ``info["_final_obs"]`` marks the worlds that
 ended.
 
-:class:`PaceCarGymEnv` is the single-world, numpy face of the same code for ``gymnasium.make``.
+:class:`difftraffic.scenarios.pace_car_env.PaceCarEnv` is the pace-car problem on this class and
+:class:`~difftraffic.scenarios.pace_car_env.PaceCarGymEnv` its single-world numpy face.
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ from difftraffic.errors import check_device, check_simulation_dtype
 from difftraffic.idm import IDMParams
 from difftraffic.neighbors import Neighbors, compute_neighbors
 from difftraffic.road import Road
-from difftraffic.scenarios.pace_car import PaceCarTask, pace_car_config
 from difftraffic.state import TrafficState
 
 if TYPE_CHECKING:
-    from difftraffic.render.renderer import Renderer, RenderMode
+    from difftraffic.render.renderer import Overlay, Renderer, RenderMode
 
 RENDER_MODES = ["rgb_array", "human"]
 
@@ -226,13 +226,22 @@ class TrafficEnv(VectorEnv):
             return None
         state, _ = self.require_worlds()
         from difftraffic.render import Renderer
-        from difftraffic.render.recording import overlay_values
 
         if self._renderer is None:
             mode = cast("RenderMode", self.render_mode)
             self._renderer = Renderer(self.task.road, mode=mode, fps=self.metadata["render_fps"])
         world = self.render_world
-        return self._renderer.render(state, world, **overlay_values(self, world))
+        return self._renderer.render(state, world, **self.overlay(world))
+
+    def overlay(self, world: int) -> Overlay:
+        """The text overlay of world ``world``: episode time (s), last step reward and the task's
+        target speed (m/s, for tasks with a ``target_speed``, e.g. the pace car)."""
+        reward = None if self.last_reward is None else float(self.last_reward[world])
+        return {
+            "time": float(self.elapsed[world]) * self.task.dt,
+            "reward": reward,
+            "target_speed": getattr(self.task, "target_speed", None),
+        }
 
     def close_extras(self, **kwargs: Any) -> None:
         """Close the render window, if one is open."""
@@ -286,98 +295,3 @@ class TrafficEnv(VectorEnv):
 
     def _out(self, value: Tensor) -> Any:
         return value.detach().cpu().numpy() if self.as_numpy else value
-
-
-class PaceCarEnv(TrafficEnv):
-    """The pace-car problem as a batched torch environment.
-
-    Args:
-        variant: ``1lane``, ``2lane``, ``3lane``, ``4lane`` or ``10lane``.
-        num_envs: number of worlds.
-        config_overrides: :class:`difftraffic.scenarios.PaceCarConfig` fields to override
-            (e.g. ``{"target_speed": 12.0}``).
-        **kwargs: passed to :class:`TrafficEnv` (seed, device, dtype, render_mode, ...).
-    """
-
-    def __init__(
-        self,
-        variant: str = "1lane",
-        num_envs: int = 1,
-        config_overrides: dict[str, Any] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.variant = variant
-        task = PaceCarTask(pace_car_config(variant, **(config_overrides or {})))
-        super().__init__(task, num_envs, **kwargs)
-
-
-def make_pace_car_vector_env(
-    variant: str = "1lane", num_envs: int = 1, as_numpy: bool = True, **kwargs: Any
-) -> PaceCarEnv:
-    """``vector_entry_point`` of the registered ids: numpy by default, as Gymnasium users expect."""
-    return PaceCarEnv(variant, num_envs, as_numpy=as_numpy, **kwargs)
-
-
-class PaceCarGymEnv(gymnasium.Env):
-    """One pace-car world with numpy observations, for ``gymnasium.make``.
-
-    Observations are float32; the world is simulated in float64 for exact repeatability.
-
-    Args:
-        variant: the pace-car variant.
-        render_mode: ``"rgb_array"``, ``"human"`` or ``None``.
-        config_overrides: :class:`difftraffic.scenarios.PaceCarConfig` fields to override.
-    """
-
-    metadata = {"render_modes": RENDER_MODES, "render_fps": round(1.0 / pace_car_config().dt)}
-
-    def __init__(
-        self,
-        variant: str = "1lane",
-        render_mode: str | None = None,
-        config_overrides: dict[str, Any] | None = None,
-    ) -> None:
-        self.vector_env = PaceCarEnv(
-            variant, 1, config_overrides, render_mode=render_mode, dtype=torch.float64
-        )
-        self.metadata = {**self.metadata, "render_fps": self.vector_env.metadata["render_fps"]}
-        self.render_mode = render_mode
-        self.observation_space = self.vector_env.single_observation_space
-        self.action_space = self.vector_env.single_action_space
-        self._last_frame: np.ndarray | None = None
-
-    def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
-    ) -> tuple[np.ndarray, dict[str, Any]]:
-        super().reset(seed=seed)
-        if seed is None and self.vector_env.state is None:
-            seed = int(self.np_random.integers(2**31))
-        obs, _ = self.vector_env.reset(seed=seed)
-        return self._obs(obs), {}
-
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
-        batched = torch.as_tensor(np.asarray(action, dtype=np.float64)).reshape(1, -1)
-        with torch.no_grad():
-            obs, reward, terminated, truncated, info = self.vector_env.step(batched)
-        if bool(info["_final_obs"][0]):
-            # A single Gymnasium env ends its episode here: the user must call reset().
-            obs = info["final_obs"]
-            self.vector_env.state = None
-        reasons = {key: bool(value[0]) for key, value in info.items() if not key.endswith("obs")}
-        return self._obs(obs), float(reward[0]), bool(terminated[0]), bool(truncated[0]), reasons
-
-    def render(self) -> np.ndarray | None:
-        """The world as ``[H, W, 3]`` uint8 RGB (``render_mode="rgb_array"``) or shown in a
-        window (``"human"``, returns ``None``). After the step that ends an episode the world
-        is gone until ``reset()``, so this repeats the episode's last rendered frame."""
-        if self.vector_env.state is None and self._last_frame is not None:
-            return self._last_frame
-        self._last_frame = self.vector_env.render()
-        return self._last_frame
-
-    def close(self) -> None:
-        """Close the render window, if one is open."""
-        self.vector_env.close()
-
-    def _obs(self, obs: Tensor) -> np.ndarray:
-        return obs[0].detach().cpu().numpy().astype(np.float32)

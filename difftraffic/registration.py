@@ -19,8 +19,8 @@ def register_envs() -> None:
             continue
         gymnasium.register(
             id=env_id(variant),
-            entry_point="difftraffic.env:PaceCarGymEnv",
-            vector_entry_point="difftraffic.env:make_pace_car_vector_env",
+            entry_point="difftraffic.scenarios.pace_car_env:PaceCarGymEnv",
+            vector_entry_point="difftraffic.scenarios.pace_car_env:make_pace_car_vector_env",
             kwargs={"variant": variant},
             max_episode_steps=None,
         )

@@ -18,7 +18,6 @@ from PIL import Image
 
 import difftraffic
 from difftraffic.render import RenderConfig, Renderer, write_video
-from difftraffic.render.recording import overlay_values
 from difftraffic.scenarios.pace_car import WeavingPaceCar
 
 
@@ -53,7 +52,7 @@ def main() -> None:
                 stats["reward"].append(reward.mean().item())
                 stats["episodes ended"] += int((terminated | truncated).sum())
                 if index % args.every == 0:
-                    frames.append(renderer.render(env.state, 0, **overlay_values(env, 0)))
+                    frames.append(renderer.render(env.require_worlds()[0], 0, **env.overlay(0)))
                     yield frames[-1]
 
     video = write_video(rollout(), args.video, fps=1.0 / (env.task.dt * args.every))

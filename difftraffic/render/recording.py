@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -12,8 +12,8 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from difftraffic.dynamics import step
-from difftraffic.env import TrafficEnv
-from difftraffic.render.renderer import RenderConfig, Renderer
+from difftraffic.idm import IDMParams
+from difftraffic.render.renderer import Overlay, RenderConfig, Renderer
 from difftraffic.render.video import write_video
 from difftraffic.scenario import Scenario
 from difftraffic.state import TrafficState
@@ -24,27 +24,27 @@ ScenarioPolicy = Callable[[TrafficState], tuple[Tensor, Tensor]]
 """``state [B, N] -> (acceleration [B, N] m/s^2, steering [B, N] rad)`` of the AVs."""
 
 
-class Overlay(TypedDict):
-    """The text overlay of a frame (keyword arguments of :meth:`Renderer.render`)."""
+class RecordableEnv(Protocol):
+    """What :func:`record_rollout` needs of an environment (:class:`difftraffic.TrafficEnv` has
+    it); described here so that the render package never imports the environment module."""
 
-    time: float
-    reward: float | None
-    target_speed: float | None
+    num_envs: int
+    task: Any  # has ``road`` and ``dt``
 
+    @property
+    def action_dim(self) -> int: ...
 
-def overlay_values(env: TrafficEnv, world: int) -> Overlay:
-    """The overlay of world ``world`` of ``env``: episode time (s), last step reward and the
-    task's target speed (m/s, for tasks with a ``target_speed``, e.g. the pace car)."""
-    reward = None if env.last_reward is None else float(env.last_reward[world])
-    return {
-        "time": float(env.elapsed[world]) * env.task.dt,
-        "reward": reward,
-        "target_speed": getattr(env.task, "target_speed", None),
-    }
+    def reset(self, *, seed: int | None = None) -> tuple[Any, dict[str, Any]]: ...
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]: ...
+
+    def require_worlds(self) -> tuple[TrafficState, IDMParams]: ...
+
+    def overlay(self, world: int) -> Overlay: ...
 
 
 def record_rollout(
-    source: Scenario | TrafficEnv,
+    source: Scenario | RecordableEnv,
     path: str | Path,
     steps: int,
     policy: EnvPolicy | ScenarioPolicy | Sequence[float] | None = None,
@@ -81,7 +81,7 @@ def record_rollout(
     """
     if not isinstance(steps, int) or steps < 1:
         raise ValueError(f"steps must be an integer >= 1, got {steps!r}")
-    if isinstance(source, TrafficEnv):
+    if not isinstance(source, Scenario):
         if batch_size is not None:
             raise ValueError(
                 f"batch_size must be None for an environment (it has num_envs = "
@@ -92,7 +92,7 @@ def record_rollout(
         batch_size = world + 1
     if not isinstance(world, int) or not 0 <= world < batch_size:
         raise ValueError(f"world must be an integer in [0, {batch_size - 1}], got {world!r}")
-    if isinstance(source, TrafficEnv):
+    if not isinstance(source, Scenario):
         road, dt = source.task.road, source.task.dt
         frames = _env_frames(source, steps, policy, seed, world, Renderer(road, config))
     else:
@@ -104,7 +104,7 @@ def record_rollout(
 
 
 def _env_frames(
-    env: TrafficEnv,
+    env: RecordableEnv,
     steps: int,
     policy: EnvPolicy | Sequence[float] | None,
     seed: int,
@@ -113,7 +113,7 @@ def _env_frames(
 ) -> Iterator[np.ndarray]:
     with torch.no_grad():
         obs, _ = env.reset(seed=seed)
-        yield _rgb(renderer.render(env.require_worlds()[0], world, **overlay_values(env, world)))
+        yield _rgb(renderer.render(env.require_worlds()[0], world, **env.overlay(world)))
         fixed = np.zeros(env.action_dim) if policy is None else policy
         for _ in range(steps):
             if callable(fixed):
@@ -122,7 +122,7 @@ def _env_frames(
                 action = np.broadcast_to(np.asarray(fixed, float), (env.num_envs, env.action_dim))
             obs, *_ = env.step(action)
             state = env.require_worlds()[0]
-            yield _rgb(renderer.render(state, world, **overlay_values(env, world)))
+            yield _rgb(renderer.render(state, world, **env.overlay(world)))
 
 
 def _scenario_frames(

@@ -13,7 +13,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 import numpy as np
 import torch
@@ -26,6 +26,16 @@ from difftraffic.road import Road
 from difftraffic.state import TrafficState
 
 RenderMode = Literal["rgb_array", "human"]
+
+
+class Overlay(TypedDict):
+    """The text overlay of a frame (keyword arguments of :meth:`Renderer.render`)."""
+
+    time: float
+    reward: float | None
+    target_speed: float | None
+
+
 RENDER_MODES: tuple[str, ...] = ("rgb_array", "human")
 
 DASH_LENGTH = 3.0
