@@ -1,8 +1,5 @@
 """difftraffic.testing: the strategies draw valid worlds, the checker finds wrong gradients and
-names discontinuities, and the guide's examples run as written."""
-
-import re
-from pathlib import Path
+names discontinuities (the guide's examples run in tests/test_docs.py)."""
 
 import pytest
 import torch
@@ -10,15 +7,6 @@ from hypothesis import given, settings
 
 from difftraffic import Road, ScenarioBuilder, step
 from difftraffic.testing import check_gradient, drivers, events, scenarios
-
-GUIDE = Path(__file__).parents[2] / "docs" / "testing.md"
-
-
-@pytest.mark.parametrize("index", [0, 1])
-def test_the_guides_examples_run_as_written(index):
-    blocks = re.findall(r"```python\n(.*?)```", GUIDE.read_text(), re.S)
-    assert len(blocks) == 2
-    exec(compile(blocks[index], f"{GUIDE}:block{index}", "exec"), {"__name__": "guide"})
 
 
 @settings(max_examples=25, deadline=None)
