@@ -14,7 +14,7 @@ export SDL_AUDIODRIVER ?= dummy
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install --quiet $(TORCH_PIN)
-	$(BIN)/python -m pip install --quiet -e '.[dev,physics]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,physics,rl,video]'
 	touch $(STAMP)
 
 demo: $(STAMP)

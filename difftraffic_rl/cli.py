@@ -117,7 +117,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("train needs --task and --algo (or --resume RUN_DIR)")
     try:
         return COMMANDS[args.command](args)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, ImportError) as error:
         print(f"difftraffic-rl: error: {error}", file=sys.stderr)
         return 2
 

@@ -35,7 +35,10 @@ def plot_runs(run_dirs: list[str | Path], out: str | Path, column: str = "reward
     problems) the panel shows ``-value`` on a log axis, so progress toward the optimum 0 is
     visible across orders of magnitude.
     """
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise ImportError("plotting needs matplotlib: pip install 'difftraffic[rl]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -240,7 +240,13 @@ class Trainer:
             os.close(descriptor)
         if self.config.train.tensorboard:
             if self._writer is None:
-                from torch.utils.tensorboard import SummaryWriter
+                try:
+                    from torch.utils.tensorboard import SummaryWriter
+                except ImportError:
+                    raise ImportError(
+                        "train.tensorboard=true needs tensorboard: pip install 'difftraffic[rl]' "
+                        "or --set train.tensorboard=false"
+                    ) from None
 
                 self._writer = SummaryWriter(str(self.run_dir / "tb"), purge_step=self.env_steps)
             for key, value in row.items():
