@@ -30,13 +30,13 @@ from difftraffic.dynamics import step as simulation_step
 from difftraffic.errors import check_device, check_simulation_dtype
 from difftraffic.idm import IDMParams
 from difftraffic.neighbors import Neighbors, compute_neighbors
+from difftraffic.render.renderer import RENDER_MODES
 from difftraffic.road import Road
 from difftraffic.state import TrafficState
 
 if TYPE_CHECKING:
     from difftraffic.render.renderer import Overlay, Renderer, RenderMode
 
-RENDER_MODES = ["rgb_array", "human"]
 
 Batched = TypeVar("Batched", TrafficState, IDMParams)
 
@@ -110,7 +110,7 @@ class TrafficEnv(VectorEnv):
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if render_mode is not None and render_mode not in RENDER_MODES:
             raise ValueError(
-                f"render_mode must be one of {RENDER_MODES} or None, got {render_mode!r}"
+                f"render_mode must be one of {list(RENDER_MODES)} or None, got {render_mode!r}"
             )
         check_simulation_dtype("dtype", dtype)
         self.task = task
@@ -122,7 +122,7 @@ class TrafficEnv(VectorEnv):
         self.check_actions = check_actions
         self.metadata = {
             "autoreset_mode": AutoresetMode.SAME_STEP,
-            "render_modes": RENDER_MODES,
+            "render_modes": list(RENDER_MODES),
             "render_fps": max(1, round(1.0 / task.dt)),
         }
         self.single_observation_space = gymnasium.spaces.Box(

@@ -232,14 +232,6 @@ def _leader_distance(x: Tensor, leader: Tensor, ring_length: float | None) -> Te
     return distance
 
 
-def leader_distance(state: TrafficState, neighbors: Neighbors, road: Road) -> Tensor:
-    """``[B, N]`` distance (m) from each vehicle's front bumper to its leader's, along the road.
-
-    Differentiable in ``x``; on a ring it is taken modulo the circumference.
-    """
-    return _leader_distance(state.x, neighbors.leader, road.ring_length)
-
-
 def gap_to_leader(
     x: Tensor, rear_x: Tensor, front_x: Tensor, leader: Tensor, ring_length: float | None
 ) -> Tensor:

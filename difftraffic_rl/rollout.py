@@ -64,7 +64,7 @@ class Rollout:
             actions when the rollout is differentiable).
         action_steps: ``H`` tensors ``[N, D]``: the pre-tanh actions exactly as they entered the
             environment, graph-attached; ``advantage_action_gradient`` differentiates w.r.t. them.
-        actions, eps, mus, stds: ``[H, N, D]`` detached actions, noises, means and stds.
+        actions, eps, stds: ``[H, N, D]`` detached actions, noises and stds.
         log_probs: ``[H, N]`` detached ``log pi_old(a | s)``.
         rewards: ``[H, N]``.
         values: ``[H, N]`` target-critic values ``V(s_t)`` (un-normalized).
@@ -83,7 +83,6 @@ class Rollout:
     action_steps: list[torch.Tensor]
     actions: torch.Tensor
     eps: torch.Tensor
-    mus: torch.Tensor
     stds: torch.Tensor
     log_probs: torch.Tensor
     rewards: torch.Tensor
@@ -172,7 +171,6 @@ def collect_rollout(
         action_steps=action_steps,
         actions=actions,
         eps=stacked["eps"],
-        mus=stacked["mus"],
         stds=stacked["stds"],
         log_probs=gaussian_log_prob(actions, stacked["mus"], stacked["stds"]),
         rewards=stacked["rewards"],

@@ -245,7 +245,7 @@ def run_summaries(run_dirs: list[str | Path]) -> list[RunSummary]:
                 seconds_per_epoch=float(rows[-1]["wall_time"]) / len(rows),
                 run_dir=run_dir,
                 train=train,
-                cpu_seconds_per_epoch=float(rows[-1].get("cpu_time", math.nan)) / len(rows),
+                cpu_seconds_per_epoch=float(rows[-1]["cpu_time"]) / len(rows),
                 commits=tuple((run_dir / COMMIT_FILE).read_text().split())
                 if (run_dir / COMMIT_FILE).exists()
                 else (),

@@ -309,7 +309,7 @@ class Trainer:
         self.epoch = int(state["epoch"])
         self.env_steps = int(state["env_steps"])
         self.wall_time = float(state["wall_time"])
-        self.cpu_time = float(state.get("cpu_time", 0.0))
+        self.cpu_time = float(state["cpu_time"])
         self.tracker.load_state_dict(state["tracker"])
         self.meter.mean, self.meter.count = state["meter"]["mean"], state["meter"]["count"]
         if state["env"] is not None and hasattr(self.env, "load_state_dict"):

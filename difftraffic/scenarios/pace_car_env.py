@@ -10,7 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from difftraffic.env import RENDER_MODES, TrafficEnv
+from difftraffic.env import TrafficEnv
+from difftraffic.render.renderer import RENDER_MODES
 from difftraffic.scenarios.pace_car import PaceCarConfig, PaceCarTask, pace_car_config
 
 __all__ = ["PaceCarEnv", "PaceCarGymEnv", "make_pace_car_vector_env"]
@@ -57,7 +58,7 @@ class PaceCarGymEnv(gymnasium.Env):
         config_overrides: :class:`difftraffic.scenarios.PaceCarConfig` fields to override.
     """
 
-    metadata = {"render_modes": RENDER_MODES, "render_fps": round(1.0 / PaceCarConfig.dt)}
+    metadata = {"render_modes": list(RENDER_MODES), "render_fps": round(1.0 / PaceCarConfig.dt)}
 
     def __init__(
         self,

@@ -290,10 +290,6 @@ class PPO(Algorithm):
         return {"lr_scale": self.lr_scale, "adaptive_lr": self.adaptive_lr}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`extra_state` returned.
-
-        Checkpoints written before the adaptive schedule existed have no ``"adaptive_lr"``; their
-        runs cannot use the schedule, so the configured starting rate stays.
-        """
+        """Restore what :meth:`extra_state` returned."""
         self.lr_scale = float(state["lr_scale"])
-        self.adaptive_lr = float(state.get("adaptive_lr", self.adaptive_lr))
+        self.adaptive_lr = float(state["adaptive_lr"])

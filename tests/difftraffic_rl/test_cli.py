@@ -284,3 +284,11 @@ def test_every_command_reports_bad_input_in_one_line_with_status_2(
         message = message.replace(placeholder, value)
     assert message in captured.err
     assert not (tmp_path / "c.png").exists()  # a failed train leaves no run directory behind
+
+
+def test_the_exported_policy_file_name_is_the_one_the_simulator_loads() -> None:
+    # The two packages never import each other; this is their contract.
+    from difftraffic.policy import POLICY_FILE as LOADED
+    from difftraffic_rl.export import POLICY_FILE as WRITTEN
+
+    assert WRITTEN == LOADED == "policy.pt2"

@@ -24,9 +24,10 @@ def _fake_run(root: Path, name: str, algo: str, rewards: list[float], seconds: f
     run = root / name
     run.mkdir()
     (run / "config.yaml").write_text(yaml.safe_dump({"task": "dejong", "algo": algo}))
-    lines = ["epoch,env_steps,wall_time,reward_smoothed"]
+    lines = ["epoch,env_steps,wall_time,cpu_time,reward_smoothed"]
     for i, reward in enumerate(rewards, start=1):
-        lines.append(f"{i},{64 * i},{seconds * i / len(rewards)},{reward}")
+        elapsed = seconds * i / len(rewards)
+        lines.append(f"{i},{64 * i},{elapsed},{elapsed},{reward}")
     (run / "progress.csv").write_text("\n".join(lines) + "\n")
     return run
 

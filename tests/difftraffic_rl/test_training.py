@@ -266,22 +266,6 @@ def test_checkpoint_rebuilds_the_policy_on_its_own(tmp_path: Path) -> None:
     assert rebuilt.alpha == result.algorithm.alpha
 
 
-@pytest.mark.parametrize("algo", ["ppo", "gippo"])
-def test_checkpoints_from_before_the_adaptive_schedule_still_load(
-    tmp_path: Path, algo: str
-) -> None:
-    run_dir = difftraffic_rl.train(
-        "dejong", algo, seed=1, epochs=2, logdir=tmp_path, progress=False
-    ).run_dir
-    path = run_dir / "checkpoints" / "checkpoint.pt"
-    state = torch.load(path, weights_only=False)
-    del state["algorithm"]["extra"]["adaptive_lr"]  # as written before the schedule existed
-    torch.save(state, path)
-    assert evaluate(run_dir, episodes=4)["episodes"] == 4
-    resumed = resume(run_dir, progress=False)
-    assert resumed.algorithm.adaptive_lr == resumed.algorithm.config.actor_lr
-
-
 def test_resume_drops_log_rows_that_do_not_fit_the_header(tmp_path: Path) -> None:
     settings = ["train.checkpoint_every=5", "train.tensorboard=false"]
     full = _dejong_run(tmp_path / "full", 10, settings)
