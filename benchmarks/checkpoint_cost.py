@@ -19,6 +19,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
+
 from difftraffic_rl import sweep
 from difftraffic_rl.config import RunConfig, default_config
 from difftraffic_rl.training import CHECKPOINT, Trainer
@@ -96,6 +98,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20, help="epochs timed per task")
     parser.add_argument("--out", default="docs/reliability.md")
     args = parser.parse_args()
+    torch.set_num_threads(1)
     results = {}
     for task in args.tasks:
         results[task] = measure(task, args.epochs)

@@ -199,7 +199,6 @@ class Trainer:
         self.run_dir = run_dir
         settings = config.train
         _check_device(settings.device)
-        torch.set_num_threads(settings.num_threads)
         dtype = getattr(torch, settings.dtype)
         self.env = make_task(
             config.task, settings.num_envs, settings.device, dtype, **config.task_kwargs
@@ -365,6 +364,8 @@ class Trainer:
         epochs and at the end when a run directory exists, where a finished run also exports its
         deterministic policy to ``policy.pt2`` (see :mod:`difftraffic_rl.export`). The progress
         bar shows the smoothed reward, or :data:`NO_EPISODE_YET` before the first episode ends.
+        Torch runs on ``train.num_threads`` intra-op threads meanwhile; the caller's setting is
+        restored on return.
         """
         from tqdm import tqdm
 
@@ -379,6 +380,8 @@ class Trainer:
             desc=f"{self.config.algo} {self.config.task}",
             dynamic_ncols=True,
         )
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.config.train.num_threads)
         try:
             while self.epoch < last:
                 row = self.run_epoch()
@@ -397,6 +400,7 @@ class Trainer:
                 bar.set_postfix_str(", ".join(postfix), refresh=False)
                 bar.update(1)
         finally:
+            torch.set_num_threads(threads)
             bar.close()
             if self._writer is not None:
                 self._writer.flush()
@@ -496,14 +500,24 @@ def load_trainer(run_dir: str | Path, config: RunConfig | None = None) -> Traine
 
 def load_algorithm(checkpoint: str | Path, device: str | None = None) -> Algorithm:
     """Rebuild a trained algorithm (networks, normalizers, optimizers) from a checkpoint file
-    alone: the checkpoint carries its run configuration."""
+    alone: the checkpoint carries its run configuration, and the observation and action sizes
+    are those of its networks, so no environment is built."""
     state = load_checkpoint(checkpoint, map_location=device or "cpu")
     config = RunConfig.from_dict(state["config"])
     if device is not None:
         config.train.device = device
-    trainer = Trainer(config)
-    trainer.algorithm.load_state_dict(state["algorithm"])
-    return trainer.algorithm
+    _check_device(config.train.device)
+    networks = state["algorithm"]
+    algorithm = get_algorithm(config.algo)(
+        config.algorithm_config(),
+        obs_dim=int(networks["obs_rms"]["mean"].shape[0]),
+        action_dim=int(networks["actor"]["mu.weight"].shape[0]),
+        seed=config.train.seed,
+        device=config.train.device,
+        dtype=getattr(torch, config.train.dtype),
+    )
+    algorithm.load_state_dict(networks)
+    return algorithm
 
 
 def _changed_settings(old: RunConfig, new: RunConfig) -> list[tuple[str, Any, Any]]:
@@ -603,22 +617,23 @@ def evaluate(run_dir: str | Path, episodes: int | None = None, seed: int = 0) ->
     """
     if episodes is not None and (isinstance(episodes, bool) or episodes < 1):
         raise ValueError(f"episodes={episodes!r} is invalid; valid range: >= 1")
-    trainer = load_trainer(run_dir)
-    settings = trainer.config.train
+    run_dir = Path(run_dir)
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; was the run started with a logdir?")
+    algorithm = load_algorithm(path)
+    config = load_run_config(run_dir / "config.yaml")
+    settings = config.train
     num = settings.num_envs if episodes is None else episodes
     env = make_task(
-        trainer.config.task,
-        num,
-        settings.device,
-        getattr(torch, settings.dtype),
-        **trainer.config.task_kwargs,
+        config.task, num, settings.device, getattr(torch, settings.dtype), **config.task_kwargs
     )
-    generator = torch.Generator(device=trainer.algorithm.device).manual_seed(seed)
+    generator = torch.Generator(device=algorithm.device).manual_seed(seed)
     result: dict[str, float] = {"episodes": float(num)}
     for mode in ("deterministic", "stochastic"):
         deterministic = mode == "deterministic"
         returns = episode_returns(
-            env, lambda obs, d=deterministic: trainer.algorithm.act(obs, d, generator), seed
+            env, lambda obs, d=deterministic: algorithm.act(obs, d, generator), seed
         )
         result[f"{mode}_mean"] = float(returns.mean())
         result[f"{mode}_std"] = float(returns.std()) if num > 1 else 0.0

@@ -414,3 +414,26 @@ def test_kill_9_at_the_default_settings_loses_at_most_the_epoch_in_progress(
 def _stop_at(row: dict[str, float], epoch: int) -> None:
     if row["epoch"] == epoch:
         raise KilledError
+
+
+def test_training_leaves_the_callers_thread_count_and_loading_builds_no_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import difftraffic_rl.training as training
+    from difftraffic_rl.training import CHECKPOINT, load_algorithm
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        result = _dejong_run(tmp_path, 3, ["train.tensorboard=false", "train.num_threads=1"])
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+    def no_environment(*args: object, **kwargs: object) -> None:
+        raise AssertionError("loading a checkpoint built an environment")
+
+    monkeypatch.setattr(training, "make_task", no_environment)
+    rebuilt = load_algorithm(result.run_dir / CHECKPOINT)
+    obs = torch.zeros(3, 1)
+    assert torch.equal(rebuilt.act(obs), result.algorithm.act(obs))
