@@ -26,7 +26,7 @@ import platform
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -44,10 +44,9 @@ DT = 0.1
 SPACING = 30.0
 """Distance (m) between consecutive vehicles of one lane at the start."""
 
-SUMO_VEHICLE_STEPS_PER_S = 0.4e6
-"""SUMO through libsumo, 4 lanes, on this class of 2-core machine (reference figure)."""
-HIGHWAY_ENV_VEHICLE_STEPS_PER_S = 2e3
-"""highway-env on the same machine class (reference figure)."""
+SUMO_MAX_VEHICLES = 1000
+"""SUMO runs one world: a row of B x N vehicles is compared with one SUMO world of
+min(B N, 1000) vehicles on the same 4-lane road (SUMO's rate is flat from a few hundred on)."""
 
 TARGET_FORWARD = 40e6
 TARGET_BACKWARD = 10e6
@@ -209,6 +208,8 @@ class Row:
     forward: float
     backward: float
     step_us: float
+    sumo: float | None = None
+    """SUMO's vehicle-steps/s on one world of min(B N, 1000) vehicles, measured in this run."""
 
 
 def benchmark(worlds: list[World], modes: list[str], budget_s: float) -> list[Row]:
@@ -264,19 +265,37 @@ def format_rate(rate: float) -> str:
     return f"{rate / 1e6:.2f} M" if rate >= 1e5 else f"{rate / 1e3:.1f} k"
 
 
+def with_sumo(rows: list[Row]) -> list[Row]:
+    """``rows`` with SUMO measured now, on this machine, for every 4-lane straight row (one
+    SUMO world per distinct vehicle count, see :data:`SUMO_MAX_VEHICLES`)."""
+    from sumo_speed import sumo_rate
+
+    rates: dict[int, float | None] = {}
+    measured = []
+    for r in rows:
+        if r.road != "4-lane straight":
+            measured.append(r)
+            continue
+        n = min(r.batch * r.vehicles, SUMO_MAX_VEHICLES)
+        if n not in rates:
+            rates[n] = sumo_rate(n, lanes=4, spacing=SPACING, steps=STEPS)
+        measured.append(replace(r, sumo=rates[n]))
+    return measured
+
+
 def table(rows: list[Row]) -> str:
-    """The results as a markdown table, with the ratios to SUMO and highway-env."""
+    """The results as a markdown table, with the ratios to SUMO measured in the same run."""
     lines = [
         "| mode | road | B×N | forward (veh-steps/s) | fwd+bwd (veh-steps/s) "
-        "| µs/step (fwd) | forward / SUMO | forward / highway-env |",
+        "| µs/step (fwd) | SUMO, one world of min(B·N, 1000) | forward / SUMO |",
         "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
+        sumo = "not measured" if r.sumo is None else format_rate(r.sumo)
+        ratio = "–" if r.sumo is None else f"{r.forward / r.sumo:.1f}×"
         lines.append(
             f"| {r.mode} | {r.road} | {r.batch}×{r.vehicles} | {format_rate(r.forward)} "
-            f"| {format_rate(r.backward)} | {r.step_us:.0f} "
-            f"| {r.forward / SUMO_VEHICLE_STEPS_PER_S:.1f}× "
-            f"| {r.forward / HIGHWAY_ENV_VEHICLE_STEPS_PER_S:,.0f}× |"
+            f"| {format_rate(r.backward)} | {r.step_us:.0f} | {sumo} | {ratio} |"
         )
     return "\n".join(lines)
 
@@ -357,10 +376,10 @@ def write_report(
             "",
             table(rows),
             "",
-            "SUMO (libsumo, 4 lanes) is taken as "
-            f"{format_rate(SUMO_VEHICLE_STEPS_PER_S)} and highway-env as "
-            f"{format_rate(HIGHWAY_ENV_VEHICLE_STEPS_PER_S)} vehicle-steps/s on this machine "
-            "class.",
+            "SUMO (libsumo 1.28, in process, `benchmarks/sumo_speed.py`) is measured in the same "
+            "run on the same 4-lane road, spacing and dt, with the exact-IDM vehicle type of "
+            "`benchmarks/validate_sumo.py` and no state reads; 'not measured' means SUMO is "
+            "not installed (`pip install 'difftraffic[bench]'`) or the road is the ring.",
             "",
             "## Targets",
             "",
@@ -415,6 +434,7 @@ def main() -> None:
         modes = modes[:1]
     load_before = os.getloadavg()
     rows = benchmark(make_worlds(sizes, args.device), modes, budget_s=0.3 if args.quick else 3.0)
+    rows = with_sumo(rows)
     print(table(rows))
     print("\n".join(target_lines(rows)))
     if args.out is not None:

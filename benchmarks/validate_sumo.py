@@ -73,12 +73,14 @@ def sumo_binary(name: str) -> str:
     return str(Path(sumo.SUMO_HOME) / "bin" / name)
 
 
-def write_network(folder: Path) -> Path:
+def write_network(folder: Path, num_lanes: int = 1, length: float = ROAD_LENGTH) -> Path:
+    """A straight SUMO road ``"road"`` of ``num_lanes`` lanes and ``length`` m, speed limit v0."""
     (folder / "road.nod.xml").write_text(
-        f'<nodes><node id="a" x="0" y="0"/><node id="b" x="{ROAD_LENGTH}" y="0"/></nodes>\n'
+        f'<nodes><node id="a" x="0" y="0"/><node id="b" x="{length}" y="0"/></nodes>\n'
     )
     (folder / "road.edg.xml").write_text(
-        f'<edges><edge id="road" from="a" to="b" numLanes="1" speed="{IDM["v0"]}"/></edges>\n'
+        f'<edges><edge id="road" from="a" to="b" numLanes="{num_lanes}" speed="{IDM["v0"]}"/>'
+        "</edges>\n"
     )
     net = folder / "road.net.xml"
     subprocess.run(
@@ -99,13 +101,17 @@ def write_network(folder: Path) -> Path:
     return net
 
 
+IDM_VTYPE = (
+    f'<vType id="idm" carFollowModel="IDM" length="{LENGTH}" minGap="{IDM["s0"]}" '
+    f'accel="{IDM["a"]}" decel="{IDM["b"]}" emergencyDecel="100" apparentDecel="100" '
+    f'tau="{IDM["T"]}" delta="{IDM["delta"]}" stepping="{DT}" maxSpeed="{IDM["v0"]}" '
+    'speedFactor="1" speedDev="0" sigma="0"/>'
+)
+"""A SUMO vehicle type whose IDM is exactly difftraffic's (see the module docstring)."""
+
+
 def write_routes(folder: Path) -> tuple[Path, list[str]]:
-    vtype = (
-        f'<vType id="idm" carFollowModel="IDM" length="{LENGTH}" minGap="{IDM["s0"]}" '
-        f'accel="{IDM["a"]}" decel="{IDM["b"]}" emergencyDecel="100" apparentDecel="100" '
-        f'tau="{IDM["T"]}" delta="{IDM["delta"]}" stepping="{DT}" maxSpeed="{IDM["v0"]}" '
-        'speedFactor="1" speedDev="0" sigma="0"/>'
-    )
+    vtype = IDM_VTYPE
     ids = [f"car{i}" for i in range(len(FOLLOWER_GAPS) + 1)]
     positions = [LEADER_START]
     for gap in FOLLOWER_GAPS:
