@@ -25,10 +25,10 @@ import statistics
 from pathlib import Path
 
 from difftraffic_rl import sweep
+from difftraffic_rl.algorithms import get_algorithm, sweep_algorithms
 
 TASKS = ("dejong", "dejong64", "ackley", "ackley64")
-ALGOS = ("gippo", "ppo", "lr", "rp", "lrp")
-ALGO_LABELS = {"gippo": "GI-PPO", "ppo": "PPO", "lr": "LR", "rp": "RP", "lrp": "LR+RP"}
+ALGOS = tuple(sweep_algorithms())
 TASK_LABELS = {
     "dejong": "De Jong 1-D",
     "dejong64": "De Jong 64-D",
@@ -77,7 +77,7 @@ def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, in
     rows = [
         [
             TASK_LABELS[task],
-            ALGO_LABELS[algo],
+            get_algorithm(algo).label,
             ",".join(str(r.seed) for r in group),
             "/".join(map(str, sorted({r.epochs for r in group}))),
             _mean_std([r.final for r in group]),
@@ -126,7 +126,7 @@ def speed_table(runs: list[sweep.RunSummary]) -> str:
         reference = REFERENCE_SECONDS_PER_EPOCH.get(algo)
         ref_text = f"{reference:.2f}" if reference else "not measured"
         speedup = f"{reference / wall:.1f}× / {reference / cpu:.1f}×" if reference else "–"
-        rows.append([ALGO_LABELS[algo], f"{wall:.3f}", f"{cpu:.3f}", ref_text, speedup])
+        rows.append([get_algorithm(algo).label, f"{wall:.3f}", f"{cpu:.3f}", ref_text, speedup])
     return sweep.markdown_table(
         [
             "algorithm",

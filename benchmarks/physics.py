@@ -32,11 +32,11 @@ import statistics
 from pathlib import Path
 
 from difftraffic_rl import sweep
+from difftraffic_rl.algorithms import ALGORITHMS, get_algorithm
 
 TASKS = ("cartpole", "ant", "hopper")
 TASK_LABELS = {"cartpole": "Cartpole", "ant": "Ant", "hopper": "Hopper"}
-ALGOS = ("gippo", "ppo", "lr", "rp", "lrp", "pe")
-ALGO_LABELS = {"gippo": "GI-PPO", "ppo": "PPO", "lr": "LR", "rp": "RP", "lrp": "LR+RP", "pe": "PE"}
+ALGOS = tuple(ALGORITHMS)
 PAPER_EPOCHS = {"cartpole": 500, "ant": 2000, "hopper": 2000}
 """The paper's budgets in epochs of 32 steps (64 worlds; Hopper 256, as the configurations)."""
 EVALUATION_EPISODES = 16
@@ -97,7 +97,7 @@ def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, in
         rows.append(
             [
                 TASK_LABELS[task],
-                ALGO_LABELS[algo],
+                get_algorithm(algo).label,
                 ",".join(str(r.seed) for r in group),
                 ", ".join(budget_text(e, task) for e in sorted({r.epochs for r in group})),
                 "/".join(sorted({str(r.train["num_envs"]) for r in group})),
@@ -146,8 +146,8 @@ def partial_reasons(
         )
     if set(algos) != set(ALGOS):
         reasons.append(
-            f"algorithms {', '.join(ALGO_LABELS[a] for a in algos)} of "
-            f"{', '.join(ALGO_LABELS.values())}"
+            f"algorithms {', '.join(get_algorithm(a).label for a in algos)} of "
+            f"{', '.join(get_algorithm(a).label for a in ALGOS)}"
         )
     if len(seeds) < MIN_SEEDS:
         reasons.append(f"seeds {' '.join(map(str, seeds))} (issue 6 asks for at least {MIN_SEEDS})")

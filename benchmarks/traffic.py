@@ -25,10 +25,10 @@ import statistics
 from pathlib import Path
 
 from difftraffic_rl import sweep
+from difftraffic_rl.algorithms import get_algorithm, sweep_algorithms
 
 VARIANTS = ("1lane", "2lane", "3lane", "4lane", "10lane")
-ALGOS = ("gippo", "ppo", "lr", "rp", "lrp")
-ALGO_LABELS = {"gippo": "GI-PPO", "ppo": "PPO", "lr": "LR", "rp": "RP", "lrp": "LR+RP"}
+ALGOS = tuple(sweep_algorithms())
 PAPER_EPOCHS = 500
 EVALUATION_EPISODES = 32
 
@@ -61,7 +61,7 @@ def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, in
         rows.append(
             [
                 variant,
-                ALGO_LABELS[algo],
+                get_algorithm(algo).label,
                 ",".join(str(r.seed) for r in group),
                 "/".join(str(e) for e in sorted({r.epochs for r in group})),
                 f"**{sweep.format_mean_std(evaluated, '.1f', '.1f')}**",

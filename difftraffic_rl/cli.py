@@ -18,20 +18,19 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from difftraffic_rl.training import TrainResult
 
 __all__ = ["build_parser", "main"]
 
-ALGORITHM_NAMES = ("lr", "rp", "lrp", "ppo", "gippo")
-# PE is the sixth baseline of the physics tasks only; sweeps default to the five of every task.
-ALGORITHM_CHOICES = (*ALGORITHM_NAMES, "pe")
-
 
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser (exposed for documentation and tests)."""
+    """The argument parser (exposed for documentation and tests); algorithm choices come from the
+    registry (:data:`difftraffic_rl.algorithms.ALGORITHMS`)."""
+    from difftraffic_rl.algorithms import ALGORITHMS, sweep_algorithms
+
     parser = argparse.ArgumentParser(
         prog="difftraffic-rl", description="Gradient-informed RL (GI-PPO) and its baselines."
     )
@@ -39,7 +38,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train an algorithm on a task (or resume a run)")
     train.add_argument("--task", help="task name (see `difftraffic-rl list`)")
-    train.add_argument("--algo", choices=ALGORITHM_CHOICES, help="algorithm")
+    train.add_argument("--algo", choices=list(ALGORITHMS), help="algorithm")
+    train.add_argument(
+        "--config",
+        metavar="FILE",
+        help="a YAML configuration (task, algo, train, hyperparameters, task_kwargs) to start "
+        "from instead of the shipped one; --task/--algo default to its own",
+    )
     train.add_argument("--seed", type=int, help="run seed (default 1; 0 is valid)")
     train.add_argument(
         "--epochs",
@@ -80,9 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sweep = sub.add_parser("sweep", help="tasks x algorithms x seeds in parallel, then a table")
     sweep.add_argument("--tasks", nargs="+", default=["dejong", "dejong64", "ackley", "ackley64"])
-    sweep.add_argument(
-        "--algos", nargs="+", choices=ALGORITHM_CHOICES, default=list(ALGORITHM_NAMES)
-    )
+    sweep.add_argument("--algos", nargs="+", choices=list(ALGORITHMS), default=sweep_algorithms())
     sweep.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     sweep.add_argument("--epochs", type=int, help="epochs per run (default: the config's)")
     sweep.add_argument("--logdir", default="runs/sweep")
@@ -113,8 +116,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "train" and not args.resume and (not args.task or not args.algo):
-        parser.error("train needs --task and --algo (or --resume RUN_DIR)")
     try:
         return COMMANDS[args.command](args)
     except (ValueError, OSError, ImportError) as error:
@@ -123,10 +124,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from difftraffic_rl.tasks import available_tasks
+    from difftraffic_rl.algorithms import ALGORITHMS
+    from difftraffic_rl.tasks import available_tasks, task_spec
 
-    print("tasks:", " ".join(available_tasks()))
-    print("algorithms:", " ".join(ALGORITHM_CHOICES))
+    print("tasks:")
+    for name in available_tasks():
+        print(f"  {name:16s} {task_spec(name).description}")
+    print("algorithms:")
+    for name, cls in ALGORITHMS.items():
+        print(f"  {name:16s} {cls.label}: {cls.description}")
     return 0
 
 
@@ -180,15 +186,21 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         result = _resume(args)
     else:
+        base = None if args.config is None else _user_config(args.config)
+        task = args.task or (base or {}).get("task")
+        algo = args.algo or (base or {}).get("algo")
+        if not task or not algo:
+            raise ValueError("train needs --task and --algo (or a --config naming them)")
         result = train(
-            args.task,
-            args.algo,
+            task,
+            algo,
             seed=1 if args.seed is None else args.seed,
             epochs=args.epochs,
             device=args.device,
             logdir=args.logdir or "runs",
             overrides=args.overrides,
             progress=not args.no_progress,
+            base_config=base,
         )
     print(f"run directory: {result.run_dir}")
     if not result.metrics:
@@ -199,6 +211,21 @@ def _train(args: argparse.Namespace) -> int:
     shown = NO_EPISODE_YET if math.isnan(reward) else f"{reward:.6e}"
     print(f"final smoothed reward: {shown} (epoch {int(last['epoch'])})")
     return 0
+
+
+def _user_config(path: str) -> dict[str, Any]:
+    """A user's YAML configuration; ``ValueError`` naming the file when it is not a mapping."""
+    import yaml
+
+    try:
+        values = yaml.safe_load(Path(path).read_text())
+    except yaml.YAMLError as error:
+        raise ValueError(
+            f"--config {path}: not valid YAML ({str(error).splitlines()[0]})"
+        ) from None
+    if not isinstance(values, dict):
+        raise ValueError(f"--config {path}: expected a mapping of settings, got {values!r:.60}")
+    return values
 
 
 def _resume(args: argparse.Namespace) -> TrainResult:

@@ -429,12 +429,13 @@ def train(
     progress: bool = True,
     callback: Callable[[dict[str, float]], None] | None = None,
     run_name: str | None = None,
+    base_config: dict[str, Any] | None = None,
 ) -> TrainResult:
-    """Train ``algo`` on ``task`` with the shipped (paper) configuration.
+    """Train ``algo`` on ``task`` with the shipped (paper) configuration, or ``base_config``.
 
     Args:
         task: a registered task name (``difftraffic_rl.tasks.available_tasks()``).
-        algo: ``"lr"``, ``"rp"``, ``"lrp"``, ``"ppo"`` or ``"gippo"``.
+        algo: a registered algorithm name (``difftraffic_rl.algorithms.ALGORITHMS``).
         seed: run seed (every value is used, 0 included).
         epochs: override ``train.epochs``.
         device: override ``train.device``.
@@ -445,8 +446,16 @@ def train(
         callback: called with every epoch's metrics row.
         run_name: name of the run directory under ``logdir`` (it must not exist yet); default
             ``<task>_<algo>_s<seed>_<timestamp>``.
+        base_config: a configuration mapping to start from instead of the shipped one (a user's
+            YAML file, as ``train --config``); its ``task`` and ``algo``, when present, must be
+            ``task`` and ``algo``; unnamed settings keep the dataclass defaults.
     """
-    values = default_config(task, algo)
+    values = default_config(task, algo) if base_config is None else dict(base_config)
+    for key, expected in (("task", task), ("algo", algo)):
+        if values.setdefault(key, expected) != expected:
+            raise ValueError(
+                f"the configuration's {key} {values[key]!r} conflicts with {expected!r}"
+            )
     items = [f"train.seed={seed}"]
     if epochs is not None:
         items.append(f"train.epochs={epochs}")

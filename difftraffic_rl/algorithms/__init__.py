@@ -27,9 +27,29 @@ __all__ = [
     "PPOConfig",
     "RPConfig",
     "get_algorithm",
+    "register_algorithm",
+    "sweep_algorithms",
 ]
 
-ALGORITHMS: dict[str, type[Algorithm]] = {cls.name: cls for cls in (LR, RP, LRP, PPO, GIPPO, PE)}
+ALGORITHMS: dict[str, type[Algorithm]] = {}
+"""The registry: every name the CLI, the sweeps and the benchmarks accept."""
+
+
+def register_algorithm(cls: type[Algorithm]) -> type[Algorithm]:
+    """Add ``cls`` to :data:`ALGORITHMS` under ``cls.name`` (usable as a class decorator)."""
+    if cls.name in ALGORITHMS and ALGORITHMS[cls.name] is not cls:
+        raise ValueError(f"an algorithm named {cls.name!r} is already registered")
+    ALGORITHMS[cls.name] = cls
+    return cls
+
+
+for _cls in (GIPPO, PPO, LR, RP, LRP, PE):
+    register_algorithm(_cls)
+
+
+def sweep_algorithms() -> list[str]:
+    """The algorithms a sweep runs on every task by default, in registry order."""
+    return [name for name, cls in ALGORITHMS.items() if cls.every_task]
 
 
 def get_algorithm(name: str) -> type[Algorithm]:

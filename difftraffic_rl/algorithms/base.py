@@ -283,6 +283,12 @@ class Algorithm:
     config_class: ClassVar[type[AlgorithmConfig]] = AlgorithmConfig
     uses_analytic_gradients: ClassVar[bool] = False
     name: ClassVar[str] = "base"
+    label: ClassVar[str] = "base"
+    """How tables and plots name the algorithm, e.g. ``"GI-PPO"``."""
+    description: ClassVar[str] = ""
+    """One line for ``difftraffic-rl list``."""
+    every_task: ClassVar[bool] = True
+    """Part of the default sweep of every task (PE is a physics-only baseline)."""
 
     def __init__(
         self,

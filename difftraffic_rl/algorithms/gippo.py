@@ -204,6 +204,8 @@ class GIPPO(PPO):
     config_class = GIPPOConfig
     uses_analytic_gradients = True
     name = "gippo"
+    label = "GI-PPO"
+    description = "gradient-informed PPO: PPO toward the analytic-gradient policy (the paper)"
     config: GIPPOConfig
 
     def __init__(self, config: GIPPOConfig, *args: Any, **kwargs: Any) -> None:

@@ -51,6 +51,8 @@ class LR(Algorithm):
     config_class = LRConfig
     uses_analytic_gradients = False
     name = "lr"
+    label = "LR"
+    description = "likelihood-ratio (REINFORCE-style) policy gradient"
 
     def update_actor(self, rollout: Rollout, advantages: torch.Tensor) -> dict[str, float]:
         """One step on the mean LR surrogate."""

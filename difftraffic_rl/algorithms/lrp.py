@@ -74,6 +74,8 @@ class LRP(Algorithm):
     config_class = LRPConfig
     uses_analytic_gradients = True
     name = "lrp"
+    label = "LR+RP"
+    description = "LR and RP gradients interpolated by their sample variances"
     config: LRPConfig
 
     def _sample_indices(self, count: int) -> torch.Tensor:

@@ -93,6 +93,9 @@ class PE(RP):
 
     config_class = PEConfig
     name = "pe"
+    label = "PE"
+    description = "RP plus policy enhancement by one-step action gradients (physics)"
+    every_task = False
     config: PEConfig
 
     def actor_loss(

@@ -197,6 +197,8 @@ class PPO(Algorithm):
     config_class = PPOConfig
     uses_analytic_gradients = False
     name = "ppo"
+    label = "PPO"
+    description = "proximal policy optimization with the authors' monotonicity guard"
     config: PPOConfig
 
     def __init__(self, config: PPOConfig, *args: Any, **kwargs: Any) -> None:

@@ -37,6 +37,8 @@ class RP(Algorithm):
     config_class = RPConfig
     uses_analytic_gradients = True
     name = "rp"
+    label = "RP"
+    description = "reparameterization gradient through the differentiable simulator"
 
     def actor_loss(
         self, rollout: Rollout, advantages: torch.Tensor

@@ -16,7 +16,7 @@ import torch
 
 from difftraffic_rl.envs import VecEnv
 
-__all__ = ["TaskSpec", "available_tasks", "make_task", "register_task"]
+__all__ = ["TaskSpec", "available_tasks", "make_task", "register_task", "task_spec"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,13 @@ def register_task(name: str, entry_point: str, description: str = "", **kwargs: 
 def available_tasks() -> list[str]:
     """Names of all registered tasks, sorted."""
     return sorted(_REGISTRY)
+
+
+def task_spec(name: str) -> TaskSpec:
+    """The registration of task ``name``; ``ValueError`` naming the registered ones."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown task {name!r}; registered tasks: {available_tasks()}")
+    return _REGISTRY[name]
 
 
 def make_task(

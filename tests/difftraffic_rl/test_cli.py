@@ -292,3 +292,62 @@ def test_the_exported_policy_file_name_is_the_one_the_simulator_loads() -> None:
     from difftraffic_rl.export import POLICY_FILE as WRITTEN
 
     assert WRITTEN == LOADED == "policy.pt2"
+
+
+def test_train_config_starts_from_a_users_yaml(tmp_path: Path) -> None:
+    config = tmp_path / "mine.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "task": "dejong",
+                "algo": "ppo",
+                "train": {"epochs": 2},
+                "hyperparameters": {"horizon": 2},
+            }
+        )
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--config",
+                str(config),
+                "--logdir",
+                str(tmp_path / "runs"),
+                "--no-progress",
+                "--set",
+                "train.tensorboard=false",
+            ]
+        )
+        == 0
+    )
+    (run_dir,) = (tmp_path / "runs").iterdir()
+    written = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert written["train"]["epochs"] == 2 and written["hyperparameters"]["horizon"] == 2
+    # Settings the file does not name keep the dataclass defaults, not the shipped YAML's.
+    from difftraffic_rl.algorithms import PPOConfig
+    from difftraffic_rl.training import CHECKPOINT, load_algorithm
+
+    assert "actor_lr" not in written["hyperparameters"]
+    assert load_algorithm(run_dir / CHECKPOINT).config.actor_lr == PPOConfig().actor_lr
+
+
+def test_train_config_that_names_another_task_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "mine.yaml"
+    config.write_text(yaml.safe_dump({"task": "dejong", "algo": "ppo"}))
+    assert main(["train", "--config", str(config), "--task", "ackley", "--no-progress"]) == 2
+    assert "the configuration's task 'dejong' conflicts with 'ackley'" in capsys.readouterr().err
+
+
+def test_list_reads_the_registries_with_one_line_descriptions(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from difftraffic_rl.algorithms import ALGORITHMS
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name, cls in ALGORITHMS.items():
+        assert f"{name:16s} {cls.label}: {cls.description}" in out and cls.description
+    assert "pacecar-2lane" in out and "paper 7.5.2" in out
