@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--task/--algo) is an error",
     )
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    train.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved configuration (every setting, defaults included) and exit",
+    )
 
     evaluate = sub.add_parser("eval", help="returns of a run's latest checkpoint")
     evaluate.add_argument("run_dir")
@@ -191,6 +196,8 @@ def _train(args: argparse.Namespace) -> int:
         algo = args.algo or (base or {}).get("algo")
         if not task or not algo:
             raise ValueError("train needs --task and --algo (or a --config naming them)")
+        if args.print_config:
+            return _print_config(args, task, algo, base)
         result = train(
             task,
             algo,
@@ -210,6 +217,26 @@ def _train(args: argparse.Namespace) -> int:
     reward = last["reward_smoothed"]
     shown = NO_EPISODE_YET if math.isnan(reward) else f"{reward:.6e}"
     print(f"final smoothed reward: {shown} (epoch {int(last['epoch'])})")
+    return 0
+
+
+def _print_config(
+    args: argparse.Namespace, task: str, algo: str, base: dict[str, Any] | None
+) -> int:
+    import yaml
+
+    from difftraffic_rl.training import resolve_config
+
+    config = resolve_config(
+        task,
+        algo,
+        seed=1 if args.seed is None else args.seed,
+        epochs=args.epochs,
+        device=args.device,
+        overrides=args.overrides,
+        base_config=base,
+    )
+    print(yaml.safe_dump(config.resolved(), sort_keys=False), end="")
     return 0
 
 

@@ -103,11 +103,26 @@ class RunConfig:
         config.algorithm_config()
         return config
 
+    def resolved(self) -> dict[str, Any]:
+        """:meth:`to_dict` with every setting spelled out, dataclass defaults included."""
+        values = self.to_dict()
+        values["hyperparameters"] = plain(dataclasses.asdict(self.algorithm_config()))
+        return values
+
     def algorithm_config(self) -> Any:
         """The algorithm's hyperparameter dataclass built from ``hyperparameters``."""
         from difftraffic_rl.algorithms import get_algorithm
 
         return get_algorithm(self.algo).config_class.from_dict(self.hyperparameters)
+
+
+def plain(value: Any) -> Any:
+    """Tuples as lists, recursively, so that YAML shows plain sequences."""
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
 
 
 def default_config(task: str, algo: str) -> dict[str, Any]:
@@ -154,7 +169,7 @@ def _coerce(key: str, value: Any, like: Any) -> Any:
         return int(number)
     if isinstance(like, (tuple, list)):
         if isinstance(value, (tuple, list)):
-            return type(like)(value)
+            return list(value)
         raise ValueError(f"{key}={value!r} is not a list; write it as [a, b]")
     if isinstance(like, str):
         raise ValueError(f"{key}={value!r} is not a string")

@@ -33,7 +33,12 @@ import torch
 import yaml
 
 from difftraffic_rl.algorithms import Algorithm, get_algorithm
-from difftraffic_rl.config import RunConfig, apply_overrides, default_config, load_run_config
+from difftraffic_rl.config import (
+    RunConfig,
+    apply_overrides,
+    default_config,
+    load_run_config,
+)
 from difftraffic_rl.evaluation import episode_returns
 from difftraffic_rl.rollout import EpisodeTracker
 from difftraffic_rl.tasks import make_task
@@ -417,6 +422,32 @@ class Trainer:
             self._writer = None
 
 
+def resolve_config(
+    task: str,
+    algo: str,
+    seed: int = 1,
+    epochs: int | None = None,
+    device: str | None = None,
+    overrides: list[str] | None = None,
+    hyperparameters: dict[str, Any] | None = None,
+    base_config: dict[str, Any] | None = None,
+) -> RunConfig:
+    """The configuration :func:`train` runs with these arguments (see there)."""
+    values = default_config(task, algo) if base_config is None else dict(base_config)
+    for key, expected in (("task", task), ("algo", algo)):
+        if values.setdefault(key, expected) != expected:
+            raise ValueError(
+                f"the configuration's {key} {values[key]!r} conflicts with {expected!r}"
+            )
+    items = [f"train.seed={seed}"]
+    if epochs is not None:
+        items.append(f"train.epochs={epochs}")
+    if device is not None:
+        items.append(f"train.device={device}")
+    items += [f"hyperparameters.{k}={v}" for k, v in (hyperparameters or {}).items()]
+    return RunConfig.from_dict(apply_overrides(values, items + list(overrides or [])))
+
+
 def train(
     task: str,
     algo: str,
@@ -450,20 +481,9 @@ def train(
             YAML file, as ``train --config``); its ``task`` and ``algo``, when present, must be
             ``task`` and ``algo``; unnamed settings keep the dataclass defaults.
     """
-    values = default_config(task, algo) if base_config is None else dict(base_config)
-    for key, expected in (("task", task), ("algo", algo)):
-        if values.setdefault(key, expected) != expected:
-            raise ValueError(
-                f"the configuration's {key} {values[key]!r} conflicts with {expected!r}"
-            )
-    items = [f"train.seed={seed}"]
-    if epochs is not None:
-        items.append(f"train.epochs={epochs}")
-    if device is not None:
-        items.append(f"train.device={device}")
-    items += [f"hyperparameters.{k}={v}" for k, v in (hyperparameters or {}).items()]
-    values = apply_overrides(values, items + list(overrides or []))
-    config = RunConfig.from_dict(values)
+    config = resolve_config(
+        task, algo, seed, epochs, device, overrides, hyperparameters, base_config
+    )
     trainer = Trainer(config)  # fails on a bad setting before a run directory exists
     run_dir = None
     if logdir is not None:
@@ -476,19 +496,12 @@ def train(
     return TrainResult(trainer.algorithm, rows, run_dir)
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (tuple, list)):
-        return [_plain(v) for v in value]
-    return value
-
-
 def _write_config(run_dir: Path, config: RunConfig) -> None:
-    """Write ``config.yaml`` atomically (a resume may rewrite it)."""
+    """Write ``config.yaml`` atomically (a resume may rewrite it), every setting spelled out, so
+    that a run resumed after a default changed still runs with the settings it started with."""
     path = run_dir / "config.yaml"
     tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(yaml.safe_dump(_plain(config.to_dict()), sort_keys=False))
+    tmp.write_text(yaml.safe_dump(config.resolved(), sort_keys=False))
     os.replace(tmp, path)
 
 

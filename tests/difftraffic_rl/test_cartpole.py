@@ -271,7 +271,7 @@ def test_pe_adds_the_enhancement_term_to_rps_loss():
 
 @pytest.mark.parametrize("algo", ["lr", "rp", "lrp", "ppo", "gippo", "pe"])
 def test_cartpole_configurations_hold_the_papers_settings(algo):
-    config = default_config("cartpole", algo)
+    config = RunConfig.from_dict(default_config("cartpole", algo)).resolved()
     h, train = config["hyperparameters"], config["train"]
     assert h["actor_hidden"] == [64, 64] and h["critic_hidden"] == [64, 64]
     assert h["horizon"] == 32 and train["num_envs"] == 64 and train["epochs"] == 500

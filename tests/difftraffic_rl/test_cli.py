@@ -328,7 +328,7 @@ def test_train_config_starts_from_a_users_yaml(tmp_path: Path) -> None:
     from difftraffic_rl.algorithms import PPOConfig
     from difftraffic_rl.training import CHECKPOINT, load_algorithm
 
-    assert "actor_lr" not in written["hyperparameters"]
+    assert written["hyperparameters"]["actor_lr"] == PPOConfig().actor_lr  # the run records all
     assert load_algorithm(run_dir / CHECKPOINT).config.actor_lr == PPOConfig().actor_lr
 
 

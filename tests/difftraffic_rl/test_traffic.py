@@ -14,7 +14,7 @@ import torch
 import difftraffic_rl
 from difftraffic.cli import main as difftraffic_main
 from difftraffic_rl.cli import main as difftraffic_rl_main
-from difftraffic_rl.config import default_config, load_run_config
+from difftraffic_rl.config import RunConfig, default_config, load_run_config
 from difftraffic_rl.evaluation import episode_returns
 from difftraffic_rl.networks import Actor
 from difftraffic_rl.tasks import make_task
@@ -66,7 +66,7 @@ def test_state_dict_continues_the_very_same_episodes():
 @pytest.mark.parametrize("variant", ["1lane", "2lane", "3lane", "4lane", "10lane"])
 @pytest.mark.parametrize("algo", ["lr", "rp", "lrp", "ppo", "gippo"])
 def test_traffic_configurations_hold_the_papers_settings(variant, algo):
-    config = default_config(f"pacecar-{variant}", algo)
+    config = RunConfig.from_dict(default_config(f"pacecar-{variant}", algo)).resolved()
     h, train = config["hyperparameters"], config["train"]
     assert h["actor_hidden"] == [512, 64, 64] and h["critic_hidden"] == [64, 64]
     assert h["horizon"] == 32 and train["num_envs"] == 64 and train["epochs"] == 500

@@ -14,7 +14,7 @@ import torch
 import yaml
 
 import difftraffic_rl
-from difftraffic_rl.config import apply_overrides, default_config
+from difftraffic_rl.config import RunConfig, apply_overrides, default_config
 from difftraffic_rl.tasks.function_optimization import dejong
 from difftraffic_rl.training import RewardMeter, TrainResult, evaluate, resume
 
@@ -227,7 +227,7 @@ def test_shipped_configs_hold_the_paper_learning_rates(task: str, algo: str) -> 
         "ackley": {"lr": 1e-4, "rp": 1e-3, "lrp": 1e-4, "ppo": 1e-4, "gippo": 1e-4},
         "ackley64": {"lr": 3e-4, "rp": 1e-3, "lrp": 3e-4, "ppo": 1e-2, "gippo": 1e-2},
     }
-    values = default_config(task, algo)
+    values = RunConfig.from_dict(default_config(task, algo)).resolved()
     assert (values["task"], values["algo"]) == (task, algo)
     hp = values["hyperparameters"]
     assert hp["actor_lr"] == table[task][algo]
@@ -437,3 +437,45 @@ def test_training_leaves_the_callers_thread_count_and_loading_builds_no_environm
     rebuilt = load_algorithm(result.run_dir / CHECKPOINT)
     obs = torch.zeros(3, 1)
     assert torch.equal(rebuilt.act(obs), result.algorithm.act(obs))
+
+
+def test_shipped_configs_state_only_what_differs_so_a_changed_default_reaches_them() -> None:
+    import dataclasses
+    from importlib import resources
+
+    from difftraffic_rl.algorithms import get_algorithm
+    from difftraffic_rl.config import RunConfig, TrainSettings
+
+    def same(a: object, b: object) -> bool:
+        listed = (list, tuple)
+        return list(a) == list(b) if isinstance(a, listed) and isinstance(b, listed) else a == b
+
+    files = sorted((resources.files("difftraffic_rl") / "configs").iterdir(), key=str)
+    assert len(files) > 50
+    for path in files:
+        values = yaml.safe_load(path.read_text())
+        algorithm = get_algorithm(values["algo"]).config_class()
+        defaults = {
+            "train": dataclasses.asdict(TrainSettings()),
+            "hyperparameters": dataclasses.asdict(algorithm),
+        }
+        for section, section_defaults in defaults.items():
+            for key, value in (values.get(section) or {}).items():
+                assert not same(value, section_defaults[key]), f"{path.name}: {section}.{key}"
+        # What a file does not name is the dataclass default when resolved.
+        resolved = RunConfig.from_dict(values).resolved()["hyperparameters"]
+        for key, value in dataclasses.asdict(algorithm).items():
+            if key not in (values.get("hyperparameters") or {}):
+                assert same(resolved[key], value), f"{path.name}: {key}"
+
+
+def test_print_config_shows_every_resolved_setting(capsys: pytest.CaptureFixture[str]) -> None:
+    from difftraffic_rl.cli import main
+
+    argv = ["train", "--task", "pacecar-2lane", "--algo", "gippo", "--print-config"]
+    assert main([*argv, "--set", "gamma=0.9"]) == 0
+    shown = yaml.safe_load(capsys.readouterr().out)
+    assert shown["train"]["epochs"] == 500 and shown["train"]["checkpoint_every"] == 1
+    assert shown["hyperparameters"]["gamma"] == 0.9
+    assert shown["hyperparameters"]["actor_hidden"] == [512, 64, 64]
+    assert "alpha0" in shown["hyperparameters"] and "gae_lambda" in shown["hyperparameters"]
