@@ -11,8 +11,8 @@ Example::
 """
 
 from difftraffic.render.camera import Camera
-from difftraffic.render.recording import record_rollout
+from difftraffic.render.recording import record_rollout, record_states
 from difftraffic.render.renderer import RenderConfig, Renderer
 from difftraffic.render.video import write_video
 
-__all__ = ["Camera", "RenderConfig", "Renderer", "record_rollout", "write_video"]
+__all__ = ["Camera", "RenderConfig", "Renderer", "record_rollout", "record_states", "write_video"]

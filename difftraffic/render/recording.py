@@ -15,6 +15,7 @@ from difftraffic.dynamics import step
 from difftraffic.idm import IDMParams
 from difftraffic.render.renderer import Overlay, RenderConfig, Renderer
 from difftraffic.render.video import write_video
+from difftraffic.road import Road
 from difftraffic.scenario import Scenario
 from difftraffic.state import TrafficState
 
@@ -100,6 +101,41 @@ def record_rollout(
         renderer = Renderer(road, config)
         frames = _scenario_frames(source, steps, policy, seed, world, batch_size, renderer)
     bar = tqdm(frames, total=steps + 1, desc=f"rendering {Path(path).name}", disable=not progress)
+    return write_video(bar, path, fps if fps is not None else 1.0 / dt)
+
+
+def record_states(
+    states: Sequence[TrafficState],
+    road: Road,
+    path: str | Path,
+    dt: float,
+    *,
+    world: int = 0,
+    config: RenderConfig | None = None,
+    fps: float | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write states you already simulated (e.g. the list :func:`difftraffic.rollout` returns, or
+    the states of your own loop), one frame each, to ``path``.
+
+    Args:
+        states: ``[B, N]`` states in time order, at least one.
+        road: the road they live on.
+        path: ``.mp4`` or ``.gif`` file.
+        dt: seconds between consecutive states (the overlay's clock; real-time ``fps``).
+        world: which world to draw, in ``[0, B)``.
+        config, fps, progress: as for :func:`record_rollout`.
+    """
+    if len(states) == 0:
+        raise ValueError("states must hold at least one TrafficState, got none")
+    batch = states[0].x.shape[0]
+    if not isinstance(world, int) or not 0 <= world < batch:
+        raise ValueError(f"world must be an integer in [0, {batch - 1}], got {world!r}")
+    renderer = Renderer(road, config)
+    frames = (
+        _rgb(renderer.render(state, world, time=index * dt)) for index, state in enumerate(states)
+    )
+    bar = tqdm(frames, total=len(states), desc=f"rendering {Path(path).name}", disable=not progress)
     return write_video(bar, path, fps if fps is not None else 1.0 / dt)
 
 

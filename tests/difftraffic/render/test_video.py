@@ -75,3 +75,23 @@ def test_record_rollout_of_a_scenario_writes_steps_plus_one_frames(tmp_path) -> 
     assert frames[0].shape == (120, 160, 3)
     assert imageio_ffmpeg.count_frames_and_secs(str(path))[0] == 10
     assert not np.array_equal(frames[0], frames[-1])
+
+
+def test_record_states_writes_the_states_a_user_simulated(tmp_path) -> None:
+    from difftraffic import rollout
+    from difftraffic.render import Renderer, record_states
+
+    scenario = ScenarioBuilder(Road.ring(150.0), dt=0.1).platoon(0, 4, speed=8.0).build()
+    state, drivers = scenario.sample(batch_size=2, seed=0)
+    states, _ = rollout(state, scenario.road, drivers, scenario.dt, 7)
+    config = RenderConfig(width=160, height=120, camera="road")
+    path = record_states(states, scenario.road, tmp_path / "mine.gif", scenario.dt, world=1,
+                         config=config, progress=False)  # fmt: skip
+    frames = list(iio.imiter(path))
+    assert len(frames) == len(states) == 8
+    expected = Renderer(scenario.road, config).render(states[-1], 1, time=0.7)
+    assert np.abs(frames[-1][..., :3].astype(int) - expected.astype(int)).mean() < 8
+    with pytest.raises(ValueError, match=r"world must be an integer in \[0, 1\], got 2"):
+        record_states(states, scenario.road, tmp_path / "x.gif", scenario.dt, world=2)
+    with pytest.raises(ValueError, match="at least one TrafficState"):
+        record_states([], scenario.road, tmp_path / "x.gif", scenario.dt)
