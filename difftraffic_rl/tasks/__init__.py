@@ -28,7 +28,7 @@ class TaskSpec:
         entry_point: ``"module:attribute"`` of a callable
             ``(num_envs, device, dtype, **kwargs) -> VecEnv``.
         kwargs: keyword arguments that define this task (e.g. the function and its dimension).
-        description: one line shown by ``difftraffic-rl train --help``.
+        description: one line shown by ``difftraffic-rl list``.
     """
 
     name: str
