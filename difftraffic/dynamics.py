@@ -33,11 +33,11 @@ from difftraffic.neighbors import (
     box_occupancy,
     compute_neighbors,
     find_leaders,
-    gap_to_leader,
+    leader_gap_and_speed,
     swept_collisions,
 )
 from difftraffic.road import Road
-from difftraffic.state import BodyBox, TrafficState, longitudinal_extent
+from difftraffic.state import BodyBox, TrafficState
 
 MIN_GAP = 1e-2
 """Gap (m) at which the IDM is evaluated when a vehicle overlaps its leader. The IDM is undefined
@@ -177,11 +177,7 @@ def step(
     av_acceleration = zeros if av_acceleration is None else av_acceleration
     av_steering = zeros if av_steering is None else av_steering
 
-    cos_h = torch.cos(state.heading)
-    sin_h = torch.sin(state.heading)
-    rear_x, front_x = longitudinal_extent(state.x, state.length, state.width, cos_h, sin_h)
-    gap = gap_to_leader(state.x, rear_x, front_x, neighbors.leader, road.ring_length)
-    v_lead = (state.v * cos_h).gather(1, neighbors.leader)
+    gap, v_lead = leader_gap_and_speed(state, neighbors, road)
     human_acc = idm_acceleration(state.v, v_lead, gap.clamp_min(MIN_GAP), idm, neighbors.has_leader)
     acceleration = torch.where(active, torch.where(is_av, av_acceleration, human_acc), zeros)
 
