@@ -308,3 +308,36 @@ def test_ankle_limits_hold_the_unactuated_ant_up_when_stiff_enough():
     assert rest["late_min_height"] > ANT_TERMINATION_HEIGHT
     assert rest["ankle"] < 6.0
     assert rest["hip"] < 0.5
+
+
+@pytest.mark.parametrize("robot", ROBOTS)
+def test_the_newton_backward_matches_central_differences_on_a_short_rollout(robot):
+    # Directional derivative of a 4-step return along a random unit direction of all actions:
+    # autograd through the Newton step against (R(a + eps d) - R(a - eps d)) / 2 eps in float32
+    # (measured agreement 0.2-0.3 % at eps = 1e-2 for both robots).
+    worlds = 4
+    env = make_task(robot, worlds)
+    env.reset(seed=4)
+    start = env.state_dict()
+    generator = torch.Generator().manual_seed(5)
+    actions = [
+        (torch.rand(worlds, env.action_dim, generator=generator) * 2 - 1).requires_grad_(True)
+        for _ in range(4)
+    ]
+    direction = [torch.randn(worlds, env.action_dim, generator=generator) for _ in actions]
+    norm = torch.sqrt(sum((d**2).sum() for d in direction))
+    direction = [d / norm for d in direction]
+
+    def window_return(window: list[torch.Tensor]) -> torch.Tensor:
+        env.load_state_dict(start)
+        return sum(env.step(a)[1].sum() for a in window)
+
+    grads = torch.autograd.grad(window_return(actions), actions)
+    analytic = sum((g * d).sum() for g, d in zip(grads, direction, strict=True)).item()
+    eps = 1e-2
+    with torch.no_grad():
+        plus = window_return([a + eps * d for a, d in zip(actions, direction, strict=True)])
+        minus = window_return([a - eps * d for a, d in zip(actions, direction, strict=True)])
+    numeric = ((plus - minus) / (2 * eps)).item()
+    assert abs(analytic) > 1e-3
+    assert numeric == pytest.approx(analytic, rel=0.02)
