@@ -38,7 +38,7 @@ __all__ = [
     "Algorithm",
     "AlgorithmConfig",
     "BackoffResult",
-    "check_range",
+    "check_setting",
     "normalize_advantages",
     "optimize_with_backoff",
     "scheduled_lr",
@@ -49,7 +49,9 @@ SCHEDULES = ("linear", "constant")
 """Epoch-indexed schedules every algorithm has (PPO-based ones add ``"adaptive"``)."""
 
 
-def check_range(condition: bool, name: str, value: Any, valid: str) -> None:
+def check_setting(condition: bool, name: str, value: Any, valid: str) -> None:
+    """``ValueError`` naming the setting, its value and what is valid, unless ``condition``.
+    (The simulator's :func:`difftraffic.errors.check_range` checks a numeric range instead.)"""
     if not condition:
         raise ValueError(f"{name}={value!r} is invalid; valid range: {valid}")
 
@@ -113,26 +115,26 @@ class AlgorithmConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field outside its valid range."""
-        check_range(self.horizon >= 1, "horizon", self.horizon, ">= 1")
-        check_range(0 < self.gamma <= 1, "gamma", self.gamma, "(0, 1]")
-        check_range(0 < self.gae_lambda <= 1, "gae_lambda", self.gae_lambda, "(0, 1]")
+        check_setting(self.horizon >= 1, "horizon", self.horizon, ">= 1")
+        check_setting(0 < self.gamma <= 1, "gamma", self.gamma, "(0, 1]")
+        check_setting(0 < self.gae_lambda <= 1, "gae_lambda", self.gae_lambda, "(0, 1]")
         for name in ("actor_lr", "critic_lr", "min_lr"):
-            check_range(getattr(self, name) > 0, name, getattr(self, name), "> 0")
+            check_setting(getattr(self, name) > 0, name, getattr(self, name), "> 0")
         for name in ("actor_betas", "critic_betas"):
             betas = getattr(self, name)
-            check_range(
+            check_setting(
                 len(betas) == 2 and all(0 <= b < 1 for b in betas),
                 name,
                 betas,
                 "two numbers in [0, 1)",
             )
-        check_range(
+        check_setting(
             self.lr_schedule in self.actor_lr_schedules,
             "lr_schedule",
             self.lr_schedule,
             str(self.actor_lr_schedules),
         )
-        check_range(
+        check_setting(
             self.critic_lr_schedule in SCHEDULES,
             "critic_lr_schedule",
             self.critic_lr_schedule,
@@ -140,22 +142,22 @@ class AlgorithmConfig:
         )
         for name in ("actor_hidden", "critic_hidden"):
             widths = getattr(self, name)
-            check_range(
+            check_setting(
                 len(widths) >= 1 and min(widths) >= 1, name, widths, "one or more widths >= 1"
             )
-        check_range(
+        check_setting(
             self.critic_iterations >= 1, "critic_iterations", self.critic_iterations, ">= 1"
         )
-        check_range(
+        check_setting(
             self.critic_num_batches >= 1, "critic_num_batches", self.critic_num_batches, ">= 1"
         )
-        check_range(
+        check_setting(
             0 <= self.target_critic_alpha < 1,
             "target_critic_alpha",
             self.target_critic_alpha,
             "[0, 1)",
         )
-        check_range(
+        check_setting(
             self.grad_norm is None or self.grad_norm >= 0,
             "grad_norm",
             self.grad_norm,

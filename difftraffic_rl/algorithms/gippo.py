@@ -45,7 +45,7 @@ from typing import Any
 import torch
 
 from difftraffic_rl.algorithms.base import (
-    check_range,
+    check_setting,
     clip_and_step,
     normalize_advantages,
     optimize_with_backoff,
@@ -111,27 +111,27 @@ class GIPPOConfig(PPOConfig):
         """See :meth:`AlgorithmConfig.validate`."""
         super().validate()
         self.alpha_betas = tuple(float(b) for b in self.alpha_betas)  # type: ignore[assignment]
-        check_range(self.alpha0 >= 0, "alpha0", self.alpha0, ">= 0")
-        check_range(self.alpha_factor > 1, "alpha_factor", self.alpha_factor, "> 1")
-        check_range(self.max_alpha > 0, "max_alpha", self.max_alpha, "> 0")
-        check_range(
+        check_setting(self.alpha0 >= 0, "alpha0", self.alpha0, ">= 0")
+        check_setting(self.alpha_factor > 1, "alpha_factor", self.alpha_factor, "> 1")
+        check_setting(self.max_alpha > 0, "max_alpha", self.max_alpha, "> 0")
+        check_setting(
             0 <= self.min_alpha <= self.max_alpha,
             "min_alpha",
             self.min_alpha,
             f"[0, max_alpha={self.max_alpha}]",
         )
-        check_range(0 < self.det_interval < 1, "det_interval", self.det_interval, "(0, 1)")
-        check_range(0 <= self.max_oorr <= 1, "max_oorr", self.max_oorr, "[0, 1]")
-        check_range(self.alpha_lr > 0, "alpha_lr", self.alpha_lr, "> 0")
-        check_range(
+        check_setting(0 < self.det_interval < 1, "det_interval", self.det_interval, "(0, 1)")
+        check_setting(0 <= self.max_oorr <= 1, "max_oorr", self.max_oorr, "[0, 1]")
+        check_setting(self.alpha_lr > 0, "alpha_lr", self.alpha_lr, "> 0")
+        check_setting(
             len(self.alpha_betas) == 2 and all(0 <= b < 1 for b in self.alpha_betas),
             "alpha_betas",
             self.alpha_betas,
             "two numbers in [0, 1)",
         )
-        check_range(self.alpha_iterations >= 2, "alpha_iterations", self.alpha_iterations, ">= 2")
-        check_range(self.min_alpha_lr > 0, "min_alpha_lr", self.min_alpha_lr, "> 0")
-        check_range(
+        check_setting(self.alpha_iterations >= 2, "alpha_iterations", self.alpha_iterations, ">= 2")
+        check_setting(self.min_alpha_lr > 0, "min_alpha_lr", self.min_alpha_lr, "> 0")
+        check_setting(
             self.pi_h_max_log_ratio > 0, "pi_h_max_log_ratio", self.pi_h_max_log_ratio, "> 0"
         )
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from difftraffic_rl.algorithms.base import Algorithm, AlgorithmConfig, check_range, clip_and_step
+from difftraffic_rl.algorithms.base import Algorithm, AlgorithmConfig, check_setting, clip_and_step
 from difftraffic_rl.algorithms.lr import likelihood_ratio_losses
 from difftraffic_rl.algorithms.rp import reparameterized_objectives
 from difftraffic_rl.gradients import row_gradients
@@ -42,7 +42,7 @@ class LRPConfig(AlgorithmConfig):
     def validate(self) -> None:
         """See :meth:`AlgorithmConfig.validate`."""
         super().validate()
-        check_range(
+        check_setting(
             self.num_variance_samples >= 2,
             "num_variance_samples",
             self.num_variance_samples,

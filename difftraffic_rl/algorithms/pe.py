@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import torch
 
-from difftraffic_rl.algorithms.base import check_range
+from difftraffic_rl.algorithms.base import check_setting
 from difftraffic_rl.algorithms.rp import RP, RPConfig
 from difftraffic_rl.gradients import row_gradients
 from difftraffic_rl.rollout import Rollout
@@ -53,7 +53,7 @@ class PEConfig(RPConfig):
     def validate(self) -> None:
         """See :meth:`AlgorithmConfig.validate`."""
         super().validate()
-        check_range(
+        check_setting(
             self.enhancement_weight >= 0, "enhancement_weight", self.enhancement_weight, ">= 0"
         )
 

@@ -55,7 +55,7 @@ from difftraffic_rl.algorithms.base import (
     SCHEDULES,
     Algorithm,
     AlgorithmConfig,
-    check_range,
+    check_setting,
     clip_and_step,
     normalize_advantages,
     optimize_with_backoff,
@@ -107,36 +107,36 @@ class PPOConfig(AlgorithmConfig):
     def validate(self) -> None:
         """See :meth:`AlgorithmConfig.validate`."""
         super().validate()
-        check_range(0 < self.clip < 1, "clip", self.clip, "(0, 1)")
-        check_range(self.mini_epochs >= 1, "mini_epochs", self.mini_epochs, ">= 1")
-        check_range(self.minibatch_size >= 1, "minibatch_size", self.minibatch_size, ">= 1")
-        check_range(self.max_optim_iter >= 1, "max_optim_iter", self.max_optim_iter, ">= 1")
-        check_range(self.lr_backoff > 1, "lr_backoff", self.lr_backoff, "> 1")
-        check_range(self.max_log_ratio > 0, "max_log_ratio", self.max_log_ratio, "> 0")
-        check_range(
+        check_setting(0 < self.clip < 1, "clip", self.clip, "(0, 1)")
+        check_setting(self.mini_epochs >= 1, "mini_epochs", self.mini_epochs, ">= 1")
+        check_setting(self.minibatch_size >= 1, "minibatch_size", self.minibatch_size, ">= 1")
+        check_setting(self.max_optim_iter >= 1, "max_optim_iter", self.max_optim_iter, ">= 1")
+        check_setting(self.lr_backoff > 1, "lr_backoff", self.lr_backoff, "> 1")
+        check_setting(self.max_log_ratio > 0, "max_log_ratio", self.max_log_ratio, "> 0")
+        check_setting(
             self.lr_carryover in CARRYOVER_RULES,
             "lr_carryover",
             self.lr_carryover,
             str(CARRYOVER_RULES),
         )
-        check_range(
+        check_setting(
             math.isfinite(self.kl_target) and self.kl_target > 0,
             "kl_target",
             self.kl_target,
             "finite and > 0",
         )
-        check_range(
+        check_setting(
             self.adaptive_lr_factor > 1, "adaptive_lr_factor", self.adaptive_lr_factor, "> 1"
         )
-        check_range(self.adaptive_min_lr > 0, "adaptive_min_lr", self.adaptive_min_lr, "> 0")
-        check_range(
+        check_setting(self.adaptive_min_lr > 0, "adaptive_min_lr", self.adaptive_min_lr, "> 0")
+        check_setting(
             self.adaptive_max_lr >= self.adaptive_min_lr,
             "adaptive_max_lr",
             self.adaptive_max_lr,
             f">= adaptive_min_lr={self.adaptive_min_lr}",
         )
         if self.lr_schedule == "adaptive":
-            check_range(
+            check_setting(
                 self.lr_carryover == "none",
                 "lr_carryover",
                 self.lr_carryover,
