@@ -56,6 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--device", help="torch device, e.g. cpu or cuda")
     train.add_argument("--logdir", help="parent of the run directory (default runs)")
     train.add_argument(
+        "--name",
+        help="the run directory's name under --logdir (default <task>_<algo>_s<seed>_<time>); "
+        "it must not exist yet",
+    )
+    train.add_argument(
         "--set",
         dest="overrides",
         action="append",
@@ -207,6 +212,7 @@ def _train(args: argparse.Namespace) -> int:
             logdir=args.logdir or "runs",
             overrides=args.overrides,
             progress=not args.no_progress,
+            run_name=args.name,
             base_config=base,
         )
     print(f"run directory: {result.run_dir}")

@@ -351,3 +351,9 @@ def test_list_reads_the_registries_with_one_line_descriptions(
     for name, cls in ALGORITHMS.items():
         assert f"{name:16s} {cls.label}: {cls.description}" in out and cls.description
     assert "pacecar-2lane" in out and "paper 7.5.2" in out
+
+
+def test_train_name_sets_the_run_directory(tmp_path: Path) -> None:
+    argv = ["train", "--task", "dejong", "--algo", "ppo", "--epochs", "1", "--no-progress"]
+    assert main([*argv, "--logdir", str(tmp_path), "--name", "mine"]) == 0
+    assert (tmp_path / "mine" / "checkpoints" / "checkpoint.pt").is_file()
