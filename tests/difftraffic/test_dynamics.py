@@ -524,14 +524,17 @@ def test_no_unflagged_overlap_or_overtake_on_rings_and_multi_lane_roads():
             steering = 0.05 * (
                 torch.rand(state.x.shape, generator=generator, dtype=torch.float64) * 2 - 1
             )
-            result = step(state, road, drivers, dt, torch.zeros_like(state.x), steering, neighbors)
+            before = neighbors if neighbors is not None else compute_neighbors(state, road)
+            result = step(state, road, drivers, dt, torch.zeros_like(state.x), steering, before)
             new, neighbors, collided = result.state, result.neighbors, result.collided
             # No unflagged negative gap.
             gap, _ = leader_gap_and_speed(new, neighbors, road)
             assert collided[neighbors.has_leader & (gap < 0)].all()
-            # No overtake within a lane shared before and after the step unless flagged, among
-            # vehicles driving along the road (the swept test follows the road's direction; a
-            # car spinning within a step is tested by its extents at both ends only).
+            # No vehicle passes the leader it had at the start of the step, in a lane they share
+            # before and after it, unless flagged: the swept test's guarantee, for vehicles
+            # driving along the road (a car spinning within a step is tested by its extents at
+            # both ends only; passing a car further ahead than the leader within one step, in a
+            # lane entered sideways during it, is not swept).
             moved = new.x - state.x
             if road.ring_length is not None:
                 moved = (
@@ -548,7 +551,9 @@ def test_no_unflagged_overlap_or_overtake_on_rings_and_multi_lane_roads():
             near = _relative(unwrapped, road).abs() < 60.0
             along = (state.heading.abs() < 0.3) & (new.heading.abs() < 0.3)
             along = along.unsqueeze(2) & along.unsqueeze(1)
-            overtaken = shared & near & along & ahead_before & ~ahead_after
+            leader = torch.zeros_like(shared).scatter_(2, before.leader.unsqueeze(2), True)
+            leader &= before.has_leader.unsqueeze(2)
+            overtaken = leader & shared & near & along & ahead_before & ~ahead_after
             flagged = collided.unsqueeze(2) | collided.unsqueeze(1)
             assert not (overtaken & ~flagged).any()
             state, lanes, unwrapped = new, new_lanes, new_unwrapped
