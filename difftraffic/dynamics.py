@@ -185,7 +185,8 @@ def step(
     yaw_rate = bicycle_yaw_rate(v_next, av_steering, wheelbase_ratio * state.length)
     heading_next = torch.where(is_av & active, state.heading + yaw_rate * dt, state.heading)
     cos_next, sin_next = torch.cos(heading_next), torch.sin(heading_next)
-    x_next = road.wrap(state.x + v_next * cos_next * dt)
+    moved = v_next * cos_next * dt  # along the road, unwrapped (m)
+    x_next = road.wrap(state.x + moved)
     y_next = state.y + v_next * sin_next * dt
 
     new_state = state.replace(
@@ -201,9 +202,8 @@ def step(
         new_box = BodyBox.of(x, y, state.length, state.width, cos_next, sin_next)
         occupancy = box_occupancy(new_box, active, road)
         new_neighbors = find_leaders(x, occupancy, road.ring_length, leader_method)
-        moved = torch.where(active, v_next * cos_next * dt, zeros)
         collided = box_collisions(x, new_box, new_neighbors, road.ring_length) | swept_collisions(
-            gap, moved, neighbors, occupancy
+            gap, torch.where(active, moved, zeros), neighbors, occupancy
         )
     return StepResult(new_state, new_neighbors, collided, acceleration)
 

@@ -201,19 +201,23 @@ def _train(args: argparse.Namespace) -> int:
         algo = args.algo or (base or {}).get("algo")
         if not task or not algo:
             raise ValueError("train needs --task and --algo (or a --config naming them)")
+        # What defines the run, shared by --print-config and training.
+        settings: dict[str, Any] = {
+            "seed": 1 if args.seed is None else args.seed,
+            "epochs": args.epochs,
+            "device": args.device,
+            "overrides": args.overrides,
+            "base_config": base,
+        }
         if args.print_config:
-            return _print_config(args, task, algo, base)
+            return _print_config(task, algo, settings)
         result = train(
             task,
             algo,
-            seed=1 if args.seed is None else args.seed,
-            epochs=args.epochs,
-            device=args.device,
             logdir=args.logdir or "runs",
-            overrides=args.overrides,
             progress=not args.no_progress,
             run_name=args.name,
-            base_config=base,
+            **settings,
         )
     print(f"run directory: {result.run_dir}")
     if not result.metrics:
@@ -226,22 +230,12 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_config(
-    args: argparse.Namespace, task: str, algo: str, base: dict[str, Any] | None
-) -> int:
+def _print_config(task: str, algo: str, settings: dict[str, Any]) -> int:
     import yaml
 
     from difftraffic_rl.training import resolve_config
 
-    config = resolve_config(
-        task,
-        algo,
-        seed=1 if args.seed is None else args.seed,
-        epochs=args.epochs,
-        device=args.device,
-        overrides=args.overrides,
-        base_config=base,
-    )
+    config = resolve_config(task, algo, **settings)
     print(yaml.safe_dump(config.resolved(), sort_keys=False), end="")
     return 0
 

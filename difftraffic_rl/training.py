@@ -505,13 +505,19 @@ def _write_config(run_dir: Path, config: RunConfig) -> None:
     os.replace(tmp, path)
 
 
+def _run_checkpoint(run_dir: Path) -> Path:
+    """The latest checkpoint of the run in ``run_dir``; ``FileNotFoundError`` when it has none."""
+    path = run_dir / CHECKPOINT
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}; was the run started with a logdir?")
+    return path
+
+
 def load_trainer(run_dir: str | Path, config: RunConfig | None = None) -> Trainer:
     """Rebuild a run's trainer from its latest checkpoint and ``config`` (default: the run's
     ``config.yaml``)."""
     run_dir = Path(run_dir)
-    path = run_dir / CHECKPOINT
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}; was the run started with a logdir?")
+    path = _run_checkpoint(run_dir)
     if config is None:
         config = load_run_config(run_dir / "config.yaml")
     state = load_checkpoint(path, map_location=config.train.device)
@@ -640,10 +646,7 @@ def evaluate(run_dir: str | Path, episodes: int | None = None, seed: int = 0) ->
     if episodes is not None and (isinstance(episodes, bool) or episodes < 1):
         raise ValueError(f"episodes={episodes!r} is invalid; valid range: >= 1")
     run_dir = Path(run_dir)
-    path = run_dir / CHECKPOINT
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}; was the run started with a logdir?")
-    algorithm = load_algorithm(path)
+    algorithm = load_algorithm(_run_checkpoint(run_dir))
     config = load_run_config(run_dir / "config.yaml")
     settings = config.train
     num = settings.num_envs if episodes is None else episodes

@@ -91,8 +91,7 @@ def record_rollout(
         batch_size = source.num_envs
     elif batch_size is None:
         batch_size = world + 1
-    if not isinstance(world, int) or not 0 <= world < batch_size:
-        raise ValueError(f"world must be an integer in [0, {batch_size - 1}], got {world!r}")
+    _check_world(world, batch_size)
     if not isinstance(source, Scenario):
         road, dt = source.task.road, source.task.dt
         frames = _env_frames(source, steps, policy, seed, world, Renderer(road, config))
@@ -100,8 +99,7 @@ def record_rollout(
         road, dt = source.road, source.dt
         renderer = Renderer(road, config)
         frames = _scenario_frames(source, steps, policy, seed, world, batch_size, renderer)
-    bar = tqdm(frames, total=steps + 1, desc=f"rendering {Path(path).name}", disable=not progress)
-    return write_video(bar, path, fps if fps is not None else 1.0 / dt)
+    return _write(frames, steps + 1, path, fps if fps is not None else 1.0 / dt, progress)
 
 
 def record_states(
@@ -129,14 +127,25 @@ def record_states(
     if len(states) == 0:
         raise ValueError("states must hold at least one TrafficState, got none")
     batch = states[0].x.shape[0]
-    if not isinstance(world, int) or not 0 <= world < batch:
-        raise ValueError(f"world must be an integer in [0, {batch - 1}], got {world!r}")
+    _check_world(world, batch)
     renderer = Renderer(road, config)
     frames = (
         _rgb(renderer.render(state, world, time=index * dt)) for index, state in enumerate(states)
     )
-    bar = tqdm(frames, total=len(states), desc=f"rendering {Path(path).name}", disable=not progress)
-    return write_video(bar, path, fps if fps is not None else 1.0 / dt)
+    return _write(frames, len(states), path, fps if fps is not None else 1.0 / dt, progress)
+
+
+def _check_world(world: int, batch_size: int) -> None:
+    if not isinstance(world, int) or not 0 <= world < batch_size:
+        raise ValueError(f"world must be an integer in [0, {batch_size - 1}], got {world!r}")
+
+
+def _write(
+    frames: Iterator[np.ndarray], count: int, path: str | Path, fps: float, progress: bool
+) -> Path:
+    """Encode ``count`` frames to ``path`` behind a progress bar."""
+    bar = tqdm(frames, total=count, desc=f"rendering {Path(path).name}", disable=not progress)
+    return write_video(bar, path, fps)
 
 
 def _env_frames(
