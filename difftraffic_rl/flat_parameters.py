@@ -3,10 +3,10 @@
 The paper's networks are tiny (two hidden layers of 32), so an epoch's ~100 sequential Adam steps
 cost what their *kernel launches* cost: per-tensor Adam, NaN scrubbing and norm clipping run a
 dozen ops on each of ten tensors. Laying the parameters out in one buffer makes each of those a
-single op on one tensor. Adam, ``nan_to_num`` and the clip multiply are
-elementwise, and the clip norm is computed per tensor as :func:`torch.nn.utils.clip_grad_norm_`
-does, so training follows the same arithmetic as with per-tensor parameters (bit-identical
-curves, checked on every algorithm).
+single op on one tensor. Adam, ``nan_to_num`` and the clip multiply are elementwise, and the
+clip norm is the norm of the per-tensor norms as :func:`torch.nn.utils.clip_grad_norm_` computes
+it (:func:`torch.nn.utils.get_total_norm`), so training follows the same arithmetic as with
+per-tensor parameters (bit-identical curves, checked on every algorithm).
 """
 
 from __future__ import annotations
@@ -39,11 +39,14 @@ class FlatParameters:
         self.flat = nn.Parameter(flat, requires_grad=requires_grad)
         self.flat.grad = torch.zeros_like(flat)
         offset = 0
-        for p in self.tensors:
-            size = p.numel()
-            p.data = self.flat.data[offset : offset + size].view_as(p)
-            p.grad = self.flat.grad[offset : offset + size].view_as(p)
-            offset += size
+        with torch.no_grad():
+            for p in self.tensors:
+                size = p.numel()
+                # set_ swaps the storage under the same Parameter object, so the module, its
+                # state_dict and any hooks keep referring to it.
+                p.set_(self.flat.detach()[offset : offset + size].view_as(p))
+                p.grad = self.flat.grad[offset : offset + size].view_as(p)
+                offset += size
         self.grads = [p.grad for p in self.tensors]
 
     def adam(self, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
@@ -71,6 +74,5 @@ class FlatParameters:
         Same arithmetic as :func:`torch.nn.utils.clip_grad_norm_` (the norm of the per-tensor
         norms, ``min(max_norm / (norm + 1e-6), 1)``), in a few ops on the flat buffer.
         """
-        # torch._foreach_norm is what clip_grad_norm_ itself calls: one op for all tensors.
-        total = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(self.grads)))
+        total = nn.utils.get_total_norm(self.grads)
         self.grad.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0))

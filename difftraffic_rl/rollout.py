@@ -60,7 +60,7 @@ class Rollout:
     """One window of experience, time-major.
 
     Attributes:
-        obs: ``[H, N, O]`` normalized observations fed to the actor (graph-attached to earlier
+        normalized_obs: ``[H, N, O]`` normalized observations fed to the actor (graph-attached to earlier
             actions when the rollout is differentiable).
         action_steps: ``H`` tensors ``[N, D]``: the pre-tanh actions exactly as they entered the
             environment, graph-attached; ``advantage_action_gradient`` differentiates w.r.t. them.
@@ -73,13 +73,14 @@ class Rollout:
         dones: ``[H, N]`` bool, the episode ended at step ``t``.
         episode_starts: ``[H, N]`` bool, step ``t`` is the first of a differentiable trajectory:
             ``t == 0`` (the window cut) or ``dones[t - 1]``.
-        next_obs: ``[N, O]`` raw observation after the last step, detached (next window's start).
+        next_raw_obs: ``[N, O]`` raw (not normalized) observation after the last step, detached:
+            the next window's start.
         episode_returns, episode_lengths: ``[E]`` returns and lengths of the E episodes finished.
         vectorized_backward: the graph supports batched backward passes (the environment's
             ``vectorized_backward``; see :mod:`difftraffic_rl.gradients`).
     """
 
-    obs: torch.Tensor
+    normalized_obs: torch.Tensor
     action_steps: list[torch.Tensor]
     actions: torch.Tensor
     eps: torch.Tensor
@@ -90,7 +91,7 @@ class Rollout:
     next_values: torch.Tensor
     dones: torch.Tensor
     episode_starts: torch.Tensor
-    next_obs: torch.Tensor
+    next_raw_obs: torch.Tensor
     episode_returns: torch.Tensor
     episode_lengths: torch.Tensor
     vectorized_backward: bool = True
@@ -167,7 +168,7 @@ def collect_rollout(
     starts[1:] = dones[:-1]
     actions = torch.stack([a.detach() for a in action_steps])
     return Rollout(
-        obs=stacked["obs"],
+        normalized_obs=stacked["obs"],
         action_steps=action_steps,
         actions=actions,
         eps=stacked["eps"],
@@ -178,7 +179,7 @@ def collect_rollout(
         next_values=stacked["next_values"],
         dones=dones,
         episode_starts=starts,
-        next_obs=obs.detach(),
+        next_raw_obs=obs.detach(),
         episode_returns=torch.cat(finished_returns),
         episode_lengths=torch.cat(finished_lengths),
         vectorized_backward=getattr(env, "vectorized_backward", True),

@@ -335,7 +335,7 @@ class Trainer:
         rollout, metrics = self.algorithm.train_epoch(
             self.env, self.obs, self.tracker, self.epoch, self.config.train.epochs
         )
-        self.obs = rollout.next_obs
+        self.obs = rollout.next_raw_obs
         self.env_steps += rollout.num_samples
         self.wall_time += time.perf_counter() - start
         self.cpu_time += time.process_time() - cpu_start

@@ -421,7 +421,7 @@ class Algorithm:
         """Fit the critic on lambda-returns ``A + V`` (un-normalized MSE, contiguous batches)."""
         cfg = self.config
         targets = (advantages + rollout.values.detach()).reshape(-1)
-        obs = rollout.obs.detach().reshape(targets.shape[0], -1)
+        obs = rollout.normalized_obs.detach().reshape(targets.shape[0], -1)
         if cfg.normalize_value:
             self.value_rms.update(targets)
         k = cfg.critic_num_batches

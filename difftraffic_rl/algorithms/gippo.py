@@ -259,7 +259,7 @@ class GIPPO(PPO):
             advantages, rollout.action_steps, rollout.episode_starts, cfg.gamma, cfg.gae_lambda
         ).reshape(m, -1)
         raw_adv = advantages.detach().reshape(m)
-        obs = rollout.obs.detach().reshape(m, -1)
+        obs = rollout.normalized_obs.detach().reshape(m, -1)
         actions = rollout.actions.reshape(m, -1)
         targets = actions + self.alpha * grad
         restore = snapshot(self.actor)

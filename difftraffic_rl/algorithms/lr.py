@@ -40,7 +40,7 @@ def likelihood_ratio_losses(
     adv = advantages.detach().reshape(-1)
     if algorithm.config.normalize_advantage:
         adv = normalize_advantages(adv)
-    obs = rollout.obs.detach().reshape(adv.shape[0], -1)
+    obs = rollout.normalized_obs.detach().reshape(adv.shape[0], -1)
     actions = rollout.actions.reshape(adv.shape[0], -1)
     return -adv * algorithm.actor.log_prob(obs, actions)
 

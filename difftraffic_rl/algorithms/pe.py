@@ -110,7 +110,7 @@ class PE(RP):
             self.config.gamma,
             rollout.vectorized_backward,
         )
-        mean, std = self.actor(rollout.obs.detach())
+        mean, std = self.actor(rollout.normalized_obs.detach())
         pe_loss = enhancement_loss(mean + std * rollout.eps, grads)
         metrics.update(
             {

@@ -236,7 +236,7 @@ class PPO(Algorithm):
             advantages: ``[M]`` advantages as used in the loss.
         """
         cfg = self.config
-        obs = rollout.obs.detach().reshape(rollout.num_samples, -1)
+        obs = rollout.normalized_obs.detach().reshape(rollout.num_samples, -1)
         actions = rollout.actions.reshape(rollout.num_samples, -1)
         with torch.no_grad():
             start_mean, start_std = self.actor(obs)
