@@ -175,7 +175,8 @@ def _sweep(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from difftraffic_rl.export import POLICY_FILE, export_policy
+    from difftraffic.policy import POLICY_FILE
+    from difftraffic_rl.export import export_policy
     from difftraffic_rl.training import CHECKPOINT, load_algorithm
 
     algorithm = load_algorithm(Path(args.run_dir) / CHECKPOINT)

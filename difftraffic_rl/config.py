@@ -189,7 +189,7 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
         result.setdefault(section, {})
     defaults = {
         "train": dataclasses.asdict(TrainSettings()),
-        "hyperparameters": dataclasses.asdict(get_algorithm(result["algo"]).config_class()),
+        "hyperparameters": dataclasses.asdict(get_algorithm(str(result["algo"])).config_class()),
         "task_kwargs": {},
     }
     for item in overrides:

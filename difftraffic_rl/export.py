@@ -17,9 +17,6 @@ from torch import nn
 
 from difftraffic_rl.algorithms.base import Algorithm
 
-POLICY_FILE = "policy.pt2"
-"""Name of the exported policy inside a run directory."""
-
 
 class DeterministicPolicy(nn.Module):
     """``obs [B, obs_dim] -> tanh(mean action) [B, action_dim]`` of a trained algorithm."""
@@ -30,8 +27,10 @@ class DeterministicPolicy(nn.Module):
         self.actor = self.algorithm.actor
         # Trained parameters are views into one flat buffer; give each its own storage so the
         # exported file holds plain, complete tensors.
-        for parameter in self.actor.parameters():
-            parameter.data = parameter.data.clone()
+        with torch.no_grad():
+            for parameter in self.actor.parameters():
+                own = parameter.detach().clone()
+                parameter.set_(own.untyped_storage(), 0, own.shape, own.stride())
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         return self.algorithm.act(obs, deterministic=True)

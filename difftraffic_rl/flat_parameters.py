@@ -38,16 +38,16 @@ class FlatParameters:
         flat = torch.cat([p.detach().reshape(-1) for p in self.tensors])
         self.flat = nn.Parameter(flat, requires_grad=requires_grad)
         self.flat.grad = torch.zeros_like(flat)
+        self.grads: list[torch.Tensor] = []
         offset = 0
         with torch.no_grad():
             for p in self.tensors:
-                size = p.numel()
-                # set_ swaps the storage under the same Parameter object, so the module, its
-                # state_dict and any hooks keep referring to it.
-                p.set_(self.flat.detach()[offset : offset + size].view_as(p))
-                p.grad = self.flat.grad[offset : offset + size].view_as(p)
-                offset += size
-        self.grads = [p.grad for p in self.tensors]
+                # set_ points the same Parameter object at its stretch of the flat storage, so
+                # the module, its state_dict and any hooks keep referring to it.
+                p.set_(self.flat.untyped_storage(), offset, p.shape, p.stride())
+                p.grad = self.flat.grad[offset : offset + p.numel()].view_as(p)
+                self.grads.append(p.grad)
+                offset += p.numel()
 
     def adam(self, lr: float, betas: tuple[float, float]) -> torch.optim.Adam:
         """Adam over the flat buffer.

@@ -22,6 +22,10 @@ class RunningMeanStd(nn.Module):
         device, dtype: where the statistics live.
     """
 
+    mean: torch.Tensor
+    var: torch.Tensor
+    count: torch.Tensor
+
     def __init__(
         self,
         shape: tuple[int, ...] = (),

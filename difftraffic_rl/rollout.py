@@ -60,8 +60,8 @@ class Rollout:
     """One window of experience, time-major.
 
     Attributes:
-        normalized_obs: ``[H, N, O]`` normalized observations fed to the actor (graph-attached to earlier
-            actions when the rollout is differentiable).
+        normalized_obs: ``[H, N, O]`` normalized observations fed to the actor (graph-attached to
+            earlier actions when the rollout is differentiable).
         action_steps: ``H`` tensors ``[N, D]``: the pre-tanh actions exactly as they entered the
             environment, graph-attached; ``advantage_action_gradient`` differentiates w.r.t. them.
         actions, eps, stds: ``[H, N, D]`` detached actions, noises and stds.

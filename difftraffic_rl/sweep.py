@@ -219,7 +219,7 @@ class RunSummary:
     commits: tuple[str, ...] = ()
 
 
-def run_summaries(run_dirs: list[str | Path]) -> list[RunSummary]:
+def run_summaries(run_dirs: Sequence[str | Path]) -> list[RunSummary]:
     """Read each run's ``config.yaml`` and ``progress.csv``; runs without rows are left out."""
     summaries = []
     for run_dir in map(Path, run_dirs):
@@ -324,7 +324,7 @@ def grouped_runs(
             yield task, algo, group
 
 
-def summarize(run_dirs: list[str | Path]) -> str:
+def summarize(run_dirs: Sequence[str | Path]) -> str:
     """Markdown table: task, algorithm, seeds, final and best smoothed reward, s/epoch."""
     groups: dict[tuple[str, str], list[RunSummary]] = defaultdict(list)
     for run in run_summaries(run_dirs):

@@ -26,6 +26,7 @@ import pickle
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -410,7 +411,8 @@ class Trainer:
             if self._writer is not None:
                 self._writer.flush()
         if self.run_dir is not None and self.epoch == total:
-            from difftraffic_rl.export import POLICY_FILE, export_policy
+            from difftraffic.policy import POLICY_FILE
+            from difftraffic_rl.export import export_policy
 
             export_policy(self.algorithm, self.run_dir / POLICY_FILE)
         return rows
@@ -656,9 +658,10 @@ def evaluate(run_dir: str | Path, episodes: int | None = None, seed: int = 0) ->
     generator = torch.Generator(device=algorithm.device).manual_seed(seed)
     result: dict[str, float] = {"episodes": float(num)}
     for mode in ("deterministic", "stochastic"):
-        deterministic = mode == "deterministic"
         returns = episode_returns(
-            env, lambda obs, d=deterministic: algorithm.act(obs, d, generator), seed
+            env,
+            partial(algorithm.act, deterministic=mode == "deterministic", generator=generator),
+            seed,
         )
         result[f"{mode}_mean"] = float(returns.mean())
         result[f"{mode}_std"] = float(returns.std()) if num > 1 else 0.0

@@ -239,6 +239,7 @@ class GIPPO(PPO):
                 clip_and_step(self.actor_params, self.alpha_optimizer, self.config.grad_norm)
             with torch.no_grad():
                 last = fit_loss()
+            assert first is not None  # alpha_iterations >= 2, checked by the config
             return float(first), float(last)
 
         result = optimize_with_backoff(

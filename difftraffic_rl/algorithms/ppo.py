@@ -275,7 +275,8 @@ class PPO(Algorithm):
         if cfg.lr_carryover == "on_failure" and not result.accepted:
             self.lr_scale /= cfg.lr_backoff
         with torch.no_grad():
-            kl = float(gaussian_kl(*self.actor(obs), start_mean, start_std).mean())
+            mean, std = self.actor(obs)
+            kl = float(gaussian_kl(mean, std, start_mean, start_std).mean())
         if cfg.lr_schedule == "adaptive":
             start = self.adaptive_lr if result.tries == 1 else self.adaptive_lr / cfg.lr_backoff
             self.adaptive_lr = adaptive_lr(start, kl, cfg)

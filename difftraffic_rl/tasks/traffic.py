@@ -89,7 +89,7 @@ class PaceCarVecEnv:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the same episodes: worlds, drivers, clocks, RNG."""
         env = self.env
-        if env.state is None:
+        if env.state is None or env.idm is None:
             return {}
         return {
             "state": {

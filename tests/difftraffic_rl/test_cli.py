@@ -286,14 +286,6 @@ def test_every_command_reports_bad_input_in_one_line_with_status_2(
     assert not (tmp_path / "c.png").exists()  # a failed train leaves no run directory behind
 
 
-def test_the_exported_policy_file_name_is_the_one_the_simulator_loads() -> None:
-    # The two packages never import each other; this is their contract.
-    from difftraffic.policy import POLICY_FILE as LOADED
-    from difftraffic_rl.export import POLICY_FILE as WRITTEN
-
-    assert WRITTEN == LOADED == "policy.pt2"
-
-
 def test_train_config_starts_from_a_users_yaml(tmp_path: Path) -> None:
     config = tmp_path / "mine.yaml"
     config.write_text(

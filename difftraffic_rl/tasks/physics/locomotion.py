@@ -181,6 +181,7 @@ class LocomotionEnv:
     def detach(self) -> None:
         """Cut the autograd graph at the current state."""
         if self.sim_state is not None:
+            assert self.joint_q is not None and self.joint_qd is not None  # set with sim_state
             self.joint_q, self.joint_qd = self.joint_q.detach(), self.joint_qd.detach()
             self.sim_state = (self.sim_state[0].detach(), self.sim_state[1].detach())
         self.actions = self.actions.detach()

@@ -69,7 +69,7 @@ def import_newton() -> tuple[Any, Any]:
     try:
         import warp as wp
 
-        wp.config.quiet = True
+        wp.config.quiet = True  # type: ignore[attr-defined]  # set at runtime, absent from stubs
         import newton
 
         wp.init()
@@ -208,7 +208,7 @@ class NewtonArticulation:
         asset = resources.files("difftraffic_rl.tasks.physics") / "assets" / p.asset
         with resources.as_file(asset) as path:
             builder.add_mjcf(str(path), enable_self_collisions=False, parse_visuals=False)
-        free_dofs = set()
+        free_dofs: set[int] = set()
         for joint, kind in enumerate(builder.joint_type):
             start = builder.joint_qd_start[joint]
             count = builder.joint_dof_dim[joint][0] + builder.joint_dof_dim[joint][1]
