@@ -23,3 +23,15 @@ def test_the_block_runs_as_written(page, index, code, tmp_path, monkeypatch):
 
 def test_the_pages_hold_blocks():
     assert len(BLOCKS) >= 10
+
+
+def test_the_rl_guide_names_every_registered_algorithm_and_only_those():
+    from difftraffic_rl.algorithms import ALGORITHMS
+
+    guide = (ROOT / "docs" / "rl.md").read_text()
+    choices = re.search(r"`--algo \{([a-z,]+)\}`", guide)
+    assert choices is not None
+    assert set(choices.group(1).split(",")) == set(ALGORITHMS)
+    documented_modules = set(re.findall(r"^\| `([a-z_]+)\.py` \|", guide, re.M))
+    registered_modules = {cls.__module__.rsplit(".", 1)[-1] for cls in ALGORITHMS.values()}
+    assert documented_modules == registered_modules
