@@ -1,4 +1,5 @@
-"""The ``difftraffic-rl`` command: ``train``, ``eval``, ``plot`` and ``list``.
+"""The ``difftraffic-rl`` command: ``train``, ``eval``, ``plot``, ``sweep``, ``report``,
+``export`` and ``list``.
 
 Examples::
 
@@ -8,6 +9,8 @@ Examples::
     difftraffic-rl eval runs/dejong64_gippo_s1_20250101-120000
     difftraffic-rl plot runs/dejong64_* --out curves.png
     difftraffic-rl sweep --tasks dejong ackley --algos ppo gippo --seeds 1 2 3 --workers 2
+    difftraffic-rl sweep --tasks dejong ackley --resume --logdir /shared/runs --address auto
+    difftraffic-rl report runs/sweep/* --out report.md
 """
 
 from __future__ import annotations
@@ -108,6 +111,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="incremental: runs named <task>_<algo>_s<seed> under --logdir; "
         "finished ones are skipped, interrupted ones continue",
     )
+    add_scheduler_arguments(sweep)
+
+    report = sub.add_parser(
+        "report", help="IQM with bootstrap intervals, probability of improvement, profiles"
+    )
+    report.add_argument("run_dirs", nargs="+")
+    report.add_argument("--out", default="report.md", help="markdown report (plot beside it)")
+    report.add_argument("--measure", choices=("final", "best"), default="final")
+    report.add_argument(
+        "--reference", default="gippo", help="algorithm compared with each other one"
+    )
 
     export = sub.add_parser(
         "export", help="write a run's deterministic policy as a self-contained policy.pt2"
@@ -153,11 +167,31 @@ def _plot(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sweep(args: argparse.Namespace) -> int:
-    from difftraffic_rl.sweep import run_sweep, summarize
+def add_scheduler_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--scheduler``, ``--address``, ``--gpus-per-run`` and ``--no-progress`` of a sweep."""
+    parser.add_argument(
+        "--scheduler",
+        choices=("ray", "local"),
+        default="ray",
+        help="ray (default): each run a Ray task, embedded here or on --address; "
+        "local: a process pool on this machine",
+    )
+    parser.add_argument(
+        "--address",
+        help="an existing Ray cluster: 'auto' (this machine's, after `ray start --head`) or "
+        "ray://host:port; --logdir must be on storage its nodes share",
+    )
+    parser.add_argument(
+        "--gpus-per-run", type=float, default=0.0, help="GPUs each run declares to Ray"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no live display")
 
-    table = summarize(
-        run_sweep(
+
+def _sweep(args: argparse.Namespace) -> int:
+    from difftraffic_rl.sweep import SweepError, run_sweep, summarize
+
+    try:
+        run_dirs = run_sweep(
             args.tasks,
             args.algos,
             args.seeds,
@@ -166,11 +200,37 @@ def _sweep(args: argparse.Namespace) -> int:
             args.workers,
             args.overrides,
             resume=args.resume,
+            scheduler=args.scheduler,
+            address=args.address,
+            gpus_per_run=args.gpus_per_run,
+            progress=not args.no_progress,
         )
+        failed = None
+    except SweepError as error:
+        run_dirs, failed = error.run_dirs, error
+    if run_dirs:
+        table = summarize(run_dirs)
+        print(table)
+        if args.table:
+            Path(args.table).write_text(table)
+    if failed is not None:
+        print(f"difftraffic-rl: error: {failed}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from difftraffic_rl.reporting import write_report
+    from difftraffic_rl.sweep import run_summaries
+
+    for run_dir in args.run_dirs:
+        if not (Path(run_dir) / "config.yaml").is_file():
+            raise ValueError(f"{run_dir} is not a run directory (it has no config.yaml)")
+    out = write_report(
+        run_summaries(args.run_dirs), args.out, args.measure, args.reference, "Sweep report"
     )
-    print(table)
-    if args.table:
-        Path(args.table).write_text(table)
+    print(out.read_text())
+    print(f"written: {out}")
     return 0
 
 
@@ -292,6 +352,7 @@ COMMANDS = {
     "eval": _eval,
     "plot": _plot,
     "sweep": _sweep,
+    "report": _report,
     "export": _export,
     "list": _list,
 }

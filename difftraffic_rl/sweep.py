@@ -21,17 +21,14 @@ import csv
 import itertools
 import json
 import math
-import multiprocessing
 import os
 import platform
-import random
 import shutil
 import statistics
 import subprocess
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,10 +43,10 @@ __all__ = [
     "format_iqm",
     "format_mean_std",
     "grouped_runs",
-    "interquartile_mean",
     "markdown_table",
     "report_preamble",
     "run_name",
+    "SweepError",
     "run_summaries",
     "run_sweep",
     "summarize",
@@ -147,6 +144,19 @@ def _train_or_resume(
     return result.run_dir, True
 
 
+class SweepError(RuntimeError):
+    """Some runs of a sweep failed (the others finished): ``failures`` maps each failed run's
+    name to its one-line error, ``run_dirs`` lists the runs that finished."""
+
+    def __init__(self, failures: dict[str, str], run_dirs: list[Path]) -> None:
+        self.failures = failures
+        self.run_dirs = run_dirs
+        lines = [f"{name}: {error}" for name, error in failures.items()]
+        super().__init__(
+            f"{len(failures)} of {len(failures) + len(run_dirs)} runs failed\n" + "\n".join(lines)
+        )
+
+
 def run_sweep(
     tasks: list[str],
     algos: list[str],
@@ -156,26 +166,44 @@ def run_sweep(
     workers: int = 1,
     overrides: list[str] | None = None,
     resume: bool = False,
+    scheduler: str = "ray",
+    address: str | None = None,
+    gpus_per_run: float = 0.0,
+    progress: bool = True,
 ) -> list[Path]:
-    """Train every combination with ``workers`` processes (one torch thread each).
+    """Train every combination, each run as one task of one CPU (one torch thread).
 
     ``epochs`` is one count for every task, a count per task (every task of ``tasks`` must be a
     key), or ``None`` for each configuration's own. Runs are queued seed by seed (all tasks and
     algorithms of the first seed first), so a sweep stopped early leaves whole seeds.
     ``resume`` makes the sweep incremental (module docstring).
+
+    ``scheduler="ray"`` (default) runs them as Ray tasks: on a Ray instance started here with
+    ``workers`` CPUs, or with ``address`` (``"auto"``, ``"ray://host:port"``) on an existing
+    cluster, whose nodes must see ``logdir``; ``"local"`` uses a local process pool of
+    ``workers``. ``gpus_per_run`` is declared to Ray for runs with ``train.device=cuda``.
+    ``progress`` draws the live display (:class:`~difftraffic_rl.scheduling.SweepProgress`).
+
+    Returns the run directories in queue order. A failed run does not stop the others; when any
+    failed, :class:`SweepError` lists them after every other run has finished.
     """
-    if workers < 1:
-        raise ValueError(f"workers={workers} must be >= 1")
+    from difftraffic_rl.scheduling import RunFailedError, SweepProgress, make_executor
+
     if isinstance(epochs, Mapping) and not set(tasks) <= set(epochs):
         raise ValueError(
             f"epochs has no count for tasks {sorted(set(tasks) - set(epochs))}; "
             f"it names {sorted(epochs)}"
         )
+    logdir = Path(logdir).resolve()  # workers may start in another directory
     jobs = [(t, a, s) for s, t, a in itertools.product(seeds, tasks, algos)]
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [
-            pool.submit(
+    labels = [run_name(t, a, s) for t, a, s in jobs]
+    executor = make_executor(scheduler, workers, address, gpus_per_run)
+    display = SweepProgress(labels, [logdir / label for label in labels], show=progress)
+    results: dict[int, Path] = {}
+    failures: dict[str, str] = {}
+    try:
+        handles = {
+            executor.submit(
                 _one_run,
                 t,
                 a,
@@ -184,10 +212,30 @@ def run_sweep(
                 str(logdir),
                 list(overrides or []),
                 resume,
-            )
-            for t, a, s in jobs
-        ]
-        return [Path(f.result()) for f in futures]
+            ): index
+            for index, (t, a, s) in enumerate(jobs)
+        }
+        while handles:
+            for handle in executor.wait(list(handles), timeout=PROGRESS_SECONDS):
+                index = handles.pop(handle)
+                try:
+                    results[index] = Path(executor.result(handle))
+                    display.finished(index)
+                except RunFailedError as error:
+                    failures[labels[index]] = str(error)
+                    display.finished(index, str(error))
+            display.refresh()
+    finally:
+        display.close()
+        executor.close()
+    run_dirs = [results[i] for i in sorted(results)]
+    if failures:
+        raise SweepError(failures, run_dirs)
+    return run_dirs
+
+
+PROGRESS_SECONDS = 2.0
+"""How often the sweep's display re-reads the runs in progress."""
 
 
 @dataclass
@@ -263,30 +311,16 @@ def format_mean_std(values: list[float], mean_format: str = ".3g", std_format: s
     return f"{statistics.fmean(finite):{mean_format}} ± {std:{std_format}}"
 
 
-def interquartile_mean(values: Sequence[float]) -> float:
-    """Mean of the middle half of ``values`` (the ``floor(n / 4)`` lowest and highest dropped),
-    the aggregate Agarwal et al. (2021) recommend over a handful of seeds."""
-    ordered = sorted(values)
-    cut = len(ordered) // 4
-    return statistics.fmean(ordered[cut : len(ordered) - cut])
+def format_iqm(values: list[float], number_format: str = ".3g", seed: int = 0) -> str:
+    """``"IQM [low, high]"``: the interquartile mean of the values that are not NaN with its 95 %
+    stratified bootstrap interval (:func:`difftraffic_rl.reporting.iqm_interval`, rliable,
+    resampled from a generator seeded with ``seed``); ``"n/a"`` when no value is finite."""
+    from difftraffic_rl.reporting import iqm_interval
 
-
-def format_iqm(
-    values: list[float], number_format: str = ".3g", resamples: int = 2000, seed: int = 0
-) -> str:
-    """``"IQM [low, high]"``: the interquartile mean of the values that are not NaN with a 95 %
-    percentile-bootstrap interval (seeds resampled with replacement, ``resamples`` times, from a
-    generator seeded with ``seed``); ``"n/a"`` when no value is finite."""
-    finite = [v for v in values if not math.isnan(v)]
-    if not finite:
+    iqm, low, high = iqm_interval(values, seed=seed)
+    if math.isnan(iqm):
         return "n/a"
-    rng = random.Random(seed)
-    boot = sorted(interquartile_mean(rng.choices(finite, k=len(finite))) for _ in range(resamples))
-    low, high = boot[int(0.025 * resamples)], boot[int(0.975 * resamples) - 1]
-    return (
-        f"{interquartile_mean(finite):{number_format}} "
-        f"[{low:{number_format}}, {high:{number_format}}]"
-    )
+    return f"{iqm:{number_format}} [{low:{number_format}}, {high:{number_format}}]"
 
 
 def source_commit() -> str:
@@ -325,18 +359,28 @@ def grouped_runs(
 
 
 def summarize(run_dirs: Sequence[str | Path]) -> str:
-    """Markdown table: task, algorithm, seeds, final and best smoothed reward, s/epoch."""
+    """Markdown table: task, algorithm, seeds, final smoothed reward (mean ± std and IQM with its
+    95 % stratified bootstrap interval), best smoothed reward, s/epoch."""
     groups: dict[tuple[str, str], list[RunSummary]] = defaultdict(list)
     for run in run_summaries(run_dirs):
         groups[(run.task, run.algo)].append(run)
     return markdown_table(
-        ["task", "algorithm", "seeds", "final reward", "best reward", "s / epoch"],
+        [
+            "task",
+            "algorithm",
+            "seeds",
+            "final reward",
+            "final IQM [95 % CI]",
+            "best reward",
+            "s / epoch",
+        ],
         (
             [
                 task,
                 algo,
                 str(len(runs)),
                 format_mean_std([r.final for r in runs]),
+                format_iqm([r.final for r in runs]),
                 format_mean_std([r.best for r in runs]),
                 f"{statistics.fmean(r.seconds_per_epoch for r in runs):.3f}",
             ]

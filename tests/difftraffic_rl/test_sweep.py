@@ -12,7 +12,6 @@ from difftraffic_rl.plot import load_curve
 from difftraffic_rl.sweep import (
     COMMIT_FILE,
     format_iqm,
-    interquartile_mean,
     report_preamble,
     run_summaries,
     source_commit,
@@ -115,15 +114,6 @@ def test_sweep_with_epochs_per_task_names_the_tasks_without_a_count(tmp_path: Pa
 
     with pytest.raises(ValueError, match=r"no count for tasks \['ackley'\]; it names \['dejong'\]"):
         run_sweep(["dejong", "ackley"], ["ppo"], [1], {"dejong": 2}, tmp_path)
-
-
-def test_interquartile_mean_drops_the_outer_quarters() -> None:
-    # five seeds: the lowest and the highest go, the middle three are averaged
-    assert interquartile_mean([67.0, 930.0, 934.0, 940.0, 1000.0]) == pytest.approx(
-        (930 + 934 + 940) / 3
-    )
-    assert interquartile_mean([1.0, 2.0, 3.0]) == 2.0  # fewer than four: nothing dropped
-    assert interquartile_mean([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 100.0]) == pytest.approx(3.5)
 
 
 def test_iqm_interval_contains_the_iqm_and_is_reproducible() -> None:

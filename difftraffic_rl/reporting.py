@@ -1,0 +1,297 @@
+"""Results reported as Agarwal et al. (2021) recommend, through ``rliable``.
+
+*Deep RL at the Edge of the Statistical Precipice* (NeurIPS 2021) asks for the interquartile mean
+(IQM) of the runs with a stratified bootstrap confidence interval rather than a mean ± std over a
+handful of seeds, the probability that one algorithm beats another (with its interval), and
+performance profiles. :func:`iqm_interval`, :func:`probability_of_improvement` and
+:func:`plot_performance_profiles` compute those with the ``rliable`` library;
+:func:`write_report` makes the markdown report and its plots from run directories in one call
+(``difftraffic-rl report RUN_DIR ...``).
+
+Scores are per run: by default the final smoothed training reward (``measure="final"``), or the
+best smoothed reward (``"best"``, the GI-PPO authors' measure). Aggregates over several tasks use
+scores normalized per task to ``[0, 1]`` between the lowest and highest score any run of the
+report reached on it, since tasks' raw rewards are on unrelated scales.
+
+Every bootstrap draws from a ``numpy`` generator seeded by ``seed``: the same runs give the same
+report.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from difftraffic_rl.sweep import RunSummary
+
+__all__ = [
+    "MEASURES",
+    "iqm_interval",
+    "normalized_scores",
+    "plot_performance_profiles",
+    "probability_of_improvement",
+    "report_markdown",
+    "write_report",
+]
+
+BOOTSTRAP_REPS = 2000
+"""Bootstrap resamples per interval; the interval's ends move by ~1 % of its width between
+seeds at this count, well inside the interval itself."""
+
+MEASURES = ("final", "best")
+"""Per-run scores a report can use: the last or the best smoothed training reward."""
+
+
+def _interval(
+    scores: dict[str, np.ndarray | list[np.ndarray]],
+    func: object,
+    reps: int,
+    seed: int,
+    vector: bool = False,
+) -> tuple[Any, Any, Any]:
+    """``(point, low, high)`` of ``func`` over the single entry of ``scores``: floats, or arrays
+    with ``vector``."""
+    from rliable import library
+
+    with warnings.catch_warnings():
+        # arch, under rliable, deprecates the seeded RandomState that rliable passes it
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = library.get_interval_estimates(
+            scores, func, reps=reps, random_state=np.random.RandomState(seed)
+        )
+    (key,) = point
+    if vector:
+        return np.asarray(point[key]), interval[key][0], interval[key][1]
+    low, high = np.asarray(interval[key]).reshape(2)
+    return float(np.asarray(point[key]).reshape(())), float(low), float(high)
+
+
+def iqm_interval(
+    values: Sequence[float], reps: int = BOOTSTRAP_REPS, seed: int = 0
+) -> tuple[float, float, float]:
+    """``(IQM, low, high)``: the interquartile mean of one task's runs and its 95 % stratified
+    bootstrap interval (NaN scores left out; all three NaN when none is finite)."""
+    from rliable import metrics
+
+    finite = [v for v in values if not math.isnan(v)]
+    if not finite:
+        return math.nan, math.nan, math.nan
+    scores = np.asarray(finite, dtype=np.float64)[:, None]
+    return _interval({"runs": scores}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps, seed)
+
+
+def probability_of_improvement(
+    x: np.ndarray, y: np.ndarray, reps: int = BOOTSTRAP_REPS, seed: int = 0
+) -> tuple[float, float, float]:
+    """``(P(X > Y), low, high)``: the probability that a run of algorithm X scores above a run
+    of Y on a task drawn at random (ties count half), averaged over tasks, with its 95 %
+    stratified bootstrap interval.
+
+    Args:
+        x, y: scores ``[runs, tasks]`` of the two algorithms on the same tasks (the run counts
+            may differ).
+    """
+    from rliable import metrics
+
+    if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
+        raise ValueError(
+            f"x and y must be [runs, tasks] over the same tasks, got {x.shape} and {y.shape}"
+        )
+    return _interval({"x,y": [x, y]}, metrics.probability_of_improvement, reps, seed)
+
+
+def normalized_scores(
+    scores: dict[tuple[str, str], list[float]], tasks: Sequence[str]
+) -> dict[tuple[str, str], list[float]]:
+    """Scores min-max normalized per task over every run of every algorithm on it (a task
+    whose runs all score the same maps to 1)."""
+    result = {}
+    for task in tasks:
+        pooled = [v for (t, _), vs in scores.items() if t == task for v in vs]
+        low, high = min(pooled), max(pooled)
+        for (t, algo), vs in scores.items():
+            if t == task:
+                result[(t, algo)] = [(v - low) / (high - low) if high > low else 1.0 for v in vs]
+    return result
+
+
+def plot_performance_profiles(
+    normalized: dict[str, np.ndarray], out: str | Path, reps: int = BOOTSTRAP_REPS, seed: int = 0
+) -> Path:
+    """Plot each algorithm's performance profile — the fraction of its runs whose normalized
+    score exceeds tau, for tau from 0 to 1, with a 95 % stratified bootstrap band — to ``out``.
+
+    Args:
+        normalized: per algorithm label, normalized scores ``[runs, tasks]``.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    taus = np.linspace(0.0, 1.0, 101)
+
+    def profile(scores: np.ndarray) -> np.ndarray:
+        return np.array([np.mean(scores > tau) for tau in taus])
+
+    profiles, bands = {}, {}
+    for label, scores in normalized.items():
+        # rliable's create_performance_profile draws from numpy's global generator; the same
+        # profile through get_interval_estimates takes a seeded one.
+        profiles[label], low, high = _interval({label: scores}, profile, reps, seed, vector=True)
+        bands[label] = (low, high)
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for label in normalized:
+        axis.plot(taus, profiles[label], label=label)
+        axis.fill_between(taus, bands[label][0], bands[label][1], alpha=0.2)
+    axis.set_xlabel("normalized score τ")
+    axis.set_ylabel("fraction of runs with score > τ")
+    axis.set_ylim(0.0, 1.0)
+    axis.legend()
+    axis.grid(alpha=0.3)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(out, dpi=120)
+    plt.close(figure)
+    return out
+
+
+def _score(run: RunSummary, measure: str) -> float:
+    return run.final if measure == "final" else run.best
+
+
+def report_markdown(
+    runs: list[RunSummary],
+    measure: str = "final",
+    reference: str = "gippo",
+    profile_image: str | None = None,
+    reps: int = BOOTSTRAP_REPS,
+    seed: int = 0,
+) -> str:
+    """The report's markdown: per task and algorithm, runs, mean ± std and IQM [95 % CI]; the
+    probability that ``reference`` improves on each other algorithm over the tasks both ran;
+    the normalized IQM over tasks; and a link to ``profile_image`` when given."""
+    from difftraffic_rl.algorithms import ALGORITHMS
+    from difftraffic_rl.sweep import format_mean_std, markdown_table
+
+    if measure not in MEASURES:
+        raise ValueError(f"measure={measure!r} is invalid; valid values: {list(MEASURES)}")
+    if not runs:
+        raise ValueError("no runs to report (no run directory holds a logged epoch)")
+    scores: dict[tuple[str, str], list[float]] = {}
+    for run in sorted(runs, key=lambda r: (r.task, r.algo, r.seed)):
+        scores.setdefault((run.task, run.algo), []).append(_score(run, measure))
+    tasks = sorted({t for t, _ in scores})
+    algos = sorted({a for _, a in scores}, key=lambda a: (a != reference, a))
+
+    def label(algo: str) -> str:
+        return ALGORITHMS[algo].label if algo in ALGORITHMS else algo
+
+    def interval(value: tuple[float, float, float]) -> str:
+        return f"{value[0]:.4g} [{value[1]:.4g}, {value[2]:.4g}]"
+
+    per_task = markdown_table(
+        ["task", "algorithm", "runs", "mean ± std", "IQM [95 % CI]"],
+        (
+            [task, label(algo), str(len(vs)), format_mean_std(vs, ".4g", ".2g")]
+            + [interval(iqm_interval(vs, reps, seed))]
+            for (task, algo), vs in sorted(
+                scores.items(), key=lambda kv: (kv[0][0], algos.index(kv[0][1]))
+            )
+        ),
+    )
+    normalized = normalized_scores(scores, tasks)
+    lines = [
+        f"Per-run score: the {measure} smoothed training reward. IQM: interquartile mean over "
+        f"runs; CI: 95 % stratified bootstrap ({reps} resamples, rliable).",
+        "",
+        per_task,
+    ]
+    if reference in algos and len(algos) > 1:
+        rows = []
+        for other in algos[1:]:
+            shared = [t for t in tasks if (t, reference) in scores and (t, other) in scores]
+            if not shared:
+                continue
+            x, y = (_matrix(normalized, shared, a) for a in (reference, other))
+            rows.append(
+                [f"{label(reference)} > {label(other)}", str(len(shared))]
+                + [interval(probability_of_improvement(x, y, reps, seed))]
+            )
+        lines += [
+            f"Probability of improvement of {label(reference)} over each algorithm (a run of "
+            f"{label(reference)} scoring above a run of the other on the same task, averaged "
+            "over the tasks both ran; 0.5 is a tie):",
+            "",
+            markdown_table(["comparison", "tasks", "P [95 % CI]"], rows),
+        ]
+    aggregate = []
+    for algo in algos:
+        if all((t, algo) in normalized for t in tasks):
+            matrix = _matrix(normalized, tasks, algo)
+            aggregate.append([label(algo), interval(_normalized_iqm(matrix, reps, seed))])
+    if aggregate and len(tasks) > 1:
+        lines += [
+            "IQM over all tasks of the scores normalized per task (0 = the lowest score any run "
+            "reached on the task, 1 = the highest):",
+            "",
+            markdown_table(["algorithm", "normalized IQM [95 % CI]"], aggregate),
+        ]
+    if profile_image:
+        lines += [f"![performance profiles]({profile_image})", ""]
+    return "\n".join(lines)
+
+
+def _matrix(
+    normalized: dict[tuple[str, str], list[float]], tasks: Sequence[str], algo: str
+) -> np.ndarray:
+    """``[runs, tasks]`` scores of ``algo``. rliable needs as many runs on every task: where
+    counts differ, the smallest is used (each task's first runs by seed)."""
+    count = min(len(normalized[(t, algo)]) for t in tasks)
+    return np.array([normalized[(t, algo)][:count] for t in tasks], dtype=np.float64).T
+
+
+def _normalized_iqm(matrix: np.ndarray, reps: int, seed: int) -> tuple[float, float, float]:
+    from rliable import metrics
+
+    return _interval({"runs": matrix}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps, seed)
+
+
+def write_report(
+    runs: list[RunSummary],
+    out: str | Path,
+    measure: str = "final",
+    reference: str = "gippo",
+    title: str = "Results",
+    reps: int = BOOTSTRAP_REPS,
+    seed: int = 0,
+) -> Path:
+    """Write the markdown report to ``out`` and, when the runs cover several tasks or
+    algorithms, the performance-profile plot beside it (``out`` with suffix
+    ``_profiles.png``); return ``out``."""
+    out = Path(out)
+    image = None
+    scores: dict[tuple[str, str], list[float]] = {}
+    for run in runs:
+        scores.setdefault((run.task, run.algo), []).append(_score(run, measure))
+    tasks = sorted({t for t, _ in scores})
+    algos = sorted({a for _, a in scores})
+    complete = [a for a in algos if all((t, a) in scores for t in tasks)]
+    if complete and (len(tasks) > 1 or len(algos) > 1):
+        normalized = normalized_scores(scores, tasks)
+        image_path = out.with_name(out.stem + "_profiles.png")
+        plot_performance_profiles(
+            {a: _matrix(normalized, tasks, a) for a in complete}, image_path, reps, seed
+        )
+        image = image_path.name
+    text = report_markdown(runs, measure, reference, image, reps, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(f"# {title}\n\n{text}")
+    return out
