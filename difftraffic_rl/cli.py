@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests); algorithm choices come from the
     registry (:data:`difftraffic_rl.algorithms.ALGORITHMS`)."""
     from difftraffic_rl.algorithms import ALGORITHMS, sweep_algorithms
+    from difftraffic_rl.scheduling import add_scheduler_arguments
 
     parser = argparse.ArgumentParser(
         prog="difftraffic-rl", description="Gradient-informed RL (GI-PPO) and its baselines."
@@ -165,26 +166,6 @@ def _plot(args: argparse.Namespace) -> int:
 
     print(plot_runs(args.run_dirs, args.out, args.column))
     return 0
-
-
-def add_scheduler_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--scheduler``, ``--address``, ``--gpus-per-run`` and ``--no-progress`` of a sweep."""
-    parser.add_argument(
-        "--scheduler",
-        choices=("ray", "local"),
-        default="ray",
-        help="ray (default): each run a Ray task, embedded here or on --address; "
-        "local: a process pool on this machine",
-    )
-    parser.add_argument(
-        "--address",
-        help="an existing Ray cluster: 'auto' (this machine's, after `ray start --head`) or "
-        "ray://host:port; --logdir must be on storage its nodes share",
-    )
-    parser.add_argument(
-        "--gpus-per-run", type=float, default=0.0, help="GPUs each run declares to Ray"
-    )
-    parser.add_argument("--no-progress", action="store_true", help="no live display")
 
 
 def _sweep(args: argparse.Namespace) -> int:

@@ -59,12 +59,19 @@ def _interval(
     with ``vector``."""
     from rliable import library
 
-    with warnings.catch_warnings():
-        # arch, under rliable, deprecates the seeded RandomState that rliable passes it
-        warnings.simplefilter("ignore", FutureWarning)
-        point, interval = library.get_interval_estimates(
-            scores, func, reps=reps, random_state=np.random.RandomState(seed)
-        )
+    # rliable's stratified bootstrap draws its indices from numpy's global generator whatever
+    # random_state says: seed it for this call and give the caller's state back.
+    caller_state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        with warnings.catch_warnings():
+            # arch, under rliable, deprecates the RandomState that rliable passes it
+            warnings.simplefilter("ignore", FutureWarning)
+            point, interval = library.get_interval_estimates(
+                scores, func, reps=reps, random_state=np.random.RandomState(seed)
+            )
+    finally:
+        np.random.set_state(caller_state)
     (key,) = point
     if vector:
         return np.asarray(point[key]), interval[key][0], interval[key][1]
@@ -142,8 +149,8 @@ def plot_performance_profiles(
 
     profiles, bands = {}, {}
     for label, scores in normalized.items():
-        # rliable's create_performance_profile draws from numpy's global generator; the same
-        # profile through get_interval_estimates takes a seeded one.
+        # rliable's create_performance_profile takes no seed; the same profile through
+        # _interval is reproducible.
         profiles[label], low, high = _interval({label: scores}, profile, reps, seed, vector=True)
         bands[label] = (low, high)
     figure, axis = plt.subplots(figsize=(6, 4))
@@ -163,6 +170,12 @@ def plot_performance_profiles(
     return out
 
 
+def _label(algo: str) -> str:
+    from difftraffic_rl.algorithms import ALGORITHMS
+
+    return ALGORITHMS[algo].label if algo in ALGORITHMS else algo
+
+
 def _score(run: RunSummary, measure: str) -> float:
     return run.final if measure == "final" else run.best
 
@@ -178,7 +191,6 @@ def report_markdown(
     """The report's markdown: per task and algorithm, runs, mean ± std and IQM [95 % CI]; the
     probability that ``reference`` improves on each other algorithm over the tasks both ran;
     the normalized IQM over tasks; and a link to ``profile_image`` when given."""
-    from difftraffic_rl.algorithms import ALGORITHMS
     from difftraffic_rl.sweep import format_mean_std, markdown_table
 
     if measure not in MEASURES:
@@ -191,16 +203,13 @@ def report_markdown(
     tasks = sorted({t for t, _ in scores})
     algos = sorted({a for _, a in scores}, key=lambda a: (a != reference, a))
 
-    def label(algo: str) -> str:
-        return ALGORITHMS[algo].label if algo in ALGORITHMS else algo
-
     def interval(value: tuple[float, float, float]) -> str:
         return f"{value[0]:.4g} [{value[1]:.4g}, {value[2]:.4g}]"
 
     per_task = markdown_table(
         ["task", "algorithm", "runs", "mean ± std", "IQM [95 % CI]"],
         (
-            [task, label(algo), str(len(vs)), format_mean_std(vs, ".4g", ".2g")]
+            [task, _label(algo), str(len(vs)), format_mean_std(vs, ".4g", ".2g")]
             + [interval(iqm_interval(vs, reps, seed))]
             for (task, algo), vs in sorted(
                 scores.items(), key=lambda kv: (kv[0][0], algos.index(kv[0][1]))
@@ -222,12 +231,12 @@ def report_markdown(
                 continue
             x, y = (_matrix(normalized, shared, a) for a in (reference, other))
             rows.append(
-                [f"{label(reference)} > {label(other)}", str(len(shared))]
+                [f"{_label(reference)} > {_label(other)}", str(len(shared))]
                 + [interval(probability_of_improvement(x, y, reps, seed))]
             )
         lines += [
-            f"Probability of improvement of {label(reference)} over each algorithm (a run of "
-            f"{label(reference)} scoring above a run of the other on the same task, averaged "
+            f"Probability of improvement of {_label(reference)} over each algorithm (a run of "
+            f"{_label(reference)} scoring above a run of the other on the same task, averaged "
             "over the tasks both ran; 0.5 is a tie):",
             "",
             markdown_table(["comparison", "tasks", "P [95 % CI]"], rows),
@@ -236,7 +245,7 @@ def report_markdown(
     for algo in algos:
         if all((t, algo) in normalized for t in tasks):
             matrix = _matrix(normalized, tasks, algo)
-            aggregate.append([label(algo), interval(_normalized_iqm(matrix, reps, seed))])
+            aggregate.append([_label(algo), interval(_normalized_iqm(matrix, reps, seed))])
     if aggregate and len(tasks) > 1:
         lines += [
             "IQM over all tasks of the scores normalized per task (0 = the lowest score any run "
@@ -288,7 +297,7 @@ def write_report(
         normalized = normalized_scores(scores, tasks)
         image_path = out.with_name(out.stem + "_profiles.png")
         plot_performance_profiles(
-            {a: _matrix(normalized, tasks, a) for a in complete}, image_path, reps, seed
+            {_label(a): _matrix(normalized, tasks, a) for a in complete}, image_path, reps, seed
         )
         image = image_path.name
     text = report_markdown(runs, measure, reference, image, reps, seed)

@@ -13,6 +13,7 @@ failed, the latest smoothed reward of the runs in progress, and one line per fin
 
 from __future__ import annotations
 
+import argparse
 import math
 import multiprocessing
 import time
@@ -28,6 +29,7 @@ __all__ = [
     "LocalExecutor",
     "RayExecutor",
     "SweepProgress",
+    "add_scheduler_arguments",
     "latest_row",
     "make_executor",
 ]
@@ -115,17 +117,27 @@ class RayExecutor:
         self._ray = ray
         self._owns_instance = not ray.is_initialized()
         if self._owns_instance:
+            embedded: dict[str, Any] = {
+                "num_cpus": workers,
+                # Ray renices its workers to 15 by default: on a machine shared with other work
+                # they would then crawl (measured 15x slower beside two busy processes).
+                "_system_config": {"worker_niceness": 0},
+            }
             ray.init(
                 address=address,
-                num_cpus=workers if address is None else None,
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,
+                **(embedded if address is None else {}),
             )
         cpus = ray.cluster_resources().get("CPU", 0)
         where = "embedded" if address is None else f"cluster at {address}"
         self.description = f"Ray ({where}, {cpus:g} CPUs)"
-        self._options = {"num_cpus": cpus_per_run, "num_gpus": gpus_per_run, "max_retries": 0}
+        self._options: dict[str, Any] = {
+            "num_cpus": cpus_per_run,
+            "num_gpus": gpus_per_run,
+            "max_retries": 0,
+        }
         self._remote: dict[Callable[..., Any], Any] = {}
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -167,6 +179,26 @@ def make_executor(
     if gpus_per_run:
         raise ValueError(f"gpus_per_run={gpus_per_run} needs scheduler='ray'")
     return LocalExecutor(workers)
+
+
+def add_scheduler_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--scheduler``, ``--address``, ``--gpus-per-run`` and ``--no-progress`` of a sweep."""
+    parser.add_argument(
+        "--scheduler",
+        choices=("ray", "local"),
+        default="ray",
+        help="ray (default): each run a Ray task, embedded here or on --address; "
+        "local: a process pool on this machine",
+    )
+    parser.add_argument(
+        "--address",
+        help="an existing Ray cluster: 'auto' (this machine's, after `ray start --head`) or "
+        "ray://host:port; --logdir must be on storage its nodes share",
+    )
+    parser.add_argument(
+        "--gpus-per-run", type=float, default=0.0, help="GPUs each run declares to Ray"
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no live display")
 
 
 def latest_row(run_dir: Path) -> dict[str, str] | None:

@@ -461,7 +461,10 @@ def add_benchmark_arguments(
 ) -> None:
     """The arguments every learning benchmark takes: ``--algos``, ``--seeds``, ``--episodes``
     (only given ``episodes``, the default count of a benchmark that evaluates its runs),
-    ``--workers``, ``--logdir``, ``--out``, ``--quick`` and ``--report-only``."""
+    ``--workers``, ``--logdir``, ``--out``, ``--quick``, ``--report-only`` and the sweep's
+    scheduler options (``--scheduler``, ``--address``, ``--gpus-per-run``, ``--no-progress``)."""
+    from difftraffic_rl.scheduling import add_scheduler_arguments
+
     parser.add_argument("--algos", nargs="+", default=list(algos), choices=algos)
     parser.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     if episodes is not None:
@@ -475,6 +478,7 @@ def add_benchmark_arguments(
         action="store_true",
         help="write the table and plot from the runs that exist; train nothing",
     )
+    add_scheduler_arguments(parser)
 
 
 def use_quick_paths(args: argparse.Namespace) -> None:
@@ -507,6 +511,10 @@ def sweep_and_report(
             args.workers,
             overrides=["train.tensorboard=false", *overrides],
             resume=True,
+            scheduler=args.scheduler,
+            address=args.address,
+            gpus_per_run=args.gpus_per_run,
+            progress=not args.no_progress,
         )
     complete = report(run_dirs)
     print(args.out.read_text())

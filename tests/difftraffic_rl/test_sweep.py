@@ -38,8 +38,9 @@ def test_summary_reports_final_and_best_mean_and_std_over_seeds(tmp_path: Path) 
         _fake_run(tmp_path, "c", "ppo", [-9.0, -8.0], 1.0),
     ]
     table = summarize(runs).splitlines()
-    assert table[2] == "| dejong | gippo | 2 | -3 ± 1.4 | -2 ± 1.4 | 1.500 |"
-    assert table[3] == "| dejong | ppo | 1 | -8 ± 0 | -8 ± 0 | 0.500 |"
+    # final rewards -2 and -4: IQM of two keeps both; the interval spans the two seeds
+    assert table[2] == "| dejong | gippo | 2 | -3 ± 1.4 | -3 [-4, -2] | -2 ± 1.4 | 1.500 |"
+    assert table[3] == "| dejong | ppo | 1 | -8 ± 0 | -8 [-8, -8] | -8 ± 0 | 0.500 |"
 
 
 def test_load_curve_names_missing_columns(tmp_path: Path) -> None:
