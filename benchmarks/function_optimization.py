@@ -165,7 +165,8 @@ def report(
         '"Reward" is the smoothed reward of sampled actions (running mean over about 100 '
         "episodes, as the authors log it); *final* is its last value, *best* the best value of "
         "a run, each as mean ± std over seeds, and the best reward's interquartile mean over "
-        "seeds with a 95 % bootstrap interval. *Evaluation reward*: the final policy's mean "
+        "seeds with a 95 % stratified bootstrap interval (rliable). *Evaluation reward*: the "
+        "final policy's mean "
         f"action, averaged over {EVALUATION_EPISODES} evaluations (mean ± std over seeds). "
         "The authors' column is their published mean "
         "over 5 seeds of each run's best reward. s / epoch is training time per epoch (logging "
@@ -180,6 +181,14 @@ def report(
         "",
         f"![learning curves]({out.with_suffix('.png').name})",
         "",
+        *sweep.comparison_section(
+            {
+                (t, a): [r.best for r in group]
+                for t, a, group in sweep.grouped_runs(runs, TASKS, ALGOS)
+            },
+            "best smoothed training reward (the authors' measure)",
+            out,
+        ),
     ]
     sweep.write_report(out, "\n".join(lines), runs)
     return complete

@@ -208,6 +208,14 @@ def report(run_dirs: list[Path], args: argparse.Namespace, command: str) -> bool
         results_table(runs, returns),
         f"![learning curves]({args.out.with_suffix('.png').name})",
         "",
+        *sweep.comparison_section(
+            {
+                (t, a): [r.best for r in group]
+                for t, a, group in sweep.grouped_runs(runs, TASKS, ALGOS)
+            },
+            "best smoothed training return (the authors' measure)",
+            args.out,
+        ),
     ]
     preserved = preserved_sections(args.out)
     sweep.write_report(args.out, "\n".join(lines) + ("\n" + preserved if preserved else ""), runs)

@@ -125,7 +125,8 @@ def report(
     lines += [
         f"*Evaluation return*: the trained policy's mean action over {episodes} episodes of 1000 "
         "steps (maximum 1000), mean ± std over seeds, and its interquartile mean over seeds "
-        "with a 95 % bootstrap interval. *Best training return* (the authors' measure): each "
+        "with a 95 % stratified bootstrap interval (rliable). *Best training return* (the "
+        "authors' measure): each "
         "run's best smoothed return of the sampled actions (running mean over 100 episodes), "
         "mean ± std over seeds; *final*: its value at the end of training. The authors' column "
         "is their logged return on their own simulator, for orientation only.",
@@ -133,6 +134,20 @@ def report(
         results_table(runs, returns),
         f"![learning curves]({out.with_suffix('.png').name})",
         "",
+        *sweep.comparison_section(
+            {
+                (t, a): [
+                    returns[(r.task, r.algo, r.seed)]
+                    for r in group
+                    if (r.task, r.algo, r.seed) in returns
+                ]
+                for t, a, group in sweep.grouped_runs(
+                    runs, [f"pacecar-{v}" for v in VARIANTS], ALGOS
+                )
+            },
+            "evaluation return",
+            out,
+        ),
     ]
     sweep.write_report(out, "\n".join(lines), runs)
     return complete

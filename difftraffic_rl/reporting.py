@@ -32,11 +32,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MEASURES",
+    "Scores",
+    "comparison_markdown",
     "iqm_interval",
     "normalized_scores",
     "plot_performance_profiles",
     "probability_of_improvement",
     "report_markdown",
+    "run_scores",
     "write_report",
 ]
 
@@ -46,6 +49,9 @@ seeds at this count, well inside the interval itself."""
 
 MEASURES = ("final", "best")
 """Per-run scores a report can use: the last or the best smoothed training reward."""
+
+Scores = dict[tuple[str, str], list[float]]
+"""Per ``(task, algorithm)``, one score per run (in seed order)."""
 
 
 def _interval(
@@ -113,9 +119,7 @@ def probability_of_improvement(
     return _interval({"x,y": [x, y]}, metrics.probability_of_improvement, reps, seed)
 
 
-def normalized_scores(
-    scores: dict[tuple[str, str], list[float]], tasks: Sequence[str]
-) -> dict[tuple[str, str], list[float]]:
+def normalized_scores(scores: Scores, tasks: Sequence[str]) -> Scores:
     """Scores min-max normalized per task over every run of every algorithm on it (a task
     whose runs all score the same maps to 1)."""
     result = {}
@@ -176,91 +180,136 @@ def _label(algo: str) -> str:
     return ALGORITHMS[algo].label if algo in ALGORITHMS else algo
 
 
-def _score(run: RunSummary, measure: str) -> float:
-    return run.final if measure == "final" else run.best
+def _format(value: tuple[float, float, float]) -> str:
+    return f"{value[0]:.4g} [{value[1]:.4g}, {value[2]:.4g}]"
+
+
+def run_scores(runs: Sequence[RunSummary], measure: str = "final") -> Scores:
+    """Each run's final (``"final"``) or best (``"best"``) smoothed reward, by task and
+    algorithm."""
+    if measure not in MEASURES:
+        raise ValueError(f"measure={measure!r} is invalid; valid values: {list(MEASURES)}")
+    scores: Scores = {}
+    for run in sorted(runs, key=lambda r: (r.task, r.algo, r.seed)):
+        scores.setdefault((run.task, run.algo), []).append(
+            run.final if measure == "final" else run.best
+        )
+    return scores
+
+
+def _ordered_algorithms(scores: Scores, reference: str) -> list[str]:
+    return sorted({a for _, a in scores}, key=lambda a: (a != reference, a))
+
+
+def _tasks(scores: Scores) -> list[str]:
+    return sorted({t for t, _ in scores})
+
+
+def _complete_algorithms(scores: Scores, reference: str) -> list[str]:
+    """Algorithms with runs on every task of ``scores``."""
+    tasks = _tasks(scores)
+    return [
+        a for a in _ordered_algorithms(scores, reference) if all((t, a) in scores for t in tasks)
+    ]
+
+
+def comparison_markdown(
+    scores: Scores,
+    reference: str = "gippo",
+    profile_image: str | Path | None = None,
+    reps: int = BOOTSTRAP_REPS,
+    seed: int = 0,
+) -> str:
+    """The comparison across algorithms: the probability that ``reference`` improves on each
+    other algorithm over the tasks both ran; over several tasks, the IQM of the normalized
+    scores; and, when ``profile_image`` is given and two or more algorithms ran every task, the
+    performance profiles plotted to that file and linked (by file name)."""
+    from difftraffic_rl.sweep import markdown_table
+
+    tasks = _tasks(scores)
+    algos = _ordered_algorithms(scores, reference)
+    normalized = normalized_scores(scores, tasks)
+    lines: list[str] = []
+    if reference in algos and len(algos) > 1:
+        rows = []
+        for other in algos[1:]:
+            shared = [t for t in tasks if (t, reference) in scores and (t, other) in scores]
+            if shared:
+                x, y = (_matrix(normalized, shared, a) for a in (reference, other))
+                poi = probability_of_improvement(x, y, reps, seed)
+                rows.append(
+                    [f"{_label(reference)} > {_label(other)}", str(len(shared)), _format(poi)]
+                )
+        lines += [
+            f"Probability of improvement of {_label(reference)} over each algorithm (a run of "
+            f"{_label(reference)} scoring above a run of the other on the same task, averaged "
+            "over the tasks both ran; 0.5 is a tie; 95 % stratified bootstrap interval):",
+            "",
+            markdown_table(["comparison", "tasks", "P [95 % CI]"], rows),
+        ]
+    complete = _complete_algorithms(scores, reference)
+    if len(tasks) > 1 and complete:
+        lines += [
+            "IQM over all tasks of the scores normalized per task (0 = the lowest score any run "
+            "reached on the task, 1 = the highest):",
+            "",
+            markdown_table(
+                ["algorithm", "normalized IQM [95 % CI]"],
+                [
+                    [_label(a), _format(_normalized_iqm(_matrix(normalized, tasks, a), reps, seed))]
+                    for a in complete
+                ],
+            ),
+        ]
+    if profile_image is not None and len(complete) > 1:
+        image = plot_performance_profiles(
+            {_label(a): _matrix(normalized, tasks, a) for a in complete}, profile_image, reps, seed
+        )
+        lines += [
+            f"![performance profiles: fraction of runs above each normalized score]({image.name})",
+            "",
+        ]
+    return "\n".join(lines)
 
 
 def report_markdown(
     runs: list[RunSummary],
     measure: str = "final",
     reference: str = "gippo",
-    profile_image: str | None = None,
+    profile_image: str | Path | None = None,
     reps: int = BOOTSTRAP_REPS,
     seed: int = 0,
 ) -> str:
-    """The report's markdown: per task and algorithm, runs, mean ± std and IQM [95 % CI]; the
-    probability that ``reference`` improves on each other algorithm over the tasks both ran;
-    the normalized IQM over tasks; and a link to ``profile_image`` when given."""
+    """The report's markdown: per task and algorithm, runs, mean ± std and IQM [95 % CI], then
+    :func:`comparison_markdown`."""
     from difftraffic_rl.sweep import format_mean_std, markdown_table
 
-    if measure not in MEASURES:
-        raise ValueError(f"measure={measure!r} is invalid; valid values: {list(MEASURES)}")
     if not runs:
         raise ValueError("no runs to report (no run directory holds a logged epoch)")
-    scores: dict[tuple[str, str], list[float]] = {}
-    for run in sorted(runs, key=lambda r: (r.task, r.algo, r.seed)):
-        scores.setdefault((run.task, run.algo), []).append(_score(run, measure))
-    tasks = sorted({t for t, _ in scores})
-    algos = sorted({a for _, a in scores}, key=lambda a: (a != reference, a))
-
-    def interval(value: tuple[float, float, float]) -> str:
-        return f"{value[0]:.4g} [{value[1]:.4g}, {value[2]:.4g}]"
-
+    scores = run_scores(runs, measure)
+    algos = _ordered_algorithms(scores, reference)
     per_task = markdown_table(
         ["task", "algorithm", "runs", "mean ± std", "IQM [95 % CI]"],
         (
             [task, _label(algo), str(len(vs)), format_mean_std(vs, ".4g", ".2g")]
-            + [interval(iqm_interval(vs, reps, seed))]
+            + [_format(iqm_interval(vs, reps, seed))]
             for (task, algo), vs in sorted(
                 scores.items(), key=lambda kv: (kv[0][0], algos.index(kv[0][1]))
             )
         ),
     )
-    normalized = normalized_scores(scores, tasks)
-    lines = [
-        f"Per-run score: the {measure} smoothed training reward. IQM: interquartile mean over "
-        f"runs; CI: 95 % stratified bootstrap ({reps} resamples, rliable).",
-        "",
-        per_task,
-    ]
-    if reference in algos and len(algos) > 1:
-        rows = []
-        for other in algos[1:]:
-            shared = [t for t in tasks if (t, reference) in scores and (t, other) in scores]
-            if not shared:
-                continue
-            x, y = (_matrix(normalized, shared, a) for a in (reference, other))
-            rows.append(
-                [f"{_label(reference)} > {_label(other)}", str(len(shared))]
-                + [interval(probability_of_improvement(x, y, reps, seed))]
-            )
-        lines += [
-            f"Probability of improvement of {_label(reference)} over each algorithm (a run of "
-            f"{_label(reference)} scoring above a run of the other on the same task, averaged "
-            "over the tasks both ran; 0.5 is a tie):",
+    return "\n".join(
+        [
+            f"Per-run score: the {measure} smoothed training reward. IQM: interquartile mean "
+            f"over runs; CI: 95 % stratified bootstrap ({reps} resamples, rliable).",
             "",
-            markdown_table(["comparison", "tasks", "P [95 % CI]"], rows),
+            per_task,
+            comparison_markdown(scores, reference, profile_image, reps, seed),
         ]
-    aggregate = []
-    for algo in algos:
-        if all((t, algo) in normalized for t in tasks):
-            matrix = _matrix(normalized, tasks, algo)
-            aggregate.append([_label(algo), interval(_normalized_iqm(matrix, reps, seed))])
-    if aggregate and len(tasks) > 1:
-        lines += [
-            "IQM over all tasks of the scores normalized per task (0 = the lowest score any run "
-            "reached on the task, 1 = the highest):",
-            "",
-            markdown_table(["algorithm", "normalized IQM [95 % CI]"], aggregate),
-        ]
-    if profile_image:
-        lines += [f"![performance profiles]({profile_image})", ""]
-    return "\n".join(lines)
+    )
 
 
-def _matrix(
-    normalized: dict[tuple[str, str], list[float]], tasks: Sequence[str], algo: str
-) -> np.ndarray:
+def _matrix(normalized: Scores, tasks: Sequence[str], algo: str) -> np.ndarray:
     """``[runs, tasks]`` scores of ``algo``. rliable needs as many runs on every task: where
     counts differ, the smallest is used (each task's first runs by seed)."""
     count = min(len(normalized[(t, algo)]) for t in tasks)
@@ -282,25 +331,11 @@ def write_report(
     reps: int = BOOTSTRAP_REPS,
     seed: int = 0,
 ) -> Path:
-    """Write the markdown report to ``out`` and, when the runs cover several tasks or
-    algorithms, the performance-profile plot beside it (``out`` with suffix
-    ``_profiles.png``); return ``out``."""
+    """Write the markdown report to ``out`` and the performance profiles beside it (``out``
+    with suffix ``_profiles.png``, when two or more algorithms ran every task); return ``out``."""
     out = Path(out)
-    image = None
-    scores: dict[tuple[str, str], list[float]] = {}
-    for run in runs:
-        scores.setdefault((run.task, run.algo), []).append(_score(run, measure))
-    tasks = sorted({t for t, _ in scores})
-    algos = sorted({a for _, a in scores})
-    complete = [a for a in algos if all((t, a) in scores for t in tasks)]
-    if complete and (len(tasks) > 1 or len(algos) > 1):
-        normalized = normalized_scores(scores, tasks)
-        image_path = out.with_name(out.stem + "_profiles.png")
-        plot_performance_profiles(
-            {_label(a): _matrix(normalized, tasks, a) for a in complete}, image_path, reps, seed
-        )
-        image = image_path.name
-    text = report_markdown(runs, measure, reference, image, reps, seed)
     out.parent.mkdir(parents=True, exist_ok=True)
+    image = out.with_name(out.stem + "_profiles.png")
+    text = report_markdown(runs, measure, reference, image, reps, seed)
     out.write_text(f"# {title}\n\n{text}")
     return out

@@ -39,6 +39,7 @@ __all__ = [
     "RunSummary",
     "add_benchmark_arguments",
     "cached_evaluation",
+    "comparison_section",
     "evaluated_summaries",
     "format_iqm",
     "format_mean_std",
@@ -437,6 +438,27 @@ def report_preamble(
         f"{time.strftime('%Y-%m-%d')} ({platform.machine()}, {os.cpu_count()} cores, "
         f"{setting}).{trained}",
         "",
+    ]
+
+
+def comparison_section(
+    scores: Mapping[tuple[str, str], list[float]], measure: str, out: Path
+) -> list[str]:
+    """A benchmark report's section comparing the algorithms with rliable
+    (:func:`difftraffic_rl.reporting.comparison_markdown`) on ``scores`` — per ``(task,
+    algorithm)`` the runs' ``measure`` — plotting the performance profiles beside ``out``."""
+    from difftraffic_rl.reporting import comparison_markdown
+
+    finite = {k: [v for v in vs if not math.isnan(v)] for k, vs in scores.items()}
+    return [
+        "## Across algorithms",
+        "",
+        f"On the {measure} of each run.",
+        "",
+        comparison_markdown(
+            {k: vs for k, vs in finite.items() if vs},
+            profile_image=out.with_name(out.stem + "_profiles.png"),
+        ),
     ]
 
 
