@@ -349,3 +349,38 @@ def test_train_name_sets_the_run_directory(tmp_path: Path) -> None:
     argv = ["train", "--task", "dejong", "--algo", "ppo", "--epochs", "1", "--no-progress"]
     assert main([*argv, "--logdir", str(tmp_path), "--name", "mine"]) == 0
     assert (tmp_path / "mine" / "checkpoints" / "checkpoint.pt").is_file()
+
+
+def _logged_run(root: Path, task: str, algo: str, seed: int, final: float) -> Path:
+    run = root / f"{task}_{algo}_s{seed}"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(
+        yaml.safe_dump({"task": task, "algo": algo, "train": {"seed": seed}})
+    )
+    (run / "progress.csv").write_text(
+        "epoch,env_steps,wall_time,cpu_time,reward_smoothed\n"
+        f"1,64,0.1,0.1,{final - 1}\n2,128,0.2,0.2,{final}\n"
+    )
+    return run
+
+
+def test_report_writes_the_rliable_report_of_run_directories(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    runs = [
+        _logged_run(
+            tmp_path / "runs", task, algo, seed, base + seed + (3 if algo == "gippo" else 0)
+        )
+        for task, base in (("dejong", -10.0), ("ackley", -30.0))
+        for algo in ("gippo", "ppo")
+        for seed in (1, 2)
+    ]
+    out = tmp_path / "out" / "report.md"
+    assert main(["report", *map(str, runs), "--out", str(out)]) == 0
+    assert "| GI-PPO > PPO | 2 | 1 [1, 1] |" in out.read_text()
+    assert (tmp_path / "out" / "report_profiles.png").is_file()
+    assert f"written: {out}" in capsys.readouterr().out
+    assert main(["report", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"difftraffic-rl: error: {tmp_path / 'out'} is not a run directory (it has no config.yaml)"
+    )
