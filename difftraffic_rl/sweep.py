@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -194,6 +195,12 @@ def run_sweep(
         raise ValueError(
             f"epochs has no count for tasks {sorted(set(tasks) - set(epochs))}; "
             f"it names {sorted(epochs)}"
+        )
+    cuda = [o for o in overrides or [] if re.fullmatch(r"(train\.)?device=cuda.*", o.strip())]
+    if scheduler == "ray" and cuda and gpus_per_run <= 0:
+        raise ValueError(
+            f"{cuda[0]} needs gpus_per_run > 0 (--gpus-per-run) with the ray scheduler: Ray hides "
+            "the GPUs from tasks that declare none"
         )
     logdir = Path(logdir).resolve()  # workers may start in another directory
     jobs = [(t, a, s) for s, t, a in itertools.product(seeds, tasks, algos)]

@@ -65,6 +65,11 @@ def _rewards(run_dir: Path) -> list[str]:
         return [row["reward_smoothed"] for row in csv.DictReader(handle)]
 
 
+def test_a_cuda_sweep_on_ray_must_declare_its_gpus(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"train.device=cuda needs gpus_per_run > 0"):
+        run_sweep(["dejong"], ["ppo"], [1], 2, tmp_path, overrides=["train.device=cuda"])
+
+
 def test_an_address_needs_the_ray_scheduler() -> None:
     with pytest.raises(ValueError, match="address='auto' needs scheduler='ray'"):
         make_executor("local", 2, address="auto")
