@@ -5,6 +5,7 @@ Examples::
     difftraffic render 10lane --steps 300 --out rollout.mp4
     difftraffic render my_scenarios.py:two_lane_ring --steps 200 --out ring.gif --camera road
     difftraffic simulate 4lane --steps 1000 --batch 64
+    difftraffic calibrate trajectories.csv --model idm --out fitted.csv
 """
 
 from __future__ import annotations
@@ -378,7 +379,80 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch", type=_positive_int, default=64, help="number of worlds (default 64)"
     )
     simulate.set_defaults(handler=simulate_command)
+    _add_calibrate(commands)
     return parser
+
+
+def _add_calibrate(commands: Any) -> None:
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="fit driver parameters to observed trajectories, all drivers at once",
+        description="Fit one IDM parameter set per follower of a trajectory CSV (columns time, "
+        "vehicle_id, lane, position, speed) by gradient, each follower replayed behind its "
+        "observed leader, and write the parameters with each follower's fit error.",
+    )
+    calibrate.add_argument("trajectories", help="CSV of observations")
+    calibrate.add_argument("--model", choices=("idm",), default="idm", help="car-following model")
+    calibrate.add_argument(
+        "--objective", choices=("gap", "speed", "both"), default="gap", help="what to match"
+    )
+    calibrate.add_argument("--out", default="fitted.csv", help="output, .csv or .json")
+    calibrate.add_argument("--starts", type=_positive_int, default=4, help="starts per driver")
+    calibrate.add_argument("--iterations", type=_positive_int, default=600, help="Adam steps")
+    calibrate.add_argument(
+        "--window", type=_positive_int, default=20, help="steps per replay window (default 20)"
+    )
+    calibrate.add_argument("--time-limit", type=float, default=None, help="seconds, at most")
+    calibrate.add_argument(
+        "--vehicle-length", type=float, default=5.0, help="vehicle length in m (default 5)"
+    )
+    calibrate.add_argument(
+        "--bound",
+        action="append",
+        default=[],
+        metavar="NAME=LOW,HIGH",
+        help="search bounds of one parameter (repeatable), e.g. --bound T=0.5,3",
+    )
+    calibrate.add_argument("--seed", type=int, default=0, help="seed of the random starts")
+    calibrate.add_argument("--quiet", action="store_true", help="no progress bar")
+    calibrate.set_defaults(handler=calibrate_command)
+
+
+def calibrate_command(args: argparse.Namespace) -> None:
+    """``difftraffic calibrate``: read, fit, write, print a summary."""
+    from difftraffic.calibration import IDM_BOUNDS, calibrate, read_trajectories
+
+    bounds = dict(IDM_BOUNDS)
+    for item in args.bound:
+        name, _, values = item.partition("=")
+        if name not in bounds:
+            raise ValueError(
+                f"--bound {item!r}: unknown parameter {name!r}; valid: {sorted(bounds)}"
+            )
+        try:
+            low, high = (float(v) for v in values.split(","))
+        except ValueError:
+            raise ValueError(f"--bound {item!r} must look like {name}=LOW,HIGH") from None
+        bounds[name] = (low, high)
+    data = read_trajectories(args.trajectories, vehicle_length=args.vehicle_length)
+    result = calibrate(
+        data,
+        objective=args.objective,
+        bounds=bounds,
+        starts=args.starts,
+        iterations=args.iterations,
+        time_limit=args.time_limit,
+        seed=args.seed,
+        progress=not args.quiet,
+        window=args.window,
+    )
+    out = result.save(args.out)
+    print(
+        f"fitted {len(result.vehicle_ids)} drivers in {result.iterations} iterations"
+        + (" (time limit reached)" if result.stopped_early else "")
+        + f"; gap RMSE median {result.gap_rmse.median():.3g} m, max {result.gap_rmse.max():.3g} m"
+        f"; written to {out}"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

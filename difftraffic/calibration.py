@@ -1,0 +1,488 @@
+"""Fit IDM driver parameters to observed trajectories by gradient, every driver at once.
+
+The data is a table of observations ``time, vehicle_id, lane, position, speed`` (s, -, lane index,
+front bumper along the lane in m, m/s), sampled at one fixed interval. Leaders are inferred per
+lane and time (the nearest vehicle ahead in the same lane). Each follower is *replayed* behind
+its observed leader: starting from its first observed position and speed, the IDM and the
+simulator's integration (:func:`difftraffic.dynamics.step`'s semi-implicit Euler,
+``v' = max(0, v + acc dt)``, ``x' = x + v' dt``) drive it while the leader moves as observed. So
+drivers calibrate independently, and all of them are fitted in one batched optimization: the
+parameters of every driver (and every start) are one ``[K, D]`` tensor per parameter, kept inside
+their bounds by a sigmoid, and Adam descends the replay error through the whole simulated
+trajectory.
+
+Which parameters the data identifies depends on what it excites: ``v0`` only shows when the
+follower drives near its desired speed, ``b`` when it closes in on a slower leader, ``s0`` when
+it stands behind one; a parameter the data does not excite comes back anywhere in its bounds with
+a small error. ``delta`` stays at 4 (the usual choice; it trades off against ``v0``).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from difftraffic.dynamics import MIN_GAP
+from difftraffic.idm import IDMParams, idm_acceleration
+
+__all__ = [
+    "COLUMNS",
+    "IDM_BOUNDS",
+    "OBJECTIVES",
+    "CalibrationResult",
+    "Followers",
+    "calibrate",
+    "read_trajectories",
+    "replay",
+]
+
+COLUMNS = ("time", "vehicle_id", "lane", "position", "speed")
+"""The columns a trajectory file must have (others are ignored)."""
+
+IDM_BOUNDS: dict[str, tuple[float, float]] = {
+    "v0": (1.0, 70.0),
+    "T": (0.1, 5.0),
+    "a": (0.1, 10.0),
+    "b": (0.1, 10.0),
+    "s0": (0.0, 10.0),
+}
+"""Default search bounds of the fitted IDM parameters (m/s, s, m/s², m/s², m)."""
+
+OBJECTIVES = ("gap", "speed", "both")
+"""What the fit matches: the gap to the leader (the literature's recommendation), the speed, or
+both, each normalized by the variance of its observed series."""
+
+
+@dataclass(frozen=True)
+class Followers:
+    """``D`` followers, each over the longest stretch it follows one leader, padded to ``T``.
+
+    Attributes:
+        vehicle_ids, leader_ids: ``D`` names as in the file.
+        dt: sampling interval (s).
+        position, speed: ``[D, T]`` the follower's observations (m, m/s).
+        leader_position, leader_speed: ``[D, T]`` its leader's.
+        valid: ``[D, T]`` bool, observed steps (padding repeats the last observation).
+        vehicle_length: the leader's length (m) that turns positions into gaps.
+    """
+
+    vehicle_ids: list[str]
+    leader_ids: list[str]
+    dt: float
+    position: Tensor
+    speed: Tensor
+    leader_position: Tensor
+    leader_speed: Tensor
+    valid: Tensor
+    vehicle_length: float
+
+    @property
+    def gap(self) -> Tensor:
+        """``[D, T]`` observed bumper-to-bumper gap (m)."""
+        return self.leader_position - self.vehicle_length - self.position
+
+
+def _row_error(path: Path, row: int, message: str) -> ValueError:
+    return ValueError(f"{path}: row {row}: {message}")
+
+
+def read_trajectories(
+    path: str | Path,
+    vehicle_length: float = 5.0,
+    min_steps: int = 20,
+    dtype: torch.dtype = torch.float64,
+) -> Followers:
+    """Read a trajectory CSV and pair every follower with its observed leader.
+
+    Args:
+        path: CSV with the columns of :data:`COLUMNS`.
+        vehicle_length: length of every vehicle (m): gap = leader position − length − position.
+        min_steps: a follower needs at least this many consecutive steps behind one leader.
+        dtype: floating dtype of the tensors.
+
+    Raises:
+        ValueError: a missing column, a non-number or NaN (naming row and column), a time that
+            goes backwards for a vehicle or an irregular sampling interval (naming the row), or
+            no follower with ``min_steps`` steps behind one leader.
+    """
+    path = Path(path)
+    if vehicle_length <= 0:
+        raise ValueError(f"vehicle_length={vehicle_length} is invalid; valid range: > 0 (m)")
+    if min_steps < 2:
+        raise ValueError(f"min_steps={min_steps} is invalid; valid range: >= 2")
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(
+                f"{path}: missing column(s) {missing}; a trajectory file needs {list(COLUMNS)}"
+            )
+        rows = list(reader)
+    observations: dict[str, dict[float, tuple[int, float, float]]] = {}
+    last_time: dict[str, float] = {}
+    times: set[float] = set()
+    for number, row in enumerate(rows, start=2):  # row 1 is the header
+        values = {}
+        for column in ("time", "lane", "position", "speed"):
+            try:
+                values[column] = float(row[column])
+            except (TypeError, ValueError):
+                raise _row_error(
+                    path, number, f"{column}={row[column]!r} is not a number"
+                ) from None
+            if not math.isfinite(values[column]):
+                raise _row_error(path, number, f"{column}={row[column]!r} is not finite")
+        vehicle = row["vehicle_id"]
+        if vehicle in last_time and values["time"] <= last_time[vehicle]:
+            raise _row_error(
+                path, number, f"time {values['time']} of vehicle {vehicle!r} does not increase"
+            )
+        last_time[vehicle] = values["time"]
+        times.add(values["time"])
+        observations.setdefault(vehicle, {})[values["time"]] = (
+            int(values["lane"]),
+            values["position"],
+            values["speed"],
+        )
+    if len(observations) < 2:
+        raise ValueError(
+            f"{path}: {len(observations)} vehicle(s); calibration needs a follower and a leader"
+        )
+    ordered = sorted(times)
+    dt = ordered[1] - ordered[0] if len(ordered) > 1 else math.nan
+    steps = [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
+    if not steps or max(steps) - min(steps) > 1e-6 * max(1.0, dt):
+        raise ValueError(
+            f"{path}: times must be sampled at one fixed interval, got steps "
+            f"{sorted(set(steps))[:3]}"
+        )
+    index = {t: k for k, t in enumerate(ordered)}
+    leaders = _leaders_by_time(observations, ordered)
+    followers = _longest_stretches(leaders, index, min_steps)
+    if not followers:
+        raise ValueError(f"{path}: no vehicle follows one leader for {min_steps} consecutive steps")
+    return _tensors(followers, observations, ordered, dt, vehicle_length, dtype)
+
+
+def _leaders_by_time(
+    observations: Mapping[str, Mapping[float, tuple[int, float, float]]], times: list[float]
+) -> dict[str, dict[float, str]]:
+    """For each vehicle and time, the nearest vehicle ahead in its lane (if any)."""
+    leaders: dict[str, dict[float, str]] = {v: {} for v in observations}
+    for t in times:
+        by_lane: dict[int, list[tuple[float, str]]] = {}
+        for vehicle, seen in observations.items():
+            if t in seen:
+                lane, position, _ = seen[t]
+                by_lane.setdefault(lane, []).append((position, vehicle))
+        for queue in by_lane.values():
+            queue.sort()
+            for (_, follower), (_, leader) in zip(queue, queue[1:], strict=False):
+                leaders[follower][t] = leader
+    return leaders
+
+
+def _longest_stretches(
+    leaders: Mapping[str, Mapping[float, str]], index: Mapping[float, int], min_steps: int
+) -> list[tuple[str, str, int, int]]:
+    """``(follower, leader, first step, last step)`` of each follower's longest stretch of
+    consecutive steps behind one leader, if at least ``min_steps`` long."""
+    result = []
+    for follower, by_time in leaders.items():
+        best: tuple[int, str, int, int] | None = None
+        run: tuple[str, int, int] | None = None
+        for t in sorted(by_time, key=index.__getitem__):
+            k, leader = index[t], by_time[t]
+            if run is not None and run[0] == leader and run[2] == k - 1:
+                run = (leader, run[1], k)
+            else:
+                run = (leader, k, k)
+            length = run[2] - run[1] + 1
+            if best is None or length > best[0]:
+                best = (length, *run)
+        if best is not None and best[0] >= min_steps:
+            result.append((follower, best[1], best[2], best[3]))
+    return sorted(result)
+
+
+def _tensors(
+    followers: list[tuple[str, str, int, int]],
+    observations: Mapping[str, Mapping[float, tuple[int, float, float]]],
+    times: list[float],
+    dt: float,
+    vehicle_length: float,
+    dtype: torch.dtype,
+) -> Followers:
+    horizon = max(last - first + 1 for _, _, first, last in followers)
+    series: dict[str, list[list[float]]] = {k: [] for k in ("x", "v", "xl", "vl", "valid")}
+    for follower, leader, first, last in followers:
+        stretch = [times[k] for k in range(first, last + 1)]
+        padded = stretch + [stretch[-1]] * (horizon - len(stretch))
+        series["x"].append([observations[follower][t][1] for t in padded])
+        series["v"].append([observations[follower][t][2] for t in padded])
+        series["xl"].append([observations[leader][t][1] for t in padded])
+        series["vl"].append([observations[leader][t][2] for t in padded])
+        series["valid"].append([1.0] * len(stretch) + [0.0] * (horizon - len(stretch)))
+    as_tensor = {k: torch.tensor(v, dtype=dtype) for k, v in series.items()}
+    return Followers(
+        vehicle_ids=[f for f, _, _, _ in followers],
+        leader_ids=[leader for _, leader, _, _ in followers],
+        dt=dt,
+        position=as_tensor["x"],
+        speed=as_tensor["v"],
+        leader_position=as_tensor["xl"],
+        leader_speed=as_tensor["vl"],
+        valid=as_tensor["valid"] > 0.5,
+        vehicle_length=vehicle_length,
+    )
+
+
+def windows(data: Followers, length: int) -> Followers:
+    """The same observations cut into windows of ``length`` steps: tensors ``[D, W, length]``
+    (the last window padded, its padding not valid), so that :func:`replay` restarts every
+    window from its first observation (multiple shooting)."""
+    steps = data.position.shape[-1]
+    count = -(-steps // length)
+    pad = count * length - steps
+
+    def cut(series: Tensor) -> Tensor:
+        padded = torch.cat([series, series[..., -1:].expand(*series.shape[:-1], pad)], -1)
+        return padded.reshape(*series.shape[:-1], count, length)
+
+    return Followers(
+        vehicle_ids=data.vehicle_ids,
+        leader_ids=data.leader_ids,
+        dt=data.dt,
+        position=cut(data.position),
+        speed=cut(data.speed),
+        leader_position=cut(data.leader_position),
+        leader_speed=cut(data.leader_speed),
+        valid=cut(data.valid.to(data.position.dtype)) > 0.5,
+        vehicle_length=data.vehicle_length,
+    )
+
+
+def replay(data: Followers, params: IDMParams) -> tuple[Tensor, Tensor]:
+    """Simulate every follower behind its observed leader from its first observation.
+
+    Args:
+        data: the followers, tensors ``[D, T]`` (or ``[D, W, T]`` from :func:`windows`).
+        params: IDM parameters broadcastable to the tensors without their last dimension,
+            with leading dimensions for several parameter sets at once (starts ``[K, D]``, or
+            ``[K, D, 1]`` for windows).
+
+    Returns:
+        ``(gap, speed)``, each ``[..., T]``: the simulated gap to the observed leader (m) and
+        speed (m/s); step 0 is the observation itself.
+    """
+    position, speed = data.position[..., 0], data.speed[..., 0]
+    broadcast = torch.zeros_like(torch.as_tensor(params.T, dtype=position.dtype))
+    position, speed = position + broadcast, speed + broadcast
+    gaps, speeds = [], []
+    for k in range(data.position.shape[-1]):
+        gap = data.leader_position[..., k] - data.vehicle_length - position
+        gaps.append(gap)
+        speeds.append(speed)
+        acceleration = idm_acceleration(
+            speed, data.leader_speed[..., k], gap.clamp_min(MIN_GAP), params
+        )
+        speed = torch.relu(speed + acceleration * data.dt)
+        position = position + speed * data.dt
+    return torch.stack(gaps, -1), torch.stack(speeds, -1)
+
+
+@dataclass
+class CalibrationResult:
+    """Fitted parameters and errors, one entry per follower.
+
+    Attributes:
+        vehicle_ids, leader_ids: the followers and the leaders they were replayed behind.
+        params: name -> ``[D]`` fitted value (SI units, see :data:`IDM_BOUNDS`).
+        gap_rmse, speed_rmse: ``[D]`` replay errors of the fitted parameters (m, m/s).
+        steps: ``[D]`` observed steps each follower was fitted on.
+        iterations: optimizer iterations run; ``stopped_early`` when the time limit cut them.
+    """
+
+    vehicle_ids: list[str]
+    leader_ids: list[str]
+    params: dict[str, Tensor]
+    gap_rmse: Tensor
+    speed_rmse: Tensor
+    steps: Tensor
+    iterations: int
+    stopped_early: bool = False
+    history: list[float] = field(default_factory=list)
+
+    def rows(self) -> list[dict[str, float | str]]:
+        """One mapping per follower: ids, parameters, errors."""
+        return [
+            {
+                "vehicle_id": vehicle,
+                "leader_id": self.leader_ids[d],
+                **{name: float(value[d]) for name, value in self.params.items()},
+                "gap_rmse": float(self.gap_rmse[d]),
+                "speed_rmse": float(self.speed_rmse[d]),
+                "steps": int(self.steps[d]),
+            }
+            for d, vehicle in enumerate(self.vehicle_ids)
+        ]
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`rows` as CSV, or as JSON when ``path`` ends in ``.json``."""
+        path = Path(path)
+        rows = self.rows()
+        if path.suffix == ".json":
+            path.write_text(json.dumps(rows, indent=2) + "\n")
+        else:
+            with path.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                writer.writeheader()
+                writer.writerows(rows)
+        return path
+
+
+def _errors(data: Followers, gap: Tensor, speed: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-follower mean squared gap and speed error over its observed steps, ``[..., D]``."""
+    count = data.valid.sum(-1)
+    gap_error = ((gap - data.gap) ** 2 * data.valid).sum(-1) / count
+    speed_error = ((speed - data.speed) ** 2 * data.valid).sum(-1) / count
+    return gap_error, speed_error
+
+
+def _observed_variance(series: Tensor, valid: Tensor) -> Tensor:
+    count = valid.sum(-1)
+    mean = (series * valid).sum(-1) / count
+    return (((series - mean[..., None]) ** 2) * valid).sum(-1) / count + 1e-6
+
+
+def calibrate(
+    data: Followers,
+    objective: str = "gap",
+    bounds: Mapping[str, tuple[float, float]] | None = None,
+    starts: int = 4,
+    iterations: int = 600,
+    learning_rate: float = 0.1,
+    time_limit: float | None = None,
+    seed: int = 0,
+    progress: bool = True,
+    window: int | None = 20,
+) -> CalibrationResult:
+    """Fit one IDM parameter set per follower, all followers and starts in one optimization.
+
+    Args:
+        data: followers from :func:`read_trajectories`.
+        objective: ``"gap"``, ``"speed"`` or ``"both"`` (:data:`OBJECTIVES`).
+        bounds: name -> (low, high) for ``v0, T, a, b, s0``; defaults :data:`IDM_BOUNDS`.
+        starts: random starting points per follower (uniform in the bounds, from a generator
+            seeded with ``seed``); each follower keeps its best.
+        iterations: Adam steps.
+        learning_rate: Adam's rate on the unbounded (logit) parameters.
+        time_limit: stop after this many seconds (the best so far is returned).
+        progress: show a progress bar.
+        window: fit on windows of this many steps, each replayed from its first observation
+            (multiple shooting: sequential work ``window`` steps instead of ``T``, and a loss
+            that long replays' compounding does not make rugged); ``None`` fits the whole
+            replay. The reported errors are always those of the whole replay.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective={objective!r} is invalid; valid values: {list(OBJECTIVES)}")
+    bounds = dict(IDM_BOUNDS if bounds is None else bounds)
+    if set(bounds) != set(IDM_BOUNDS):
+        raise ValueError(f"bounds must name exactly {sorted(IDM_BOUNDS)}, got {sorted(bounds)}")
+    for name, (low, high) in bounds.items():
+        if not low < high or (name != "s0" and low <= 0) or low < 0:
+            raise ValueError(
+                f"bounds[{name!r}]=({low}, {high}) is invalid; valid: 0 <= low < high "
+                "(low > 0 but for s0)"
+            )
+    for name, value, valid in (
+        ("starts", starts, starts >= 1),
+        ("iterations", iterations, iterations >= 1),
+    ):
+        if not valid:
+            raise ValueError(f"{name}={value} is invalid; valid range: >= 1")
+    if window is not None and window < 2:
+        raise ValueError(f"window={window} is invalid; valid range: >= 2 steps, or None")
+    fit_data = data if window is None else windows(data, window)
+    shape = (starts, len(data.vehicle_ids)) + ((1,) if window is not None else ())
+    generator = torch.Generator().manual_seed(seed)
+    logits = {
+        name: torch.logit(
+            torch.rand(shape, generator=generator, dtype=data.position.dtype) * 0.8 + 0.1
+        ).requires_grad_(True)
+        for name in bounds
+    }
+    lower = {n: torch.tensor(b[0], dtype=data.position.dtype) for n, b in bounds.items()}
+    span = {n: torch.tensor(b[1] - b[0], dtype=data.position.dtype) for n, b in bounds.items()}
+
+    def parameters() -> dict[str, Tensor]:
+        return {n: lower[n] + span[n] * torch.sigmoid(z) for n, z in logits.items()}
+
+    gap_scale = _observed_variance(data.gap, data.valid)
+    speed_scale = _observed_variance(data.speed, data.valid)
+
+    def loss_per_start() -> Tensor:
+        gap, speed = replay(fit_data, IDMParams(**parameters()))
+        gap_error, speed_error = _errors(fit_data, gap, speed)
+        if window is not None:  # windows -> follower, each window weighted by its steps
+            weights = fit_data.valid.sum(-1) / data.valid.sum(-1)[:, None]
+            gap_error, speed_error = (gap_error * weights).sum(-1), (speed_error * weights).sum(-1)
+        if objective == "gap":
+            return gap_error
+        if objective == "speed":
+            return speed_error
+        return gap_error / gap_scale + speed_error / speed_scale
+
+    optimizer = torch.optim.Adam(list(logits.values()), lr=learning_rate)
+    started = time.monotonic()
+    history: list[float] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=iterations, desc="calibrate", unit="it")
+    done, stopped = 0, False
+    for done in range(1, iterations + 1):
+        losses = loss_per_start()
+        total = torch.nan_to_num(losses, nan=1e12).sum()
+        grads = torch.autograd.grad(total, list(logits.values()))
+        for z, grad in zip(logits.values(), grads, strict=True):
+            z.grad = grad.nan_to_num(0.0, 0.0, 0.0)  # a start that blew up stays where it is
+        optimizer.step()
+        history.append(float(total.detach()) / losses.numel())
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix_str(f"mean loss {history[-1]:.4g}")
+        if time_limit is not None and time.monotonic() - started > time_limit:
+            stopped = done < iterations
+            break
+    if bar is not None:
+        bar.close()
+    with torch.no_grad():
+        fitted = parameters()
+        losses = torch.nan_to_num(loss_per_start(), nan=math.inf)
+        best = losses.argmin(0)
+        chosen = {
+            n: v.reshape(shape[:2]).gather(0, best[None]).squeeze(0) for n, v in fitted.items()
+        }
+        gap, speed = replay(data, IDMParams(**chosen))
+        gap_error, speed_error = _errors(data, gap, speed)
+    return CalibrationResult(
+        vehicle_ids=list(data.vehicle_ids),
+        leader_ids=list(data.leader_ids),
+        params=chosen,
+        gap_rmse=gap_error.sqrt(),
+        speed_rmse=speed_error.sqrt(),
+        steps=data.valid.sum(-1),
+        iterations=done,
+        stopped_early=stopped,
+        history=history,
+    )
