@@ -1,0 +1,163 @@
+"""Calibration: trajectories from the simulator itself are replayed exactly and their drivers'
+parameters recovered; bad files fail with one line naming the row or column."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from difftraffic import Driver, Road, ScenarioBuilder, step
+from difftraffic.calibration import calibrate, read_trajectories, replay
+from difftraffic.cli import main
+from difftraffic.idm import IDMParams
+
+DT = 0.1
+STEPS = 500
+DRIVERS = [  # v0, T, a, b, s0 of the three followers
+    (33.0, 1.2, 1.5, 2.0, 2.0),
+    (30.0, 0.8, 2.5, 3.0, 1.5),
+    (36.0, 1.6, 1.0, 1.5, 3.0),
+]
+NAMES = ("v0", "T", "a", "b", "s0")
+
+
+def _lead_acceleration(k: int) -> float:
+    """Stop-and-go: the lead car speeds up, brakes to a stop, waits, speeds up again."""
+    t = k * DT
+    return 1.5 if t < 10 else -3.0 if t < 19 else 0.0 if t < 30 else 2.0
+
+
+def _simulated_platoon(path: Path) -> None:
+    """An autonomous lead car and three IDM followers in one lane, simulated by ``step``,
+    written as a trajectory CSV."""
+    builder = ScenarioBuilder(Road.straight(num_lanes=1, speed_limit=40.0), dt=DT)
+    builder = builder.vehicle(lane=0, x=200.0, speed=10.0, autonomous=True)
+    for k, (v0, T, a, b, s0) in enumerate(DRIVERS):
+        driver = Driver(v0=v0, T=T, a=a, b=b, s0=s0)
+        builder = builder.vehicle(lane=0, x=170.0 - 30.0 * k, speed=10.0, driver=driver)
+    scenario = builder.build()
+    state, drivers = scenario.sample(batch_size=1, seed=0, dtype=torch.float64)
+    lead = state.is_av
+    rows = []
+    for k in range(STEPS):
+        for slot in range(state.x.shape[1]):
+            name = "lead" if bool(lead[0, slot]) else f"car{slot}"
+            rows.append(
+                [
+                    f"{k * DT:.1f}",
+                    name,
+                    0,
+                    repr(float(state.x[0, slot])),
+                    repr(float(state.v[0, slot])),
+                ]
+            )
+        acceleration = torch.where(lead, _lead_acceleration(k), 0.0).to(state.x.dtype)
+        state = step(state, scenario.road, drivers, DT, av_acceleration=acceleration).state
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["time", "vehicle_id", "lane", "position", "speed"])
+        writer.writerows(rows)
+
+
+@pytest.fixture(scope="module")
+def platoon_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("calibration") / "platoon.csv"
+    _simulated_platoon(path)
+    return path
+
+
+def _true_params(vehicle_ids: list[str]) -> IDMParams:
+    order = [int(v.removeprefix("car")) - 1 for v in vehicle_ids]  # slot 0 is the lead car
+    columns = {
+        n: torch.tensor([DRIVERS[i][j] for i in order], dtype=torch.float64)
+        for j, n in enumerate(NAMES)
+    }
+    return IDMParams(**columns)
+
+
+def test_each_follower_is_paired_with_the_car_ahead(platoon_csv: Path) -> None:
+    data = read_trajectories(platoon_csv)
+    assert data.vehicle_ids == ["car1", "car2", "car3"]
+    assert data.leader_ids == ["lead", "car1", "car2"]
+    assert data.dt == pytest.approx(DT)
+    assert data.position.shape == (3, STEPS) and bool(data.valid.all())
+
+
+def test_replay_with_the_true_parameters_reproduces_the_simulator(platoon_csv: Path) -> None:
+    data = read_trajectories(platoon_csv)
+    gap, speed = replay(data, _true_params(data.vehicle_ids))
+    assert float(data.speed[0].min()) < 1.0  # the platoon really stops
+    assert torch.allclose(gap, data.gap, atol=1e-8)
+    assert torch.allclose(speed, data.speed, atol=1e-8)
+    wrong = _true_params(data.vehicle_ids)
+    shifted = IDMParams(wrong.v0, wrong.T * 1.1, wrong.a, wrong.b, wrong.delta, wrong.s0)
+    assert float((replay(data, shifted)[0] - data.gap).abs().max()) > 0.1
+
+
+def test_calibration_recovers_every_driver_within_two_percent(platoon_csv: Path) -> None:
+    data = read_trajectories(platoon_csv)
+    result = calibrate(data, progress=False)
+    truth = _true_params(data.vehicle_ids)
+    for name in NAMES:  # the stop-and-go lead car excites every parameter
+        relative = (result.params[name] - getattr(truth, name)).abs() / getattr(truth, name)
+        assert float(relative.max()) < 0.02, (name, result.params[name])
+    assert float(result.gap_rmse.max()) < 0.05
+    assert result.iterations == 600 and not result.stopped_early
+
+
+def test_the_command_writes_parameters_and_errors(platoon_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "fitted.json"
+    main(["calibrate", str(platoon_csv), "--out", str(out), "--iterations", "5", "--quiet"])
+    rows = __import__("json").loads(out.read_text())
+    assert [r["vehicle_id"] for r in rows] == ["car1", "car2", "car3"]
+    assert set(rows[0]) == {"vehicle_id", "leader_id", *NAMES, "gap_rmse", "speed_rmse", "steps"}
+    assert all(math.isfinite(r["gap_rmse"]) for r in rows)
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("time,vehicle_id,position,speed\n0,a,0,1\n", r"missing column\(s\) \['lane'\]"),
+        (
+            "time,vehicle_id,lane,position,speed\n0,a,0,nan,1\n0,b,0,10,1\n",
+            r"row 2: position='nan' is not finite",
+        ),
+        (
+            "time,vehicle_id,lane,position,speed\n0,a,0,0,1\n0,b,0,x,1\n",
+            r"row 3: position='x' is not a number",
+        ),
+        (
+            "time,vehicle_id,lane,position,speed\n0,a,0,0,1\n1,a,0,1,1\n0.5,a,0,2,1\n",
+            r"row 4: time 0.5 of vehicle 'a' does not increase",
+        ),
+        ("time,vehicle_id,lane,position,speed\n0,a,0,0,1\n1,a,0,1,1\n", r"1 vehicle\(s\)"),
+        (
+            "time,vehicle_id,lane,position,speed\n0,a,0,0,1\n0,b,0,9,1\n1,a,0,1,1\n1,b,0,9,1\n3,a,0,2,1\n3,b,0,9,1\n",
+            "one fixed interval",
+        ),
+        (
+            "time,vehicle_id,lane,position,speed\n0,a,0,0,1\n0,b,1,9,1\n1,a,0,1,1\n1,b,1,9,1\n",
+            "no vehicle follows one leader",
+        ),
+    ],
+)
+def test_a_bad_file_is_one_clear_error(
+    tmp_path: Path, content: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = _write(tmp_path / "bad.csv", content)
+    with pytest.raises(ValueError, match=message):
+        read_trajectories(path)
+    with pytest.raises(SystemExit) as exited:
+        main(["calibrate", str(path), "--quiet"])
+    assert exited.value.code == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"difftraffic: error: {path}") and error.count("\n") == 1
