@@ -15,6 +15,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 import time
@@ -55,10 +56,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/results/sweep_overhead.md"))
     args = parser.parse_args()
     times: dict[str, list[float]] = {"ray": [], "local": []}
+    loads: list[str] = []
     finals: dict[str, list[str]] = {}
     for repeat in range(args.repeats):
         order = ("ray", "local") if repeat % 2 == 0 else ("local", "ray")
         for scheduler in order:
+            loads.append(f"{os.getloadavg()[0]:.1f}")
             seconds, finals[scheduler] = timed_sweep(scheduler, args.epochs, args.workers)
             times[scheduler].append(seconds)
             print(f"{scheduler:5s} sweep {repeat + 1}: {seconds:.1f} s", flush=True)
@@ -85,7 +88,9 @@ def main() -> None:
             table,
             f"**Ray's overhead: {100 * (ray / local - 1):+.1f} %** of the pool's sweep time "
             "(medians; embedded Ray started and stopped inside the timing). Both schedulers "
-            "trained identical runs (final rewards compared bit for bit).",
+            "trained identical runs (final rewards compared bit for bit). Load average (1 min) "
+            f"before each sweep, in run order: {', '.join(loads)}; above the 2 workers' own 2, "
+            "other jobs shared the cores and the ratio is noise-bound.",
             "",
         ]
     )
