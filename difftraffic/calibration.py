@@ -23,7 +23,7 @@ import csv
 import json
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +32,8 @@ from torch import Tensor
 
 from difftraffic.dynamics import MIN_GAP
 from difftraffic.idm import IDMParams, idm_acceleration
+from difftraffic.road import Road
+from difftraffic.state import TrafficState
 
 __all__ = [
     "COLUMNS",
@@ -42,6 +44,7 @@ __all__ = [
     "calibrate",
     "read_trajectories",
     "replay",
+    "write_trajectories",
 ]
 
 COLUMNS = ("time", "vehicle_id", "lane", "position", "speed")
@@ -88,6 +91,43 @@ class Followers:
     def gap(self) -> Tensor:
         """``[D, T]`` observed bumper-to-bumper gap (m)."""
         return self.leader_position - self.vehicle_length - self.position
+
+
+def write_trajectories(
+    path: str | Path,
+    states: Sequence[TrafficState],
+    road: Road,
+    dt: float,
+    world: int = 0,
+    vehicle_ids: Sequence[str] | None = None,
+) -> Path:
+    """Write one world of simulated states as a trajectory CSV that :func:`read_trajectories`
+    reads: a row per active vehicle and state, lane = the nearest lane centre.
+
+    Args:
+        states: the states at times ``0, dt, 2 dt, ...``, each ``[B, N]``.
+        world: which of the ``B`` worlds.
+        vehicle_ids: ``N`` names (default ``veh<slot>``).
+    """
+    if not states:
+        raise ValueError("states is empty; write_trajectories needs at least one state")
+    count = states[0].num_vehicles
+    if not 0 <= world < states[0].batch_size:
+        raise ValueError(f"world={world} is invalid; valid range: 0..{states[0].batch_size - 1}")
+    names = [f"veh{slot}" for slot in range(count)] if vehicle_ids is None else list(vehicle_ids)
+    if len(names) != count:
+        raise ValueError(f"vehicle_ids has {len(names)} names for {count} vehicles")
+    path = Path(path)
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(COLUMNS)
+        for k, state in enumerate(states):
+            lanes = road.nearest_lane(state.y[world]).tolist()
+            for slot in range(count):
+                if bool(state.active[world, slot]):
+                    x, v = float(state.x[world, slot]), float(state.v[world, slot])
+                    writer.writerow([repr(k * dt), names[slot], lanes[slot], repr(x), repr(v)])
+    return path
 
 
 def _row_error(path: Path, row: int, message: str) -> ValueError:

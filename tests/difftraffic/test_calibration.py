@@ -3,7 +3,6 @@ parameters recovered; bad files fail with one line naming the row or column."""
 
 from __future__ import annotations
 
-import csv
 import math
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 from difftraffic import Driver, Road, ScenarioBuilder, step
-from difftraffic.calibration import calibrate, read_trajectories, replay
+from difftraffic.calibration import calibrate, read_trajectories, replay, write_trajectories
 from difftraffic.cli import main
 from difftraffic.idm import IDMParams
 
@@ -41,26 +40,13 @@ def _simulated_platoon(path: Path) -> None:
         builder = builder.vehicle(lane=0, x=170.0 - 30.0 * k, speed=10.0, driver=driver)
     scenario = builder.build()
     state, drivers = scenario.sample(batch_size=1, seed=0, dtype=torch.float64)
-    lead = state.is_av
-    rows = []
-    for k in range(STEPS):
-        for slot in range(state.x.shape[1]):
-            name = "lead" if bool(lead[0, slot]) else f"car{slot}"
-            rows.append(
-                [
-                    f"{k * DT:.1f}",
-                    name,
-                    0,
-                    repr(float(state.x[0, slot])),
-                    repr(float(state.v[0, slot])),
-                ]
-            )
-        acceleration = torch.where(lead, _lead_acceleration(k), 0.0).to(state.x.dtype)
+    states = [state]
+    for k in range(STEPS - 1):
+        acceleration = torch.where(state.is_av, _lead_acceleration(k), 0.0).double()
         state = step(state, scenario.road, drivers, DT, av_acceleration=acceleration).state
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["time", "vehicle_id", "lane", "position", "speed"])
-        writer.writerows(rows)
+        states.append(state)
+    names = ["lead", *(f"car{slot}" for slot in range(1, len(DRIVERS) + 1))]
+    write_trajectories(path, states, scenario.road, DT, vehicle_ids=names)
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +147,14 @@ def test_a_bad_file_is_one_clear_error(
     assert exited.value.code == 2
     error = capsys.readouterr().err
     assert error.startswith(f"difftraffic: error: {path}") and error.count("\n") == 1
+
+
+def test_write_trajectories_names_what_is_wrong(tmp_path: Path) -> None:
+    road = Road.straight(num_lanes=1)
+    state, _ = ScenarioBuilder(road).platoon(lane=0, count=2).build().sample(batch_size=1)
+    with pytest.raises(ValueError, match="states is empty"):
+        write_trajectories(tmp_path / "t.csv", [], road, 0.1)
+    with pytest.raises(ValueError, match="world=1 is invalid; valid range: 0..0"):
+        write_trajectories(tmp_path / "t.csv", [state], road, 0.1, world=1)
+    with pytest.raises(ValueError, match="vehicle_ids has 1 names for 2 vehicles"):
+        write_trajectories(tmp_path / "t.csv", [state], road, 0.1, vehicle_ids=["a"])
