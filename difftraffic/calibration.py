@@ -26,6 +26,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -38,10 +39,13 @@ from difftraffic.state import TrafficState
 __all__ = [
     "COLUMNS",
     "IDM_BOUNDS",
+    "DEFAULT_SCHEDULE",
     "OBJECTIVES",
     "CalibrationResult",
     "Followers",
+    "Stage",
     "calibrate",
+    "parse_schedule",
     "read_trajectories",
     "replay",
     "write_trajectories",
@@ -403,17 +407,49 @@ def _observed_variance(series: Tensor, valid: Tensor) -> Tensor:
     return (((series - mean[..., None]) ** 2) * valid).sum(-1) / count + 1e-6
 
 
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a fit: ``iterations`` Adam steps at ``learning_rate`` on replay windows of
+    ``window`` steps (``None``: the whole replay), starting where the previous stage ended."""
+
+    window: int | None
+    iterations: int
+    learning_rate: float
+
+
+DEFAULT_SCHEDULE = (Stage(20, 600, 0.1), Stage(100, 200, 0.05), Stage(None, 100, 0.03))
+"""Short windows first (fast, and a smooth loss that finds the basin from random starts), then
+longer ones and the whole replay (measurement noise at a window's first observation biases short
+windows; the whole replay does not restart from noisy states)."""
+
+
+def parse_schedule(text: str) -> tuple[Stage, ...]:
+    """Stages from ``"WINDOW:ITERATIONS:RATE,..."`` (``WINDOW`` a step count or ``all``), e.g.
+    ``"20:600:0.1,100:200:0.05,all:100:0.03"`` (:data:`DEFAULT_SCHEDULE`)."""
+    stages = []
+    for item in text.split(","):
+        try:
+            window, iterations, rate = item.split(":")
+            stages.append(
+                Stage(None if window == "all" else int(window), int(iterations), float(rate))
+            )
+        except ValueError:
+            raise ValueError(
+                f"schedule stage {item!r} must look like WINDOW:ITERATIONS:RATE, e.g. 20:600:0.1 "
+                "(WINDOW a step count or 'all')"
+            ) from None
+    return tuple(stages)
+
+
 def calibrate(
     data: Followers,
     objective: str = "gap",
     bounds: Mapping[str, tuple[float, float]] | None = None,
     starts: int = 4,
-    iterations: int = 600,
-    learning_rate: float = 0.1,
+    schedule: Sequence[Stage] = DEFAULT_SCHEDULE,
     time_limit: float | None = None,
     seed: int = 0,
     progress: bool = True,
-    window: int | None = 20,
 ) -> CalibrationResult:
     """Fit one IDM parameter set per follower, all followers and starts in one optimization.
 
@@ -421,16 +457,15 @@ def calibrate(
         data: followers from :func:`read_trajectories`.
         objective: ``"gap"``, ``"speed"`` or ``"both"`` (:data:`OBJECTIVES`).
         bounds: name -> (low, high) for ``v0, T, a, b, s0``; defaults :data:`IDM_BOUNDS`.
-        starts: random starting points per follower (uniform in the bounds, from a generator
-            seeded with ``seed``); each follower keeps its best.
-        iterations: Adam steps.
-        learning_rate: Adam's rate on the unbounded (logit) parameters.
+        starts: random starting points per follower in the first stage (uniform in the bounds,
+            from a generator seeded with ``seed``); each follower goes on with its best.
+        schedule: the stages (:class:`Stage`): windows of a few steps, each replayed from its
+            first observation (multiple shooting: sequential work of ``window`` steps instead of
+            the trajectory's, and a loss that compounding over long replays does not make
+            rugged), then longer windows and the whole replay. The reported errors are always
+            those of the whole replay.
         time_limit: stop after this many seconds (the best so far is returned).
         progress: show a progress bar.
-        window: fit on windows of this many steps, each replayed from its first observation
-            (multiple shooting: sequential work ``window`` steps instead of ``T``, and a loss
-            that long replays' compounding does not make rugged); ``None`` fits the whole
-            replay. The reported errors are always those of the whole replay.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r} is invalid; valid values: {list(OBJECTIVES)}")
@@ -443,82 +478,45 @@ def calibrate(
                 f"bounds[{name!r}]=({low}, {high}) is invalid; valid: 0 <= low < high "
                 "(low > 0 but for s0)"
             )
-    for name, value, valid in (
-        ("starts", starts, starts >= 1),
-        ("iterations", iterations, iterations >= 1),
-    ):
-        if not valid:
-            raise ValueError(f"{name}={value} is invalid; valid range: >= 1")
-    if window is not None and window < 2:
-        raise ValueError(f"window={window} is invalid; valid range: >= 2 steps, or None")
-    fit_data = data if window is None else windows(data, window)
-    shape = (starts, len(data.vehicle_ids)) + ((1,) if window is not None else ())
+    if starts < 1:
+        raise ValueError(f"starts={starts} is invalid; valid range: >= 1")
+    if not schedule:
+        raise ValueError("schedule is empty; it needs at least one Stage")
+    for stage in schedule:
+        if stage.iterations < 1 or stage.learning_rate <= 0 or (stage.window or 2) < 2:
+            raise ValueError(
+                f"{stage} is invalid; valid: iterations >= 1, learning_rate > 0, window >= 2 "
+                "or None"
+            )
     generator = torch.Generator().manual_seed(seed)
-    logits = {
-        name: torch.logit(
-            torch.rand(shape, generator=generator, dtype=data.position.dtype) * 0.8 + 0.1
-        ).requires_grad_(True)
-        for name in bounds
-    }
-    lower = {n: torch.tensor(b[0], dtype=data.position.dtype) for n, b in bounds.items()}
-    span = {n: torch.tensor(b[1] - b[0], dtype=data.position.dtype) for n, b in bounds.items()}
-
-    def parameters() -> dict[str, Tensor]:
-        return {n: lower[n] + span[n] * torch.sigmoid(z) for n, z in logits.items()}
-
-    gap_scale = _observed_variance(data.gap, data.valid)
-    speed_scale = _observed_variance(data.speed, data.valid)
-
-    def loss_per_start() -> Tensor:
-        gap, speed = replay(fit_data, IDMParams(**parameters()))
-        gap_error, speed_error = _errors(fit_data, gap, speed)
-        if window is not None:  # windows -> follower, each window weighted by its steps
-            weights = fit_data.valid.sum(-1) / data.valid.sum(-1)[:, None]
-            gap_error, speed_error = (gap_error * weights).sum(-1), (speed_error * weights).sum(-1)
-        if objective == "gap":
-            return gap_error
-        if objective == "speed":
-            return speed_error
-        return gap_error / gap_scale + speed_error / speed_scale
-
-    optimizer = torch.optim.Adam(list(logits.values()), lr=learning_rate)
-    started = time.monotonic()
-    history: list[float] = []
+    deadline = None if time_limit is None else time.monotonic() + time_limit
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=iterations, desc="calibrate", unit="it")
-    done, stopped = 0, False
-    for done in range(1, iterations + 1):
-        losses = loss_per_start()
-        total = torch.nan_to_num(losses, nan=1e12).sum()
-        grads = torch.autograd.grad(total, list(logits.values()))
-        for z, grad in zip(logits.values(), grads, strict=True):
-            z.grad = grad.nan_to_num(0.0, 0.0, 0.0)  # a start that blew up stays where it is
-        optimizer.step()
-        history.append(float(total.detach()) / losses.numel())
+        bar = tqdm(total=sum(s.iterations for s in schedule), desc="calibrate", unit="it")
+    fit = _Fit(data, objective, bounds, generator)
+    params: dict[str, Tensor] | None = None
+    done, stopped, history = 0, False, list[float]()
+    try:
+        for index, stage in enumerate(schedule):
+            params, ran, stopped = fit.run(
+                stage, starts if index == 0 else 1, params, deadline, bar, history
+            )
+            done += ran
+            if stopped:
+                break
+    finally:
         if bar is not None:
-            bar.update(1)
-            bar.set_postfix_str(f"mean loss {history[-1]:.4g}")
-        if time_limit is not None and time.monotonic() - started > time_limit:
-            stopped = done < iterations
-            break
-    if bar is not None:
-        bar.close()
+            bar.close()
+    assert params is not None
     with torch.no_grad():
-        fitted = parameters()
-        losses = torch.nan_to_num(loss_per_start(), nan=math.inf)
-        best = losses.argmin(0)
-        chosen = {
-            n: v.reshape(shape[:2]).gather(0, best[None]).squeeze(0) for n, v in fitted.items()
-        }
-        gap, speed = replay(data, IDMParams(**chosen))
+        gap, speed = replay(data, IDMParams(**params))
         gap_error, speed_error = _errors(data, gap, speed)
     return CalibrationResult(
         vehicle_ids=list(data.vehicle_ids),
         leader_ids=list(data.leader_ids),
-        params=chosen,
+        params=params,
         gap_rmse=gap_error.sqrt(),
         speed_rmse=speed_error.sqrt(),
         steps=data.valid.sum(-1),
@@ -526,3 +524,87 @@ def calibrate(
         stopped_early=stopped,
         history=history,
     )
+
+
+class _Fit:
+    """The parts of a fit that every stage shares: data, objective, bounds, random starts."""
+
+    def __init__(
+        self,
+        data: Followers,
+        objective: str,
+        bounds: Mapping[str, tuple[float, float]],
+        generator: torch.Generator,
+    ) -> None:
+        self.data, self.objective, self.generator = data, objective, generator
+        dtype = data.position.dtype
+        self.lower = {n: torch.tensor(b[0], dtype=dtype) for n, b in bounds.items()}
+        self.span = {n: torch.tensor(b[1] - b[0], dtype=dtype) for n, b in bounds.items()}
+        self.gap_scale = _observed_variance(data.gap, data.valid)
+        self.speed_scale = _observed_variance(data.speed, data.valid)
+
+    def run(
+        self,
+        stage: Stage,
+        starts: int,
+        initial: Mapping[str, Tensor] | None,
+        deadline: float | None,
+        bar: Any,
+        history: list[float],
+    ) -> tuple[dict[str, Tensor], int, bool]:
+        """One stage; returns each follower's best parameters ``[D]``, the iterations run and
+        whether the deadline cut the stage short."""
+        data = self.data
+        fit_data = data if stage.window is None else windows(data, stage.window)
+        shape = (starts, len(data.vehicle_ids)) + ((1,) if stage.window is not None else ())
+        fractions = {
+            n: torch.rand(shape, generator=self.generator, dtype=data.position.dtype) * 0.8 + 0.1
+            for n in self.lower
+        }
+        if initial is not None:  # the first start goes on from the previous stage
+            for n in self.lower:
+                given = (initial[n] - self.lower[n]) / self.span[n]
+                fractions[n][0] = given.clamp(1e-6, 1 - 1e-6).reshape(fractions[n][0].shape)
+        logits = {n: torch.logit(f).requires_grad_(True) for n, f in fractions.items()}
+
+        def parameters() -> dict[str, Tensor]:
+            return {n: self.lower[n] + self.span[n] * torch.sigmoid(z) for n, z in logits.items()}
+
+        def loss_per_start() -> Tensor:
+            gap, speed = replay(fit_data, IDMParams(**parameters()))
+            gap_error, speed_error = _errors(fit_data, gap, speed)
+            if stage.window is not None:  # windows -> follower, each weighted by its steps
+                weights = fit_data.valid.sum(-1) / data.valid.sum(-1)[:, None]
+                gap_error = (gap_error * weights).sum(-1)
+                speed_error = (speed_error * weights).sum(-1)
+            if self.objective == "gap":
+                return gap_error
+            if self.objective == "speed":
+                return speed_error
+            return gap_error / self.gap_scale + speed_error / self.speed_scale
+
+        optimizer = torch.optim.Adam(list(logits.values()), lr=stage.learning_rate)
+        done, stopped = 0, False
+        while done < stage.iterations and not stopped:
+            done += 1
+            losses = loss_per_start()
+            total = torch.nan_to_num(losses, nan=1e12).sum()
+            grads = torch.autograd.grad(total, list(logits.values()))
+            for z, grad in zip(logits.values(), grads, strict=True):
+                z.grad = grad.nan_to_num(0.0, 0.0, 0.0)  # a start that blew up stays put
+            optimizer.step()
+            history.append(float(total.detach()) / losses.numel())
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix_str(f"window {stage.window or 'all'}, loss {history[-1]:.4g}")
+            stopped = deadline is not None and time.monotonic() > deadline
+        with torch.no_grad():
+            best = torch.nan_to_num(loss_per_start(), nan=math.inf).argmin(0)
+            return (
+                {
+                    n: v.reshape(shape[:2]).gather(0, best[None]).squeeze(0)
+                    for n, v in parameters().items()
+                },
+                done,
+                stopped,
+            )

@@ -398,9 +398,11 @@ def _add_calibrate(commands: Any) -> None:
     )
     calibrate.add_argument("--out", default="fitted.csv", help="output, .csv or .json")
     calibrate.add_argument("--starts", type=_positive_int, default=4, help="starts per driver")
-    calibrate.add_argument("--iterations", type=_positive_int, default=600, help="Adam steps")
     calibrate.add_argument(
-        "--window", type=_positive_int, default=20, help="steps per replay window (default 20)"
+        "--schedule",
+        default="20:600:0.1,100:200:0.05,all:100:0.03",
+        help="fit stages WINDOW:ITERATIONS:RATE, comma-separated: replay windows of WINDOW steps "
+        "(or all), Adam ITERATIONS at RATE (default 20:600:0.1,100:200:0.05,all:100:0.03)",
     )
     calibrate.add_argument("--time-limit", type=float, default=None, help="seconds, at most")
     calibrate.add_argument(
@@ -420,7 +422,7 @@ def _add_calibrate(commands: Any) -> None:
 
 def calibrate_command(args: argparse.Namespace) -> None:
     """``difftraffic calibrate``: read, fit, write, print a summary."""
-    from difftraffic.calibration import IDM_BOUNDS, calibrate, read_trajectories
+    from difftraffic.calibration import IDM_BOUNDS, calibrate, parse_schedule, read_trajectories
 
     bounds = dict(IDM_BOUNDS)
     for item in args.bound:
@@ -440,11 +442,10 @@ def calibrate_command(args: argparse.Namespace) -> None:
         objective=args.objective,
         bounds=bounds,
         starts=args.starts,
-        iterations=args.iterations,
+        schedule=parse_schedule(args.schedule),
         time_limit=args.time_limit,
         seed=args.seed,
         progress=not args.quiet,
-        window=args.window,
     )
     out = result.save(args.out)
     print(

@@ -10,7 +10,15 @@ import pytest
 import torch
 
 from difftraffic import Driver, Road, ScenarioBuilder, step
-from difftraffic.calibration import calibrate, read_trajectories, replay, write_trajectories
+from difftraffic.calibration import (
+    DEFAULT_SCHEDULE,
+    Stage,
+    calibrate,
+    parse_schedule,
+    read_trajectories,
+    replay,
+    write_trajectories,
+)
 from difftraffic.cli import main
 from difftraffic.idm import IDMParams
 
@@ -86,7 +94,8 @@ def test_replay_with_the_true_parameters_reproduces_the_simulator(platoon_csv: P
 
 def test_calibration_recovers_every_driver_within_two_percent(platoon_csv: Path) -> None:
     data = read_trajectories(platoon_csv)
-    result = calibrate(data, progress=False)
+    # clean data: the first stage of the default schedule already lands on the truth
+    result = calibrate(data, schedule=DEFAULT_SCHEDULE[:1], progress=False)
     truth = _true_params(data.vehicle_ids)
     for name in NAMES:  # the stop-and-go lead car excites every parameter
         relative = (result.params[name] - getattr(truth, name)).abs() / getattr(truth, name)
@@ -97,7 +106,7 @@ def test_calibration_recovers_every_driver_within_two_percent(platoon_csv: Path)
 
 def test_the_command_writes_parameters_and_errors(platoon_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "fitted.json"
-    main(["calibrate", str(platoon_csv), "--out", str(out), "--iterations", "5", "--quiet"])
+    main(["calibrate", str(platoon_csv), "--out", str(out), "--schedule", "20:5:0.1,all:2:0.01"])
     rows = __import__("json").loads(out.read_text())
     assert [r["vehicle_id"] for r in rows] == ["car1", "car2", "car3"]
     assert set(rows[0]) == {"vehicle_id", "leader_id", *NAMES, "gap_rmse", "speed_rmse", "steps"}
@@ -158,3 +167,19 @@ def test_write_trajectories_names_what_is_wrong(tmp_path: Path) -> None:
         write_trajectories(tmp_path / "t.csv", [state], road, 0.1, world=1)
     with pytest.raises(ValueError, match="vehicle_ids has 1 names for 2 vehicles"):
         write_trajectories(tmp_path / "t.csv", [state], road, 0.1, vehicle_ids=["a"])
+
+
+def test_a_time_limit_stops_the_fit_and_says_so(platoon_csv: Path) -> None:
+    data = read_trajectories(platoon_csv)
+    result = calibrate(data, time_limit=0.0, progress=False)
+    assert result.iterations == 1 and result.stopped_early
+    assert torch.isfinite(result.gap_rmse).all()
+
+
+def test_a_bad_schedule_names_the_stage(platoon_csv: Path) -> None:
+    with pytest.raises(ValueError, match=r"schedule stage '20:600' must look like"):
+        parse_schedule("20:600:0.1,20:600")
+    assert parse_schedule("20:600:0.1,all:10:0.01") == (Stage(20, 600, 0.1), Stage(None, 10, 0.01))
+    data = read_trajectories(platoon_csv)
+    with pytest.raises(ValueError, match=r"Stage\(window=20, iterations=0.*iterations >= 1"):
+        calibrate(data, schedule=(Stage(20, 0, 0.1),))
