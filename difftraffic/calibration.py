@@ -417,15 +417,20 @@ class Stage:
     learning_rate: float
 
 
-DEFAULT_SCHEDULE = (Stage(20, 600, 0.1), Stage(100, 200, 0.05), Stage(None, 100, 0.03))
+DEFAULT_SCHEDULE = (Stage(20, 600, 0.1), Stage(100, 200, 0.01), Stage(None, 100, 0.003))
 """Short windows first (fast, and a smooth loss that finds the basin from random starts), then
 longer ones and the whole replay (measurement noise at a window's first observation biases short
-windows; the whole replay does not restart from noisy states)."""
+windows; the whole replay does not restart from noisy states), each at a smaller rate so that
+it refines rather than leaves what the previous stage found. A stage ends early once its loss
+improves by less than 0.1 % over :data:`PLATEAU` iterations."""
+
+PLATEAU = 50
+"""Iterations over which a stage must improve its loss by 0.1 % to go on."""
 
 
 def parse_schedule(text: str) -> tuple[Stage, ...]:
     """Stages from ``"WINDOW:ITERATIONS:RATE,..."`` (``WINDOW`` a step count or ``all``), e.g.
-    ``"20:600:0.1,100:200:0.05,all:100:0.03"`` (:data:`DEFAULT_SCHEDULE`)."""
+    ``"20:600:0.1,100:200:0.01,all:100:0.003"`` (:data:`DEFAULT_SCHEDULE`)."""
     stages = []
     for item in text.split(","):
         try:
@@ -584,8 +589,8 @@ class _Fit:
             return gap_error / self.gap_scale + speed_error / self.speed_scale
 
         optimizer = torch.optim.Adam(list(logits.values()), lr=stage.learning_rate)
-        done, stopped = 0, False
-        while done < stage.iterations and not stopped:
+        done, stopped, plateaued, checkpoint = 0, False, False, math.inf
+        while done < stage.iterations and not stopped and not plateaued:
             done += 1
             losses = loss_per_start()
             total = torch.nan_to_num(losses, nan=1e12).sum()
@@ -598,6 +603,9 @@ class _Fit:
                 bar.update(1)
                 bar.set_postfix_str(f"window {stage.window or 'all'}, loss {history[-1]:.4g}")
             stopped = deadline is not None and time.monotonic() > deadline
+            if done % PLATEAU == 0:
+                plateaued = history[-1] > checkpoint * (1 - 1e-3)
+                checkpoint = history[-1]
         with torch.no_grad():
             best = torch.nan_to_num(loss_per_start(), nan=math.inf).argmin(0)
             return (

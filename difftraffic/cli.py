@@ -400,9 +400,9 @@ def _add_calibrate(commands: Any) -> None:
     calibrate.add_argument("--starts", type=_positive_int, default=4, help="starts per driver")
     calibrate.add_argument(
         "--schedule",
-        default="20:600:0.1,100:200:0.05,all:100:0.03",
+        default="20:600:0.1,100:200:0.01,all:100:0.003",
         help="fit stages WINDOW:ITERATIONS:RATE, comma-separated: replay windows of WINDOW steps "
-        "(or all), Adam ITERATIONS at RATE (default 20:600:0.1,100:200:0.05,all:100:0.03)",
+        "(or all), Adam ITERATIONS at RATE (default 20:600:0.1,100:200:0.01,all:100:0.003)",
     )
     calibrate.add_argument("--time-limit", type=float, default=None, help="seconds, at most")
     calibrate.add_argument(
