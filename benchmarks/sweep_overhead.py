@@ -89,8 +89,13 @@ def main() -> None:
             f"**Ray's overhead: {100 * (ray / local - 1):+.1f} %** of the pool's sweep time "
             "(medians; embedded Ray started and stopped inside the timing). Both schedulers "
             "trained identical runs (final rewards compared bit for bit). Load average (1 min) "
-            f"before each sweep, in run order: {', '.join(loads)}; above the 2 workers' own 2, "
-            "other jobs shared the cores and the ratio is noise-bound.",
+            f"before each sweep, in run order: {', '.join(loads)}"
+            + (
+                f"; above the {args.workers} workers' own, other jobs shared the cores and the "
+                "ratio is noise-bound."
+                if max(map(float, loads)) > args.workers + 0.5
+                else " (the sweeps' own: the machine was otherwise quiet)."
+            ),
             "",
         ]
     )
