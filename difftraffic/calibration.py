@@ -24,7 +24,7 @@ import json
 import math
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -126,11 +126,17 @@ def write_trajectories(
         writer = csv.writer(handle)
         writer.writerow(COLUMNS)
         for k, state in enumerate(states):
-            lanes = road.nearest_lane(state.y[world]).tolist()
-            for slot in range(count):
-                if bool(state.active[world, slot]):
-                    x, v = float(state.x[world, slot]), float(state.v[world, slot])
-                    writer.writerow([repr(k * dt), names[slot], lanes[slot], repr(x), repr(v)])
+            columns = zip(
+                names,
+                road.nearest_lane(state.y[world]).tolist(),
+                state.x[world].tolist(),
+                state.v[world].tolist(),
+                state.active[world].tolist(),
+                strict=True,
+            )
+            for name, lane, x, v, active in columns:
+                if active:
+                    writer.writerow([repr(k * dt), name, lane, repr(x), repr(v)])
     return path
 
 
@@ -172,7 +178,7 @@ def read_trajectories(
         rows = list(reader)
     observations: dict[str, dict[float, tuple[int, float, float]]] = {}
     last_time: dict[str, float] = {}
-    times: set[float] = set()
+    snapshots: dict[float, list[tuple[int, float, str]]] = {}  # time -> (lane, position, id)
     for number, row in enumerate(rows, start=2):  # row 1 is the header
         values = {}
         for column in ("time", "lane", "position", "speed"):
@@ -190,17 +196,18 @@ def read_trajectories(
                 path, number, f"time {values['time']} of vehicle {vehicle!r} does not increase"
             )
         last_time[vehicle] = values["time"]
-        times.add(values["time"])
+        lane = int(values["lane"])
         observations.setdefault(vehicle, {})[values["time"]] = (
-            int(values["lane"]),
+            lane,
             values["position"],
             values["speed"],
         )
+        snapshots.setdefault(values["time"], []).append((lane, values["position"], vehicle))
     if len(observations) < 2:
         raise ValueError(
             f"{path}: {len(observations)} vehicle(s); calibration needs a follower and a leader"
         )
-    ordered = sorted(times)
+    ordered = sorted(snapshots)
     dt = ordered[1] - ordered[0] if len(ordered) > 1 else math.nan
     steps = [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
     if not steps or max(steps) - min(steps) > 1e-6 * max(1.0, dt):
@@ -209,7 +216,7 @@ def read_trajectories(
             f"{sorted(set(steps))[:3]}"
         )
     index = {t: k for k, t in enumerate(ordered)}
-    leaders = _leaders_by_time(observations, ordered)
+    leaders = _leaders_by_time(snapshots)
     followers = _longest_stretches(leaders, index, min_steps)
     if not followers:
         raise ValueError(f"{path}: no vehicle follows one leader for {min_steps} consecutive steps")
@@ -217,19 +224,15 @@ def read_trajectories(
 
 
 def _leaders_by_time(
-    observations: Mapping[str, Mapping[float, tuple[int, float, float]]], times: list[float]
+    snapshots: Mapping[float, list[tuple[int, float, str]]],
 ) -> dict[str, dict[float, str]]:
-    """For each vehicle and time, the nearest vehicle ahead in its lane (if any)."""
-    leaders: dict[str, dict[float, str]] = {v: {} for v in observations}
-    for t in times:
-        by_lane: dict[int, list[tuple[float, str]]] = {}
-        for vehicle, seen in observations.items():
-            if t in seen:
-                lane, position, _ = seen[t]
-                by_lane.setdefault(lane, []).append((position, vehicle))
-        for queue in by_lane.values():
-            queue.sort()
-            for (_, follower), (_, leader) in zip(queue, queue[1:], strict=False):
+    """For each vehicle and time, the nearest vehicle ahead in its lane (if any), from each
+    time's ``(lane, position, vehicle)`` observations."""
+    leaders: dict[str, dict[float, str]] = {v: {} for seen in snapshots.values() for *_, v in seen}
+    for t, seen in snapshots.items():
+        ordered = sorted(seen)  # by lane, then position
+        for (lane, _, follower), (lead_lane, _, leader) in zip(ordered, ordered[1:], strict=False):
+            if lane == lead_lane:
                 leaders[follower][t] = leader
     return leaders
 
@@ -297,20 +300,20 @@ def windows(data: Followers, length: int) -> Followers:
     count = -(-steps // length)
     pad = count * length - steps
 
-    def cut(series: Tensor) -> Tensor:
-        padded = torch.cat([series, series[..., -1:].expand(*series.shape[:-1], pad)], -1)
+    def cut(series: Tensor, padding: Tensor) -> Tensor:
+        padded = torch.cat([series, padding.expand(*series.shape[:-1], pad)], -1)
         return padded.reshape(*series.shape[:-1], count, length)
 
-    return Followers(
-        vehicle_ids=data.vehicle_ids,
-        leader_ids=data.leader_ids,
-        dt=data.dt,
-        position=cut(data.position),
-        speed=cut(data.speed),
-        leader_position=cut(data.leader_position),
-        leader_speed=cut(data.leader_speed),
-        valid=cut(data.valid.to(data.position.dtype)) > 0.5,
-        vehicle_length=data.vehicle_length,
+    def repeat_last(series: Tensor) -> Tensor:
+        return cut(series, series[..., -1:])
+
+    return replace(
+        data,
+        position=repeat_last(data.position),
+        speed=repeat_last(data.speed),
+        leader_position=repeat_last(data.leader_position),
+        leader_speed=repeat_last(data.leader_speed),
+        valid=cut(data.valid, torch.zeros_like(data.valid[..., -1:])),
     )
 
 
@@ -393,18 +396,25 @@ class CalibrationResult:
         return path
 
 
+def _masked_mean(series: Tensor, valid: Tensor) -> Tensor:
+    """Mean of ``series [..., D, *steps]`` over each follower's observed steps, ``[..., D]``;
+    ``valid [D, *steps]`` (``steps`` is ``T``, or windows ``W, L``)."""
+    dims = tuple(range(1 - valid.dim(), 0))
+    return (series * valid).sum(dims) / valid.sum(dims)
+
+
 def _errors(data: Followers, gap: Tensor, speed: Tensor) -> tuple[Tensor, Tensor]:
     """Per-follower mean squared gap and speed error over its observed steps, ``[..., D]``."""
-    count = data.valid.sum(-1)
-    gap_error = ((gap - data.gap) ** 2 * data.valid).sum(-1) / count
-    speed_error = ((speed - data.speed) ** 2 * data.valid).sum(-1) / count
-    return gap_error, speed_error
+    return (
+        _masked_mean((gap - data.gap) ** 2, data.valid),
+        _masked_mean((speed - data.speed) ** 2, data.valid),
+    )
 
 
 def _observed_variance(series: Tensor, valid: Tensor) -> Tensor:
-    count = valid.sum(-1)
-    mean = (series * valid).sum(-1) / count
-    return (((series - mean[..., None]) ** 2) * valid).sum(-1) / count + 1e-6
+    """Variance of ``series [D, T]`` over each follower's observed steps, ``[D]`` (never 0)."""
+    mean = _masked_mean(series, valid)
+    return _masked_mean((series - mean[:, None]) ** 2, valid) + 1e-6
 
 
 @dataclass(frozen=True)
@@ -578,10 +588,6 @@ class _Fit:
         def loss_per_start() -> Tensor:
             gap, speed = replay(fit_data, IDMParams(**parameters()))
             gap_error, speed_error = _errors(fit_data, gap, speed)
-            if stage.window is not None:  # windows -> follower, each weighted by its steps
-                weights = fit_data.valid.sum(-1) / data.valid.sum(-1)[:, None]
-                gap_error = (gap_error * weights).sum(-1)
-                speed_error = (speed_error * weights).sum(-1)
             if self.objective == "gap":
                 return gap_error
             if self.objective == "speed":

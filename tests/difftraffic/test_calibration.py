@@ -3,6 +3,7 @@ parameters recovered; bad files fail with one line naming the row or column."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from difftraffic.calibration import (
     parse_schedule,
     read_trajectories,
     replay,
+    windows,
     write_trajectories,
 )
 from difftraffic.cli import main
@@ -183,3 +185,16 @@ def test_a_bad_schedule_names_the_stage(platoon_csv: Path) -> None:
     data = read_trajectories(platoon_csv)
     with pytest.raises(ValueError, match=r"Stage\(window=20, iterations=0.*iterations >= 1"):
         calibrate(data, schedule=(Stage(20, 0, 0.1),))
+
+
+def test_followers_observed_for_fewer_steps_still_fit(platoon_csv: Path) -> None:
+    # one follower's stretch ends early: its padded steps are not observed, also in the windows
+    # (a length that does not divide the trajectory), and its loss stays finite
+    data = read_trajectories(platoon_csv)
+    valid = data.valid.clone()
+    valid[0, -105:] = False
+    data = dataclasses.replace(data, valid=valid)
+    assert int(windows(data, 7).valid.sum()) == int(valid.sum())
+    result = calibrate(data, schedule=(Stage(20, 3, 0.1),), progress=False)
+    assert max(result.history) < 1e6  # a NaN loss would be scrubbed to 1e12
+    assert int(result.steps[0]) == STEPS - 105
