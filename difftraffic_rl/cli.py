@@ -33,6 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests); algorithm choices come from the
     registry (:data:`difftraffic_rl.algorithms.ALGORITHMS`)."""
     from difftraffic_rl.algorithms import ALGORITHMS, sweep_algorithms
+    from difftraffic_rl.reporting import MEASURES
     from difftraffic_rl.scheduling import add_scheduler_arguments
 
     parser = argparse.ArgumentParser(
@@ -119,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     report.add_argument("run_dirs", nargs="+")
     report.add_argument("--out", default="report.md", help="markdown report (plot beside it)")
-    report.add_argument("--measure", choices=("final", "best"), default="final")
+    report.add_argument("--measure", choices=MEASURES, default="final")
     report.add_argument(
         "--reference", default="gippo", help="algorithm compared with each other one"
     )

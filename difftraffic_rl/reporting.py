@@ -38,6 +38,7 @@ __all__ = [
     "normalized_scores",
     "plot_performance_profiles",
     "probability_of_improvement",
+    "profile_path",
     "report_markdown",
     "run_scores",
     "write_report",
@@ -90,12 +91,16 @@ def iqm_interval(
 ) -> tuple[float, float, float]:
     """``(IQM, low, high)``: the interquartile mean of one task's runs and its 95 % stratified
     bootstrap interval (NaN scores left out; all three NaN when none is finite)."""
-    from rliable import metrics
-
     finite = [v for v in values if not math.isnan(v)]
     if not finite:
         return math.nan, math.nan, math.nan
-    scores = np.asarray(finite, dtype=np.float64)[:, None]
+    return _iqm(np.asarray(finite, dtype=np.float64)[:, None], reps, seed)
+
+
+def _iqm(scores: np.ndarray, reps: int, seed: int) -> tuple[float, float, float]:
+    """IQM of ``scores [runs, tasks]`` with its 95 % stratified bootstrap interval."""
+    from rliable import metrics
+
     return _interval({"runs": scores}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps, seed)
 
 
@@ -151,16 +156,13 @@ def plot_performance_profiles(
     def profile(scores: np.ndarray) -> np.ndarray:
         return np.array([np.mean(scores > tau) for tau in taus])
 
-    profiles, bands = {}, {}
+    figure, axis = plt.subplots(figsize=(6, 4))
     for label, scores in normalized.items():
         # rliable's create_performance_profile takes no seed; the same profile through
         # _interval is reproducible.
-        profiles[label], low, high = _interval({label: scores}, profile, reps, seed, vector=True)
-        bands[label] = (low, high)
-    figure, axis = plt.subplots(figsize=(6, 4))
-    for label in normalized:
-        axis.plot(taus, profiles[label], label=label)
-        axis.fill_between(taus, bands[label][0], bands[label][1], alpha=0.2)
+        fraction, low, high = _interval({label: scores}, profile, reps, seed, vector=True)
+        axis.plot(taus, fraction, label=label)
+        axis.fill_between(taus, low, high, alpha=0.2)
     axis.set_xlabel("normalized score τ")
     axis.set_ylabel("fraction of runs with score > τ")
     axis.set_ylim(0.0, 1.0)
@@ -201,16 +203,10 @@ def _ordered_algorithms(scores: Scores, reference: str) -> list[str]:
     return sorted({a for _, a in scores}, key=lambda a: (a != reference, a))
 
 
-def _tasks(scores: Scores) -> list[str]:
-    return sorted({t for t, _ in scores})
-
-
-def _complete_algorithms(scores: Scores, reference: str) -> list[str]:
-    """Algorithms with runs on every task of ``scores``."""
-    tasks = _tasks(scores)
-    return [
-        a for a in _ordered_algorithms(scores, reference) if all((t, a) in scores for t in tasks)
-    ]
+def profile_path(report: str | Path) -> Path:
+    """Where a report's performance-profile plot goes: beside it, ``<stem>_profiles.png``."""
+    report = Path(report)
+    return report.with_name(report.stem + "_profiles.png")
 
 
 def comparison_markdown(
@@ -226,7 +222,7 @@ def comparison_markdown(
     performance profiles plotted to that file and linked (by file name)."""
     from difftraffic_rl.sweep import markdown_table
 
-    tasks = _tasks(scores)
+    tasks = sorted({t for t, _ in scores})
     algos = _ordered_algorithms(scores, reference)
     normalized = normalized_scores(scores, tasks)
     lines: list[str] = []
@@ -247,7 +243,10 @@ def comparison_markdown(
             "",
             markdown_table(["comparison", "tasks", "P [95 % CI]"], rows),
         ]
-    complete = _complete_algorithms(scores, reference)
+    # algorithms with runs on every task
+    complete = {
+        a: _matrix(normalized, tasks, a) for a in algos if all((t, a) in scores for t in tasks)
+    }
     if len(tasks) > 1 and complete:
         lines += [
             "IQM over all tasks of the scores normalized per task (0 = the lowest score any run "
@@ -255,15 +254,12 @@ def comparison_markdown(
             "",
             markdown_table(
                 ["algorithm", "normalized IQM [95 % CI]"],
-                [
-                    [_label(a), _format(_normalized_iqm(_matrix(normalized, tasks, a), reps, seed))]
-                    for a in complete
-                ],
+                [[_label(a), _format(_iqm(matrix, reps, seed))] for a, matrix in complete.items()],
             ),
         ]
     if profile_image is not None and len(complete) > 1:
         image = plot_performance_profiles(
-            {_label(a): _matrix(normalized, tasks, a) for a in complete}, profile_image, reps, seed
+            {_label(a): matrix for a, matrix in complete.items()}, profile_image, reps, seed
         )
         lines += [
             f"![performance profiles: fraction of runs above each normalized score]({image.name})",
@@ -316,12 +312,6 @@ def _matrix(normalized: Scores, tasks: Sequence[str], algo: str) -> np.ndarray:
     return np.array([normalized[(t, algo)][:count] for t in tasks], dtype=np.float64).T
 
 
-def _normalized_iqm(matrix: np.ndarray, reps: int, seed: int) -> tuple[float, float, float]:
-    from rliable import metrics
-
-    return _interval({"runs": matrix}, lambda s: np.array([metrics.aggregate_iqm(s)]), reps, seed)
-
-
 def write_report(
     runs: list[RunSummary],
     out: str | Path,
@@ -335,7 +325,6 @@ def write_report(
     with suffix ``_profiles.png``, when two or more algorithms ran every task); return ``out``."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    image = out.with_name(out.stem + "_profiles.png")
-    text = report_markdown(runs, measure, reference, image, reps, seed)
+    text = report_markdown(runs, measure, reference, profile_path(out), reps, seed)
     out.write_text(f"# {title}\n\n{text}")
     return out

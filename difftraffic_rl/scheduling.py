@@ -41,8 +41,6 @@ SCHEDULERS = ("ray", "local")
 class Executor(Protocol):
     """Runs ``fn(*args)`` calls somewhere; handles are opaque."""
 
-    description: str
-
     def submit(self, fn: Callable[..., Any], *args: Any) -> Any: ...
 
     def wait(self, handles: Sequence[Any], timeout: float) -> set[Any]:
@@ -70,7 +68,6 @@ class LocalExecutor:
     """A pool of ``workers`` spawned processes on this machine."""
 
     def __init__(self, workers: int) -> None:
-        self.description = f"local process pool, {workers} workers"
         context = multiprocessing.get_context("spawn")
         self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
 
@@ -109,8 +106,8 @@ class RayExecutor:
     ) -> None:
         try:
             import ray
-        except ImportError as error:
-            raise RuntimeError(
+        except ImportError as error:  # the CLI reports an ImportError in one line
+            raise ImportError(
                 "the ray scheduler needs Ray: pip install 'difftraffic[rl]' (or use --scheduler "
                 "local)"
             ) from error
@@ -130,9 +127,6 @@ class RayExecutor:
                 configure_logging=False,
                 **(embedded if address is None else {}),
             )
-        cpus = ray.cluster_resources().get("CPU", 0)
-        where = "embedded" if address is None else f"cluster at {address}"
-        self.description = f"Ray ({where}, {cpus:g} CPUs)"
         self._options: dict[str, Any] = {
             "num_cpus": cpus_per_run,
             "num_gpus": gpus_per_run,
@@ -147,8 +141,6 @@ class RayExecutor:
 
     def wait(self, handles: Sequence[Any], timeout: float) -> set[Any]:
         ready, _ = self._ray.wait(list(handles), num_returns=len(handles), timeout=timeout)
-        if not ready:
-            return set()
         return set(ready)
 
     def result(self, handle: Any) -> Any:
@@ -185,7 +177,7 @@ def add_scheduler_arguments(parser: argparse.ArgumentParser) -> None:
     """``--scheduler``, ``--address``, ``--gpus-per-run`` and ``--no-progress`` of a sweep."""
     parser.add_argument(
         "--scheduler",
-        choices=("ray", "local"),
+        choices=SCHEDULERS,
         default="ray",
         help="ray (default): each run a Ray task, embedded here or on --address; "
         "local: a process pool on this machine",

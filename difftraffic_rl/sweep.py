@@ -454,7 +454,7 @@ def comparison_section(
     """A benchmark report's section comparing the algorithms with rliable
     (:func:`difftraffic_rl.reporting.comparison_markdown`) on ``scores`` — per ``(task,
     algorithm)`` the runs' ``measure`` — plotting the performance profiles beside ``out``."""
-    from difftraffic_rl.reporting import comparison_markdown
+    from difftraffic_rl.reporting import comparison_markdown, profile_path
 
     finite = {k: [v for v in vs if not math.isnan(v)] for k, vs in scores.items()}
     return [
@@ -464,7 +464,7 @@ def comparison_section(
         "",
         comparison_markdown(
             {k: vs for k, vs in finite.items() if vs},
-            profile_image=out.with_name(out.stem + "_profiles.png"),
+            profile_image=profile_path(out),
         ),
     ]
 
