@@ -45,7 +45,7 @@ from difftraffic.idm import IDMParams
 from difftraffic_rl import sweep
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-from calibrate_idm import NAMES, add_noise, simulate  # noqa: E402
+from calibrate_idm import NAMES, add_noise, in_file_order, simulate  # noqa: E402
 
 STARTS = 4
 """Random starts of the gradient fit (calibrate's default)."""
@@ -109,8 +109,7 @@ def one_setting(drivers: int, noisy: bool, seed: int, budget: int) -> list[list[
         if noisy:
             add_noise(path, 0.3, 0.2, seed)
         data = read_trajectories(path)
-    order = [int(v.removeprefix("car")) - 1 for v in data.vehicle_ids]
-    truth = {n: truth[n][order] for n in NAMES}
+    truth = in_file_order(truth, data.vehicle_ids)
     true_rmse = gap_mse(data, truth).sqrt()
     start = time.perf_counter()
     result = calibrate(data, starts=STARTS, seed=seed, progress=False)
@@ -119,7 +118,7 @@ def one_setting(drivers: int, noisy: bool, seed: int, budget: int) -> list[list[
     # every iteration replays each start of each driver over the whole trajectory (the windows
     # tile it), forward and backward; the first stage runs the 4 random starts
     first = min(result.iterations, DEFAULT_SCHEDULE[0].iterations)
-    gradient_replays = len(order) * (STARTS * first + result.iterations - first)
+    gradient_replays = len(data.vehicle_ids) * (STARTS * first + result.iterations - first)
     cma_result = fit_cma(data, objective, budget, seed)
     rows = []
     for name, seconds, replays, params, rmse in (

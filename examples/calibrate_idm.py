@@ -57,6 +57,15 @@ def simulate(path: Path, drivers: int, seed: int) -> dict[str, torch.Tensor]:
     return truth
 
 
+def in_file_order(
+    truth: dict[str, torch.Tensor], vehicle_ids: list[str]
+) -> dict[str, torch.Tensor]:
+    """The true parameters of followers ``car<k>`` in the order the trajectory file's reader
+    lists them (by name: car1, car10, car11, ..., car2)."""
+    order = [int(v.removeprefix("car")) - 1 for v in vehicle_ids]
+    return {n: truth[n][order] for n in NAMES}
+
+
 def add_noise(path: Path, position: float, speed: float, seed: int) -> None:
     """Add Gaussian measurement noise to the positions and speeds of a trajectory file."""
     generator = torch.Generator().manual_seed(seed + 1)
@@ -87,12 +96,11 @@ def main() -> None:
     data = read_trajectories(path)
     result = calibrate(data, seed=args.seed)
     result.save(args.out / "fitted.csv")
-    order = [int(v.removeprefix("car")) - 1 for v in result.vehicle_ids]
-    true_params = IDMParams(**{n: truth[n][order] for n in NAMES})
-    true_gap_rmse = (replay(data, true_params)[0] - data.gap).square().mean(-1).sqrt()
+    truth = in_file_order(truth, result.vehicle_ids)
+    true_gap_rmse = (replay(data, IDMParams(**truth))[0] - data.gap).square().mean(-1).sqrt()
     print("parameter  median |error|  max |error|   (relative to the truth)")
     for n in NAMES:
-        error = (result.params[n] - truth[n][order]).abs() / truth[n][order]
+        error = (result.params[n] - truth[n]).abs() / truth[n]
         print(f"{n:9s}  {100 * error.median():12.2f} %  {100 * error.max():9.2f} %")
     print(
         f"gap RMSE: fitted {result.gap_rmse.median():.3f} m (median), "
