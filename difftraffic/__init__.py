@@ -1,19 +1,22 @@
 """difftraffic: a differentiable, batched microscopic traffic simulator in PyTorch.
 
-Every quantity is a ``[B, N]`` tensor (B worlds, N vehicles); human drivers follow the IDM, and
+Every quantity is a ``[B, N]`` tensor (B worlds, N vehicles); human drivers follow a car-following
+model (the IDM, SUMO's Krauss, or a mix of both), and
 ``torch.autograd`` differentiates any rollout quantity with respect to actions, initial states and
 driver parameters. Importing this package registers the Gymnasium ids
 ``difftraffic/PaceCar-<variant>-v0`` and does not import pygame.
 """
 
+from difftraffic.car_following import CarFollowingModel, Drivers, MixedDrivers
 from difftraffic.compile import compile_step
 from difftraffic.dynamics import StepResult, rollout, step, validate_step_inputs
 from difftraffic.env import TrafficEnv, TrafficTask
 from difftraffic.idm import IDMParams, desired_gap, equilibrium_gap, idm_acceleration
+from difftraffic.krauss import KraussParams, krauss_speed
 from difftraffic.neighbors import Neighbors, compute_neighbors, detect_collisions
 from difftraffic.registration import register_envs
 from difftraffic.road import Road
-from difftraffic.scenario import Driver, Scenario, ScenarioBuilder
+from difftraffic.scenario import Driver, KraussDriver, Scenario, ScenarioBuilder
 from difftraffic.scenarios import PACE_CAR_VARIANTS, PaceCarConfig, PaceCarTask, pace_car_config
 from difftraffic.scenarios.pace_car_env import PaceCarEnv, PaceCarGymEnv
 from difftraffic.state import TrafficState
@@ -24,8 +27,13 @@ register_envs()
 
 __all__ = [
     "PACE_CAR_VARIANTS",
+    "CarFollowingModel",
     "Driver",
+    "Drivers",
     "IDMParams",
+    "KraussDriver",
+    "KraussParams",
+    "MixedDrivers",
     "Neighbors",
     "PaceCarConfig",
     "PaceCarEnv",
@@ -44,6 +52,7 @@ __all__ = [
     "detect_collisions",
     "equilibrium_gap",
     "idm_acceleration",
+    "krauss_speed",
     "pace_car_config",
     "rollout",
     "step",

@@ -258,11 +258,21 @@ def _simulate_scenario(
     seed: int,
     summary: Summary,
 ) -> None:
-    state, idm = scenario.sample(batch_size, seed)
+    generator = torch.Generator().manual_seed(seed)
+    state, drivers = scenario.sample(batch_size, generator=generator)
     neighbors = None
     for _ in range(steps):
         acceleration, steering = (None, None) if policy is None else policy(state)
-        result = step(state, scenario.road, idm, scenario.dt, acceleration, steering, neighbors)
+        result = step(
+            state,
+            scenario.road,
+            drivers,
+            scenario.dt,
+            acceleration,
+            steering,
+            neighbors,
+            generator=generator,
+        )
         state, neighbors = result.state, result.neighbors
         summary.add(state, int(result.collided.sum()), None)
 

@@ -34,7 +34,7 @@ def compile_step(**options: Any) -> Callable[..., StepResult]:
     Example::
 
         fast_step = compile_step()
-        result = fast_step(state, road, idm, dt, av_acceleration, av_steering, neighbors)
+        result = fast_step(state, road, drivers, dt, av_acceleration, av_steering, neighbors)
     """
     compiled: Callable[..., StepResult] = torch.compile(step, dynamic=False, **options)
     return compiled

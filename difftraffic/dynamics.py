@@ -1,4 +1,5 @@
-"""One simulation step for all worlds: IDM for humans, a kinematic bicycle for autonomous vehicles.
+"""One simulation step for all worlds: a car-following model for humans (the IDM, Krauss or a mix),
+a kinematic bicycle for autonomous vehicles.
 
 All vehicles are updated synchronously from the state at time ``t`` with the semi-implicit
 (symplectic) Euler scheme that SUMO uses by default::
@@ -7,7 +8,8 @@ All vehicles are updated synchronously from the state at time ``t`` with the sem
 
 What the gradient carries: every continuous quantity of a later state (positions, speeds,
 headings, gaps, rewards built from them) is differentiable with respect to the actions, the
-initial state and the IDM parameters through the IDM, the bicycle model and the integration.
+initial state and the driver parameters through the car-following model, the bicycle model and
+the integration (:mod:`difftraffic.krauss` says what its discrete choices do not carry).
 Which vehicle leads which (lane membership and order) is discrete and carries no gradient: when a
 vehicle moves laterally into another lane, the followers that start reacting to it do so through
 a gap whose *value* depends on the mover's ``x``, but nothing tells the gradient that the change of
@@ -18,14 +20,13 @@ vehicle held at standstill.
 from __future__ import annotations
 
 import math
-from dataclasses import fields
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from difftraffic.car_following import Drivers
 from difftraffic.errors import check_finite, check_positive, check_range, check_simulation_dtype
-from difftraffic.idm import IDMParams, idm_acceleration
 from difftraffic.neighbors import (
     LeaderMethod,
     Neighbors,
@@ -40,8 +41,9 @@ from difftraffic.road import Road
 from difftraffic.state import BodyBox, TrafficState
 
 MIN_GAP = 1e-2
-"""Gap (m) at which the IDM is evaluated when a vehicle overlaps its leader. The IDM is undefined
-for gaps <= 0; such vehicles are reported as collided and brake as hard as the model allows."""
+"""Gap (m) at which the car-following model is evaluated when a vehicle overlaps its leader (the IDM
+is undefined for gaps <= 0); such vehicles are reported as collided and brake as hard as the
+model allows."""
 
 
 class StepResult(NamedTuple):
@@ -71,18 +73,20 @@ def bicycle_yaw_rate(v: Tensor, steering: Tensor, wheelbase: Tensor) -> Tensor:
 def validate_step_inputs(
     state: TrafficState,
     road: Road,
-    idm: IDMParams,
+    drivers: Drivers,
     dt: float,
     av_acceleration: Tensor | None = None,
     av_steering: Tensor | None = None,
+    generator: torch.Generator | None = None,
 ) -> None:
     """The checked mode of :func:`step`: raise ``ValueError`` naming the first bad argument.
 
     Checks what :func:`step` assumes and does not verify: a valid state in float32 or float64,
     ``dt > 0``, controls of the state's shape ``[B, N]``, dtype and device (a float64 control
     would silently turn a float32 simulation into float64), finite, with AV steering in
-    ``(-pi/2, pi/2)`` rad, and driver parameters broadcastable to ``[B, N]`` in the state's
-    dtype. Costs a few device syncs; call it once before a loop, or on every step while debugging.
+    ``(-pi/2, pi/2)`` rad, driver parameters broadcastable to ``[B, N]`` in the state's
+    dtype, and a generator where the drivers draw random numbers. Costs a few device syncs;
+    call it once before a loop, or on every step while debugging.
     """
     if not isinstance(road, Road):
         raise ValueError(f"road must be a difftraffic.Road, got {type(road).__name__}")
@@ -113,20 +117,26 @@ def validate_step_inputs(
             high_inclusive=False,
             unit="rad",
         )
-    for f in fields(idm):
-        value = getattr(idm, f.name)
+    owner = type(drivers).__name__
+    for name, value in drivers.tensors().items():
         if not isinstance(value, Tensor):
             continue
         if not _broadcasts_to(value.shape, shape):
             raise ValueError(
-                f"IDMParams.{f.name} has shape {tuple(value.shape)}, not "
+                f"{owner}.{name} has shape {tuple(value.shape)}, not "
                 f"broadcastable to the state's {tuple(shape)} [B, N]"
             )
-        if value.dtype != dtype or value.device != device:
+        wrong_dtype = value.is_floating_point() and value.dtype != dtype
+        if wrong_dtype or value.device != device:
             raise ValueError(
-                f"IDMParams.{f.name} must have the state's dtype {dtype} and device "
+                f"{owner}.{name} must have the state's dtype {dtype} and device "
                 f"{device}, got {value.dtype} on {value.device}"
             )
+    if drivers.needs_generator and generator is None:
+        raise ValueError(
+            f"{owner} draws random numbers (a Krauss sigma > 0): pass generator=, a seeded "
+            "torch.Generator"
+        )
 
 
 def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
@@ -139,20 +149,23 @@ def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
 def step(
     state: TrafficState,
     road: Road,
-    idm: IDMParams,
+    drivers: Drivers,
     dt: float,
     av_acceleration: Tensor | None = None,
     av_steering: Tensor | None = None,
     neighbors: Neighbors | None = None,
     wheelbase_ratio: float = 0.6,
     leader_method: LeaderMethod = "auto",
+    generator: torch.Generator | None = None,
 ) -> StepResult:
     """Advance every world by ``dt`` seconds.
 
     Args:
         state: the state at time ``t``; shapes ``[B, N]``.
         road: road geometry.
-        idm: human driver parameters, broadcastable to ``[B, N]``.
+        drivers: the human drivers' car-following model and parameters, broadcastable to
+            ``[B, N]``: :class:`difftraffic.IDMParams`, :class:`difftraffic.KraussParams` or a
+            :class:`difftraffic.MixedDrivers`.
         dt: time step (s), > 0.
         av_acceleration: ``[B, N]`` longitudinal acceleration of autonomous vehicles (m/s^2);
             entries of human drivers are ignored (and get zero gradient). ``None``: zero.
@@ -162,6 +175,8 @@ def step(
             the previous step); computed when ``None``.
         wheelbase_ratio: wheelbase of autonomous vehicles as a fraction of their length.
         leader_method: see :func:`difftraffic.neighbors.find_leaders`.
+        generator: the source of the drivers' random draws (Krauss dawdling, ``sigma > 0``);
+            unused by deterministic drivers.
 
     Returns:
         A :class:`StepResult`. Inactive slots are returned unchanged.
@@ -178,7 +193,9 @@ def step(
     av_steering = zeros if av_steering is None else av_steering
 
     gap, v_lead = leader_gap_and_speed(state, neighbors, road)
-    human_acc = idm_acceleration(state.v, v_lead, gap.clamp_min(MIN_GAP), idm, neighbors.has_leader)
+    human_acc = drivers.acceleration(
+        state.v, v_lead, gap.clamp_min(MIN_GAP), neighbors.has_leader, dt, generator
+    )
     acceleration = torch.where(active, torch.where(is_av, av_acceleration, human_acc), zeros)
 
     v_next = torch.relu(state.v + acceleration * dt)
@@ -211,12 +228,13 @@ def step(
 def rollout(
     state: TrafficState,
     road: Road,
-    idm: IDMParams,
+    drivers: Drivers,
     dt: float,
     steps: int,
     av_acceleration: Tensor | None = None,
     av_steering: Tensor | None = None,
     leader_method: LeaderMethod = "auto",
+    generator: torch.Generator | None = None,
 ) -> tuple[list[TrafficState], Tensor]:
     """Run ``steps`` steps with per-step AV controls.
 
@@ -233,7 +251,17 @@ def rollout(
     for t in range(steps):
         acc = None if av_acceleration is None else av_acceleration[t]
         steer = None if av_steering is None else av_steering[t]
-        result = step(states[-1], road, idm, dt, acc, steer, neighbors, leader_method=leader_method)
+        result = step(
+            states[-1],
+            road,
+            drivers,
+            dt,
+            acc,
+            steer,
+            neighbors,
+            leader_method=leader_method,
+            generator=generator,
+        )
         states.append(result.state)
         neighbors = result.neighbors
         collisions.append(result.collided)

@@ -18,7 +18,7 @@ ended.
 from __future__ import annotations
 
 from dataclasses import fields
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import gymnasium
 import numpy as np
@@ -26,9 +26,9 @@ import torch
 from gymnasium.vector import AutoresetMode, VectorEnv
 from torch import Tensor
 
+from difftraffic.car_following import Drivers
 from difftraffic.dynamics import step as simulation_step
 from difftraffic.errors import check_device, check_simulation_dtype
-from difftraffic.idm import IDMParams
 from difftraffic.neighbors import Neighbors, compute_neighbors
 from difftraffic.render.renderer import RENDER_MODES
 from difftraffic.road import Road
@@ -36,9 +36,6 @@ from difftraffic.state import TrafficState
 
 if TYPE_CHECKING:
     from difftraffic.render.renderer import Overlay, Renderer, RenderMode
-
-
-Batched = TypeVar("Batched", TrafficState, IDMParams)
 
 
 class TrafficTask(Protocol):
@@ -59,7 +56,7 @@ class TrafficTask(Protocol):
     def initial(
         self, batch_size: int, generator: torch.Generator, device: torch.device | str | None,
         dtype: torch.dtype,
-    ) -> tuple[TrafficState, IDMParams]: ...  # fmt: skip
+    ) -> tuple[TrafficState, Drivers]: ...  # fmt: skip
 
     def controls(self, state: TrafficState, action: Tensor) -> tuple[Tensor, Tensor]: ...
 
@@ -70,10 +67,10 @@ class TrafficTask(Protocol):
     ) -> tuple[Tensor, Tensor, dict[str, Tensor]]: ...
 
 
-def _select_worlds(mask: Tensor, new: Batched, old: Batched) -> Batched:
+def _select_worlds(mask: Tensor, new: TrafficState, old: TrafficState) -> TrafficState:
     """Field by field, ``new``'s worlds where ``mask [B]`` is True and ``old``'s elsewhere."""
     column = mask.unsqueeze(1)
-    return type(new)(
+    return TrafficState(
         **{
             f.name: torch.where(column, getattr(new, f.name), getattr(old, f.name))
             for f in fields(new)
@@ -136,7 +133,7 @@ class TrafficEnv(VectorEnv):
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed if seed is not None else int(torch.seed()))
         self.state: TrafficState | None = None
-        self.idm: IDMParams | None = None
+        self.drivers: Drivers | None = None
         self.neighbors: Neighbors | None = None
         self.elapsed = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         self.last_reward: Tensor | None = None
@@ -163,7 +160,7 @@ class TrafficEnv(VectorEnv):
         """Start new episodes in every world. ``seed`` re-seeds the environment's generator."""
         if seed is not None:
             self.generator.manual_seed(seed)
-        self.state, self.idm = self.task.initial(
+        self.state, self.drivers = self.task.initial(
             self.num_envs, self.generator, self.device, self.dtype
         )
         self.neighbors = compute_neighbors(self.state, self.task.road)
@@ -183,17 +180,18 @@ class TrafficEnv(VectorEnv):
             holds ``final_obs`` (the observation reached, before any autoreset), ``_final_obs``
             (worlds that ended) and each termination reason as a ``[B]`` bool tensor.
         """
-        state, idm = self.require_worlds()
+        state, drivers = self.require_worlds()
         action = self._as_action_tensor(actions)
         acceleration, steering = self.task.controls(state, action)
         result = simulation_step(
             state,
             self.task.road,
-            idm,
+            drivers,
             self.task.dt,
             acceleration,
             steering,
             self.neighbors,
+            generator=self.generator,
         )
         reward, terminated, reasons = self.task.evaluate(result.state, result.collided)
         self.elapsed += 1
@@ -249,21 +247,21 @@ class TrafficEnv(VectorEnv):
             self._renderer.close()
             self._renderer = None
 
-    def require_worlds(self) -> tuple[TrafficState, IDMParams]:
+    def require_worlds(self) -> tuple[TrafficState, Drivers]:
         """The current ``[B, N]`` state and drivers; ``RuntimeError`` before :meth:`reset`."""
-        if self.state is None or self.idm is None:
+        if self.state is None or self.drivers is None:
             raise RuntimeError("call reset() first: the environment has no worlds yet")
-        return self.state, self.idm
+        return self.state, self.drivers
 
     # -- internals -----------------------------------------------------------------------------
 
     def _autoreset(self, done: Tensor, obs: Tensor) -> Tensor:
-        fresh_state, fresh_idm = self.task.initial(
+        fresh_state, fresh_drivers = self.task.initial(
             self.num_envs, self.generator, self.device, self.dtype
         )
-        state, idm = self.require_worlds()
+        state, drivers = self.require_worlds()
         self.state = _select_worlds(done, fresh_state, state)
-        self.idm = _select_worlds(done, fresh_idm, idm)
+        self.drivers = fresh_drivers.select_worlds(done, drivers)
         self.neighbors = compute_neighbors(self.state, self.task.road)
         self.elapsed = torch.where(done, torch.zeros_like(self.elapsed), self.elapsed)
         return torch.where(done.unsqueeze(1), self.task.observe(fresh_state), obs)

@@ -11,18 +11,19 @@ road: its interaction term is exactly zero, and so is the gradient through it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from difftraffic.errors import check_non_negative, check_positive, check_range
-
-Scalar = Tensor | float
+from difftraffic.car_following import CarFollowingModel, Parameter, Scalar, register
 
 
+@register
 @dataclass(frozen=True)
-class IDMParams:
+class IDMParams(CarFollowingModel):
     """Driver parameters: floats or tensors broadcastable to ``[B, N]``, so drivers may differ.
 
     Attributes:
@@ -38,6 +39,16 @@ class IDMParams:
     Tensors keep their autograd history, so gradients reach the parameters.
     """
 
+    NAME: ClassVar[str] = "idm"
+    PARAMETERS: ClassVar[Mapping[str, Parameter]] = {
+        "v0": Parameter("m/s", search=(1.0, 70.0)),
+        "T": Parameter("s", search=(0.1, 5.0)),
+        "a": Parameter("m/s^2", search=(0.1, 10.0)),
+        "b": Parameter("m/s^2", search=(0.1, 10.0)),
+        "delta": Parameter("", 1.0, low_inclusive=True),
+        "s0": Parameter("m", low_inclusive=True, search=(0.0, 10.0)),
+    }
+
     v0: Scalar
     T: Scalar = 1.0
     a: Scalar = 2.6
@@ -45,21 +56,17 @@ class IDMParams:
     delta: Scalar = 4.0
     s0: Scalar = 2.5
 
-    def __post_init__(self) -> None:
-        check_positive("IDMParams.v0", self.v0, "m/s")
-        check_positive("IDMParams.T", self.T, "s")
-        check_positive("IDMParams.a", self.a, "m/s^2")
-        check_positive("IDMParams.b", self.b, "m/s^2")
-        check_range("IDMParams.delta", self.delta, 1.0)
-        check_non_negative("IDMParams.s0", self.s0, "m")
-
-    def to(self, like: Tensor) -> IDMParams:
-        """The same parameters as tensors with ``like``'s dtype and device (autograd kept)."""
-        converted = {
-            f.name: torch.as_tensor(getattr(self, f.name)).to(dtype=like.dtype, device=like.device)
-            for f in fields(self)
-        }
-        return IDMParams(**converted)
+    def acceleration(
+        self,
+        v: Tensor,
+        v_lead: Tensor,
+        gap: Tensor,
+        has_leader: Tensor | None,
+        dt: float,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """:func:`idm_acceleration` (the IDM needs neither ``dt`` nor random draws)."""
+        return idm_acceleration(v, v_lead, gap, self, has_leader)
 
 
 def desired_gap(v: Tensor, v_lead: Tensor, params: IDMParams) -> Tensor:

@@ -18,11 +18,13 @@ Any numeric setting written as a ``(low, high)`` pair is drawn uniformly, indepe
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
+from difftraffic.car_following import CarFollowingModel, Drivers, MixedDrivers
 from difftraffic.dynamics import rollout
 from difftraffic.errors import (
     check_device,
@@ -31,6 +33,7 @@ from difftraffic.errors import (
     check_simulation_dtype,
 )
 from difftraffic.idm import IDMParams
+from difftraffic.krauss import KraussParams
 from difftraffic.neighbors import compute_neighbors, detect_collisions
 from difftraffic.road import Road
 from difftraffic.state import TrafficState, body_extents
@@ -39,7 +42,13 @@ Range = float | tuple[float, float]
 
 
 def _check_range_setting(
-    name: str, value: Range, low: float, unit: str = "", *, strict: bool = False
+    name: str,
+    value: Range,
+    low: float,
+    unit: str = "",
+    *,
+    strict: bool = False,
+    high: float = math.inf,
 ) -> None:
     bounds = value if isinstance(value, tuple) else (value, value)
     if len(bounds) != 2:
@@ -49,16 +58,47 @@ def _check_range_setting(
         if not math.isfinite(bound) or not (bound > low if strict else bound >= low):
             relation = ">" if strict else ">="
             raise ValueError(f"{name} must be finite and {relation} {low} {unit}, got {value!r}")
+        if bound > high:
+            raise ValueError(f"{name} must be <= {high} {unit}, got {value!r}")
     if bounds[0] > bounds[1]:
         raise ValueError(f"{name} range must have low <= high, got {value!r}")
 
 
+class _DriverSettings:
+    """Settings of a group of human drivers for the car-following model :attr:`MODEL`: each
+    parameter a number or a ``(low, high)`` range, checked against the model's ranges."""
+
+    MODEL: ClassVar[type[CarFollowingModel]]
+
+    def __post_init__(self) -> None:
+        for name, spec in self.MODEL.PARAMETERS.items():
+            value = getattr(self, name)
+            if name == "v0" and value is None:  # None: the road's speed limit
+                continue
+            _check_range_setting(
+                f"{type(self).__name__}.{name}",
+                value,
+                spec.low,
+                spec.unit,
+                strict=not spec.low_inclusive,
+                high=spec.high,
+            )
+
+    def value(self, name: str, road: Road) -> Range:
+        """The setting of parameter ``name``, the road's speed limit for ``v0=None``."""
+        value = getattr(self, name)
+        return road.speed_limit if value is None else value
+
+
 @dataclass(frozen=True)
-class Driver:
+class Driver(_DriverSettings):
     """IDM parameters of a group of human drivers; each a number or a ``(low, high)`` range.
 
-    ``v0=None`` means the road's speed limit. Other defaults are SUMO's passenger IDM.
+    ``v0=None`` means the road's speed limit. Other defaults are SUMO's passenger IDM; see
+    :class:`difftraffic.IDMParams`.
     """
+
+    MODEL: ClassVar[type[CarFollowingModel]] = IDMParams
 
     v0: Range | None = None
     T: Range = 1.0
@@ -67,13 +107,30 @@ class Driver:
     delta: Range = 4.0
     s0: Range = 2.5
 
-    def __post_init__(self) -> None:
-        if self.v0 is not None:  # None: the road's speed limit
-            _check_range_setting("Driver.v0", self.v0, 0.0, strict=True)
-        for name in ("T", "a", "b"):
-            _check_range_setting(f"Driver.{name}", getattr(self, name), 0.0, strict=True)
-        _check_range_setting("Driver.delta", self.delta, 1.0)
-        _check_range_setting("Driver.s0", self.s0, 0.0, "m")
+
+@dataclass(frozen=True)
+class KraussDriver(_DriverSettings):
+    """Krauss parameters of a group of human drivers (SUMO's default model); each a number or a
+    ``(low, high)`` range.
+
+    ``v0=None`` means the road's speed limit. Other defaults are SUMO's passenger car but
+    ``sigma = 0`` (deterministic; SUMO's default is 0.5); see :class:`difftraffic.KraussParams`.
+    A scenario with dawdling drivers (``sigma > 0``) needs a generator when it is stepped.
+    """
+
+    MODEL: ClassVar[type[CarFollowingModel]] = KraussParams
+
+    v0: Range | None = None
+    T: Range = 1.0
+    a: Range = 2.6
+    b: Range = 4.5
+    s0: Range = 2.5
+    sigma: Range = 0.0
+    b_emergency: Range = 9.0
+
+
+DriverSettings = Driver | KraussDriver
+"""The settings of one group of human drivers, one class per car-following model."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +143,7 @@ class VehicleSpec:
     length: float
     width: float
     autonomous: bool
-    driver: Driver
+    driver: DriverSettings
     lateral_offset: float = 0.0
 
 
@@ -112,8 +169,8 @@ class Scenario:
         device: torch.device | str | None = None,
         dtype: torch.dtype = torch.float32,
         generator: torch.Generator | None = None,
-    ) -> tuple[TrafficState, IDMParams]:
-        """Draw ``batch_size`` worlds: the initial state and the drivers' IDM parameters.
+    ) -> tuple[TrafficState, Drivers]:
+        """Draw ``batch_size`` worlds: the initial state and the drivers' parameters.
 
         Args:
             batch_size: number of worlds ``B``, >= 1.
@@ -124,8 +181,10 @@ class Scenario:
             generator: draw from this generator instead (on ``device``).
 
         Returns:
-            ``(state, idm)``: a validated :class:`TrafficState` of shape ``[B, N]`` and
-            :class:`IDMParams` whose fields are ``[B, N]`` tensors.
+            ``(state, drivers)``: a validated :class:`TrafficState` of shape ``[B, N]`` and the
+            drivers' model parameters as ``[B, N]`` tensors: :class:`difftraffic.IDMParams`
+            or :class:`difftraffic.KraussParams` when every driver uses that model, else a
+            :class:`difftraffic.MixedDrivers` (first model to appear first).
 
         Raises:
             ValueError: when vehicles overlap or leave the road in any sampled world.
@@ -136,8 +195,7 @@ class Scenario:
         if device is not None:
             check_device("device", device)
         if generator is None:
-            generator = torch.Generator(device=device or "cpu")
-            generator.manual_seed(seed if seed is not None else int(torch.seed()))
+            generator = _seeded_generator(seed, device)
         draw = _Sampler(batch_size, generator, device, dtype)
         specs = self.vehicles
         state = TrafficState(
@@ -150,15 +208,10 @@ class Scenario:
             is_av=draw.flags([s.autonomous for s in specs]),
             active=draw.flags([True for _ in specs]),
         )
-        idm = IDMParams(
-            **{
-                f.name: draw.column([self._driver_value(s.driver, f.name) for s in specs])
-                for f in fields(Driver)
-            }
-        )
+        drivers = self._draw_drivers(draw)
         state.validate()
         check_placement(state, self.road)
-        return state, idm
+        return state, drivers
 
     def initial_state(
         self,
@@ -182,12 +235,32 @@ class Scenario:
 
         Returns what :func:`difftraffic.dynamics.rollout` returns.
         """
-        state, idm = self.sample(batch_size, seed, device, dtype)
-        return rollout(state, self.road, idm, self.dt, steps)
+        generator = _seeded_generator(seed, device)
+        state, drivers = self.sample(batch_size, device=device, dtype=dtype, generator=generator)
+        return rollout(state, self.road, drivers, self.dt, steps, generator=generator)
 
-    def _driver_value(self, driver: Driver, name: str) -> Range:
-        value = getattr(driver, name)
-        return self.road.speed_limit if value is None else value
+    def _draw_drivers(self, draw: _Sampler) -> Drivers:
+        settings = [s.driver for s in self.vehicles]
+        kinds = list(dict.fromkeys(type(d) for d in settings))
+        members = tuple(self._draw_model(draw, kind, settings) for kind in kinds)
+        if len(members) == 1:
+            return members[0]
+        choice = torch.tensor([kinds.index(type(d)) for d in settings], device=draw.device)
+        return MixedDrivers(members, choice.expand(draw.batch_size, -1).clone())
+
+    def _draw_model(
+        self, draw: _Sampler, kind: type[DriverSettings], settings: list[DriverSettings]
+    ) -> CarFollowingModel:
+        """``kind``'s model with every vehicle's setting; vehicles of other models get ``kind``'s
+        defaults (valid, unused values)."""
+        default = kind()
+        own = [d if isinstance(d, kind) else default for d in settings]
+        return kind.MODEL(
+            **{
+                name: draw.column([d.value(name, self.road) for d in own])
+                for name in kind.MODEL.PARAMETERS
+            }
+        )
 
 
 class _Sampler:
@@ -215,6 +288,13 @@ class _Sampler:
     def flags(self, settings: list[bool]) -> Tensor:
         flags = torch.tensor(settings, dtype=torch.bool, device=self.device)
         return flags.expand(self.batch_size, len(settings)).clone()
+
+
+def _seeded_generator(seed: int | None, device: torch.device | str | None) -> torch.Generator:
+    """A generator on ``device`` seeded with ``seed`` (a nondeterministic seed for ``None``)."""
+    generator = torch.Generator(device=device or "cpu")
+    generator.manual_seed(seed if seed is not None else int(torch.seed()))
+    return generator
 
 
 def _bounds(setting: Range) -> tuple[float, float]:
@@ -269,7 +349,7 @@ class ScenarioBuilder:
     dt: float = 0.1
     length: float = 5.0
     width: float = 2.0
-    driver: Driver = field(default_factory=Driver)
+    driver: DriverSettings = field(default_factory=Driver)
     _vehicles: list[VehicleSpec] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -284,7 +364,7 @@ class ScenarioBuilder:
         speed: Range = 0.0,
         *,
         autonomous: bool = False,
-        driver: Driver | None = None,
+        driver: DriverSettings | None = None,
         length: float | None = None,
         width: float | None = None,
         lateral_offset: float = 0.0,
@@ -296,7 +376,8 @@ class ScenarioBuilder:
             x: front-bumper position (m) or a ``(low, high)`` range.
             speed: initial speed (m/s) >= 0, or a range.
             autonomous: True for a vehicle driven by actions instead of the IDM.
-            driver: IDM parameters (humans); the builder's default when ``None``.
+            driver: the human driver's model settings (:class:`Driver` for the IDM,
+                :class:`KraussDriver`); the builder's default when ``None``.
             length, width: body size (m); the builder's defaults when ``None``.
             lateral_offset: offset (m) of the vehicle from its lane centre.
         """
@@ -321,7 +402,7 @@ class ScenarioBuilder:
         spacing: float = 20.0,
         speed: Range = 0.0,
         *,
-        driver: Driver | None = None,
+        driver: DriverSettings | None = None,
         jitter: float = 0.0,
         length: float | None = None,
         width: float | None = None,
@@ -334,7 +415,8 @@ class ScenarioBuilder:
             start: position (m) of the rearmost vehicle's front bumper.
             spacing: front-to-front distance (m), > 0.
             speed: initial speed (m/s) or range, drawn per vehicle.
-            driver: IDM parameters; the builder's default when ``None``.
+            driver: the drivers' model settings (:class:`Driver`, :class:`KraussDriver`); the
+                builder's default when ``None``.
             jitter: each position is drawn from ``[p - jitter, p + jitter]`` (m), >= 0.
         """
         if not isinstance(count, int) or count < 1:

@@ -11,8 +11,8 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
+from difftraffic.car_following import Drivers
 from difftraffic.dynamics import step
-from difftraffic.idm import IDMParams
 from difftraffic.render.renderer import Overlay, RenderConfig, Renderer
 from difftraffic.render.video import write_video
 from difftraffic.road import Road
@@ -39,7 +39,7 @@ class RecordableEnv(Protocol):
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict[str, Any]]: ...
 
-    def require_worlds(self) -> tuple[TrafficState, IDMParams]: ...
+    def require_worlds(self) -> tuple[TrafficState, Drivers]: ...
 
     def overlay(self, world: int) -> Overlay: ...
 
@@ -180,12 +180,22 @@ def _scenario_frames(
     renderer: Renderer,
 ) -> Iterator[np.ndarray]:
     with torch.no_grad():
-        state, idm = scenario.sample(batch_size, seed)
+        generator = torch.Generator().manual_seed(seed)
+        state, drivers = scenario.sample(batch_size, generator=generator)
         yield _rgb(renderer.render(state, world, time=0.0))
         neighbors = None
         for index in range(steps):
             acceleration, steering = _scenario_controls(state, policy)
-            result = step(state, scenario.road, idm, scenario.dt, acceleration, steering, neighbors)
+            result = step(
+                state,
+                scenario.road,
+                drivers,
+                scenario.dt,
+                acceleration,
+                steering,
+                neighbors,
+                generator=generator,
+            )
             state, neighbors = result.state, result.neighbors
             time = (index + 1) * scenario.dt
             yield _rgb(renderer.render(state, world, collided=result.collided, time=time))

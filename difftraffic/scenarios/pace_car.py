@@ -31,8 +31,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from difftraffic.car_following import Drivers
 from difftraffic.errors import check_positive
-from difftraffic.idm import IDMParams
 from difftraffic.road import LaneMembership, Road, check_lane_membership
 from difftraffic.scenario import Driver, Scenario, ScenarioBuilder, check_placement
 from difftraffic.state import TrafficState
@@ -166,9 +166,9 @@ class PaceCarTask:
     def initial(
         self, batch_size: int, generator: torch.Generator, device: torch.device | str | None,
         dtype: torch.dtype,
-    ) -> tuple[TrafficState, IDMParams]:  # fmt: skip
+    ) -> tuple[TrafficState, Drivers]:  # fmt: skip
         """``batch_size`` initial worlds: the pace car in a uniformly random lane."""
-        state, idm = self.scenario.sample(
+        state, drivers = self.scenario.sample(
             batch_size, generator=generator, device=device, dtype=dtype
         )
         lane = torch.randint(
@@ -178,7 +178,7 @@ class PaceCarTask:
         y[:, 0] = self.road.lane_center(lane.to(dtype))
         state = state.replace(y=y)
         check_placement(state, self.road)
-        return state, idm
+        return state, drivers
 
     def controls(self, state: TrafficState, action: Tensor) -> tuple[Tensor, Tensor]:
         """``[B, 2]`` action -> ``[B, N]`` AV acceleration (m/s^2) and steering (rad)."""

@@ -89,13 +89,13 @@ class PaceCarVecEnv:
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to continue the same episodes: worlds, drivers, clocks, RNG."""
         env = self.env
-        if env.state is None or env.idm is None:
+        if env.state is None or env.drivers is None:
             return {}
         return {
             "state": {
                 f.name: getattr(env.state, f.name).detach().clone() for f in fields(env.state)
             },
-            "idm": {f.name: getattr(env.idm, f.name).detach().clone() for f in fields(env.idm)},
+            "drivers": env.drivers.state_dict(),
             "elapsed": env.elapsed.clone(),
             "generator": env.generator.get_state(),
         }
@@ -105,11 +105,15 @@ class PaceCarVecEnv:
         if not state:
             return
         from difftraffic import IDMParams, TrafficState, compute_neighbors
+        from difftraffic.car_following import drivers_from_state_dict
 
         env = self.env
         device = env.device
         env.state = TrafficState(**{k: v.to(device) for k, v in state["state"].items()})
-        env.idm = IDMParams(**{k: v.to(device) for k, v in state["idm"].items()})
+        if "drivers" in state:
+            env.drivers = drivers_from_state_dict(state["drivers"], device)
+        else:  # checkpoints written before the car-following model interface: IDM drivers
+            env.drivers = IDMParams(**{k: v.to(device) for k, v in state["idm"].items()})
         env.neighbors = compute_neighbors(env.state, env.task.road)
         env.elapsed = state["elapsed"].to(device)
         env.generator.set_state(state["generator"])
