@@ -1,9 +1,10 @@
-"""Fit IDM driver parameters to observed trajectories by gradient, every driver at once.
+"""Fit car-following parameters (IDM or Krauss) to observed trajectories by gradient, every driver
+at once.
 
 The data is a table of observations ``time, vehicle_id, lane, position, speed`` (s, -, lane index,
 front bumper along the lane in m, m/s), sampled at one fixed interval. Leaders are inferred per
 lane and time (the nearest vehicle ahead in the same lane). Each follower is *replayed* behind
-its observed leader: starting from its first observed position and speed, the IDM and the
+its observed leader: starting from its first observed position and speed, the model and the
 simulator's integration (:func:`difftraffic.dynamics.step`'s semi-implicit Euler,
 ``v' = max(0, v + acc dt)``, ``x' = x + v' dt``) drive it while the leader moves as observed. So
 drivers calibrate independently, and all of them are fitted in one batched optimization: the
@@ -14,7 +15,9 @@ trajectory.
 Which parameters the data identifies depends on what it excites: ``v0`` only shows when the
 follower drives near its desired speed, ``b`` when it closes in on a slower leader, ``s0`` when
 it stands behind one; a parameter the data does not excite comes back anywhere in its bounds with
-a small error. ``delta`` stays at 4 (the usual choice; it trades off against ``v0``).
+a small error. Parameters without default search bounds keep their model default: the IDM's
+``delta`` stays at 4 (the usual choice; it trades off against ``v0``), Krauss's ``sigma`` at 0
+(the fit is deterministic) and ``b_emergency`` at 9 m/s^2.
 """
 
 from __future__ import annotations
@@ -31,14 +34,15 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from difftraffic.car_following import CarFollowingModel, model_class
 from difftraffic.dynamics import MIN_GAP
-from difftraffic.idm import IDMParams, idm_acceleration
 from difftraffic.road import Road
 from difftraffic.state import TrafficState
 
 __all__ = [
     "COLUMNS",
     "IDM_BOUNDS",
+    "search_bounds",
     "DEFAULT_SCHEDULE",
     "OBJECTIVES",
     "CalibrationResult",
@@ -54,13 +58,18 @@ __all__ = [
 COLUMNS = ("time", "vehicle_id", "lane", "position", "speed")
 """The columns a trajectory file must have (others are ignored)."""
 
-IDM_BOUNDS: dict[str, tuple[float, float]] = {
-    "v0": (1.0, 70.0),
-    "T": (0.1, 5.0),
-    "a": (0.1, 10.0),
-    "b": (0.1, 10.0),
-    "s0": (0.0, 10.0),
-}
+
+def search_bounds(model: str) -> dict[str, tuple[float, float]]:
+    """Default search bounds of the parameters calibration fits for ``model`` (``"idm"``,
+    ``"krauss"``): name -> (low, high) in SI units (``Parameter.search`` of the model)."""
+    return {
+        name: spec.search
+        for name, spec in model_class(model).PARAMETERS.items()
+        if spec.search is not None
+    }
+
+
+IDM_BOUNDS = search_bounds("idm")
 """Default search bounds of the fitted IDM parameters (m/s, s, m/s², m/s², m)."""
 
 OBJECTIVES = ("gap", "speed", "both")
@@ -317,12 +326,12 @@ def windows(data: Followers, length: int) -> Followers:
     )
 
 
-def replay(data: Followers, params: IDMParams) -> tuple[Tensor, Tensor]:
+def replay(data: Followers, params: CarFollowingModel) -> tuple[Tensor, Tensor]:
     """Simulate every follower behind its observed leader from its first observation.
 
     Args:
         data: the followers, tensors ``[D, T]`` (or ``[D, W, T]`` from :func:`windows`).
-        params: IDM parameters broadcastable to the tensors without their last dimension,
+        params: a model's parameters broadcastable to the tensors without their last dimension,
             with leading dimensions for several parameter sets at once (starts ``[K, D]``, or
             ``[K, D, 1]`` for windows).
 
@@ -331,15 +340,21 @@ def replay(data: Followers, params: IDMParams) -> tuple[Tensor, Tensor]:
         speed (m/s); step 0 is the observation itself.
     """
     position, speed = data.position[..., 0], data.speed[..., 0]
-    broadcast = torch.zeros_like(torch.as_tensor(params.T, dtype=position.dtype))
+    broadcast = sum(
+        (
+            torch.zeros_like(torch.as_tensor(v, dtype=position.dtype))
+            for v in params.tensors().values()
+        ),
+        start=torch.zeros((), dtype=position.dtype),
+    )
     position, speed = position + broadcast, speed + broadcast
     gaps, speeds = [], []
     for k in range(data.position.shape[-1]):
         gap = data.leader_position[..., k] - data.vehicle_length - position
         gaps.append(gap)
         speeds.append(speed)
-        acceleration = idm_acceleration(
-            speed, data.leader_speed[..., k], gap.clamp_min(MIN_GAP), params
+        acceleration = params.acceleration(
+            speed, data.leader_speed[..., k], gap.clamp_min(MIN_GAP), None, data.dt
         )
         speed = torch.relu(speed + acceleration * data.dt)
         position = position + speed * data.dt
@@ -352,7 +367,7 @@ class CalibrationResult:
 
     Attributes:
         vehicle_ids, leader_ids: the followers and the leaders they were replayed behind.
-        params: name -> ``[D]`` fitted value (SI units, see :data:`IDM_BOUNDS`).
+        params: name -> ``[D]`` fitted value (SI units, see :func:`search_bounds`).
         gap_rmse, speed_rmse: ``[D]`` replay errors of the fitted parameters (m, m/s).
         steps: ``[D]`` observed steps each follower was fitted on.
         iterations: optimizer iterations run; ``stopped_early`` when the time limit cut them.
@@ -458,6 +473,7 @@ def parse_schedule(text: str) -> tuple[Stage, ...]:
 
 def calibrate(
     data: Followers,
+    model: str = "idm",
     objective: str = "gap",
     bounds: Mapping[str, tuple[float, float]] | None = None,
     starts: int = 4,
@@ -466,12 +482,14 @@ def calibrate(
     seed: int = 0,
     progress: bool = True,
 ) -> CalibrationResult:
-    """Fit one IDM parameter set per follower, all followers and starts in one optimization.
+    """Fit one parameter set per follower, all followers and starts in one optimization.
 
     Args:
         data: followers from :func:`read_trajectories`.
+        model: the car-following model fitted, ``"idm"`` or ``"krauss"``.
         objective: ``"gap"``, ``"speed"`` or ``"both"`` (:data:`OBJECTIVES`).
-        bounds: name -> (low, high) for ``v0, T, a, b, s0``; defaults :data:`IDM_BOUNDS`.
+        bounds: name -> (low, high) for the fitted parameters (``v0, T, a, b, s0`` for both
+            models); defaults :func:`search_bounds`.
         starts: random starting points per follower in the first stage (uniform in the bounds,
             from a generator seeded with ``seed``); each follower goes on with its best.
         schedule: the stages (:class:`Stage`): windows of a few steps, each replayed from its
@@ -484,9 +502,11 @@ def calibrate(
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r} is invalid; valid values: {list(OBJECTIVES)}")
-    bounds = dict(IDM_BOUNDS if bounds is None else bounds)
-    if set(bounds) != set(IDM_BOUNDS):
-        raise ValueError(f"bounds must name exactly {sorted(IDM_BOUNDS)}, got {sorted(bounds)}")
+    model_cls = model_class(model)
+    defaults = search_bounds(model)
+    bounds = dict(defaults if bounds is None else bounds)
+    if set(bounds) != set(defaults):
+        raise ValueError(f"bounds must name exactly {sorted(defaults)}, got {sorted(bounds)}")
     for name, (low, high) in bounds.items():
         if not low < high or (name != "s0" and low <= 0) or low < 0:
             raise ValueError(
@@ -510,7 +530,7 @@ def calibrate(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=sum(s.iterations for s in schedule), desc="calibrate", unit="it")
-    fit = _Fit(data, objective, bounds, generator)
+    fit = _Fit(data, model_cls, objective, bounds, generator)
     params: dict[str, Tensor] | None = None
     done, stopped, history = 0, False, list[float]()
     try:
@@ -526,7 +546,7 @@ def calibrate(
             bar.close()
     assert params is not None
     with torch.no_grad():
-        gap, speed = replay(data, IDMParams(**params))
+        gap, speed = replay(data, model_cls(**params))
         gap_error, speed_error = _errors(data, gap, speed)
     return CalibrationResult(
         vehicle_ids=list(data.vehicle_ids),
@@ -547,11 +567,12 @@ class _Fit:
     def __init__(
         self,
         data: Followers,
+        model: type[CarFollowingModel],
         objective: str,
         bounds: Mapping[str, tuple[float, float]],
         generator: torch.Generator,
     ) -> None:
-        self.data, self.objective, self.generator = data, objective, generator
+        self.data, self.model, self.objective, self.generator = data, model, objective, generator
         dtype = data.position.dtype
         self.lower = {n: torch.tensor(b[0], dtype=dtype) for n, b in bounds.items()}
         self.span = {n: torch.tensor(b[1] - b[0], dtype=dtype) for n, b in bounds.items()}
@@ -586,7 +607,7 @@ class _Fit:
             return {n: self.lower[n] + self.span[n] * torch.sigmoid(z) for n, z in logits.items()}
 
         def loss_per_start() -> Tensor:
-            gap, speed = replay(fit_data, IDMParams(**parameters()))
+            gap, speed = replay(fit_data, self.model(**parameters()))
             gap_error, speed_error = _errors(fit_data, gap, speed)
             if self.objective == "gap":
                 return gap_error

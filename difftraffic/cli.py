@@ -397,12 +397,17 @@ def _add_calibrate(commands: Any) -> None:
     calibrate = commands.add_parser(
         "calibrate",
         help="fit driver parameters to observed trajectories, all drivers at once",
-        description="Fit one IDM parameter set per follower of a trajectory CSV (columns time, "
+        description="Fit one parameter set per follower of a trajectory CSV (columns time, "
         "vehicle_id, lane, position, speed) by gradient, each follower replayed behind its "
         "observed leader, and write the parameters with each follower's fit error.",
     )
     calibrate.add_argument("trajectories", help="CSV of observations")
-    calibrate.add_argument("--model", choices=("idm",), default="idm", help="car-following model")
+    calibrate.add_argument(
+        "--model",
+        choices=("idm", "krauss"),
+        default="idm",
+        help="car-following model: idm (default) or krauss (SUMO's default, sigma = 0)",
+    )
     calibrate.add_argument(
         "--objective", choices=("gap", "speed", "both"), default="gap", help="what to match"
     )
@@ -432,9 +437,9 @@ def _add_calibrate(commands: Any) -> None:
 
 def calibrate_command(args: argparse.Namespace) -> None:
     """``difftraffic calibrate``: read, fit, write, print a summary."""
-    from difftraffic.calibration import IDM_BOUNDS, calibrate, parse_schedule, read_trajectories
+    from difftraffic.calibration import calibrate, parse_schedule, read_trajectories, search_bounds
 
-    bounds = dict(IDM_BOUNDS)
+    bounds = search_bounds(args.model)
     for item in args.bound:
         name, _, values = item.partition("=")
         if name not in bounds:
@@ -449,6 +454,7 @@ def calibrate_command(args: argparse.Namespace) -> None:
     data = read_trajectories(args.trajectories, vehicle_length=args.vehicle_length)
     result = calibrate(
         data,
+        model=args.model,
         objective=args.objective,
         bounds=bounds,
         starts=args.starts,
@@ -459,7 +465,7 @@ def calibrate_command(args: argparse.Namespace) -> None:
     )
     out = result.save(args.out)
     print(
-        f"fitted {len(result.vehicle_ids)} drivers in {result.iterations} iterations"
+        f"fitted {len(result.vehicle_ids)} {args.model} drivers in {result.iterations} iterations"
         + (" (time limit reached)" if result.stopped_early else "")
         + f"; gap RMSE median {result.gap_rmse.median():.3g} m, max {result.gap_rmse.max():.3g} m"
         f"; written to {out}"

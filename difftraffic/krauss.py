@@ -7,7 +7,7 @@ discrete time grid of step ``dt``::
 
     v_safe   = the largest v' with which, braking by b dt a step after a reaction time T, the car
                stops within gap - s0 + (the leader's braking distance on the same grid)
-    v_plan   = min(v_safe, v + a dt, v0)
+    v_plan   = min(v_safe, v + a dt, max(v0, v - b dt))
     v_min    = min(max(0, v - b dt), max(v_plan, v - b_emergency dt))
     v'       = max(v_min, dawdle(max(v_min, v_plan)))
 
@@ -185,7 +185,9 @@ def krauss_speed(
     safe = safe_following_speed(v, v_lead, gap, params, dt)
     if has_leader is not None:
         safe = torch.where(has_leader, safe, torch.full_like(safe, torch.inf))
-    planned = torch.minimum(torch.minimum(safe, v + params.a * dt), torch.as_tensor(params.v0))
+    # Speed limits are not emergencies (SUMO): above v0 the driver slows by at most b dt.
+    limit = torch.maximum(torch.as_tensor(params.v0), v - params.b * dt)
+    planned = torch.minimum(torch.minimum(safe, v + params.a * dt), limit)
     slowest = torch.minimum(
         torch.relu(v - params.b * dt),
         torch.maximum(planned, torch.relu(v - params.b_emergency * dt)),

@@ -34,7 +34,13 @@ from torch import Tensor
 from difftraffic.car_following import Drivers
 from difftraffic.errors import check_positive
 from difftraffic.road import LaneMembership, Road, check_lane_membership
-from difftraffic.scenario import Driver, Scenario, ScenarioBuilder, check_placement
+from difftraffic.scenario import (
+    Driver,
+    DriverSettings,
+    Scenario,
+    ScenarioBuilder,
+    check_placement,
+)
 from difftraffic.state import TrafficState
 
 PACE_CAR_VARIANTS: dict[str, tuple[int, int]] = {
@@ -74,7 +80,7 @@ class PaceCarConfig:
     max_distance_to_humans: float = 100.0
     vehicle_length: float = 5.0
     vehicle_width: float = 2.0
-    driver: Driver = field(default_factory=lambda: PAPER_DRIVER)
+    driver: DriverSettings = field(default_factory=lambda: PAPER_DRIVER)
     lane_membership: LaneMembership = "body"
 
     def __post_init__(self) -> None:

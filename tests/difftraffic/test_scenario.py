@@ -3,7 +3,17 @@
 import pytest
 import torch
 
-from difftraffic import Driver, Road, ScenarioBuilder
+from difftraffic import (
+    Driver,
+    IDMParams,
+    KraussDriver,
+    KraussParams,
+    MixedDrivers,
+    Road,
+    ScenarioBuilder,
+    step,
+    validate_step_inputs,
+)
 
 
 def two_lane_scenario():
@@ -164,3 +174,100 @@ def test_string_road_and_step_settings_name_the_parameter():
         Road.straight(speed_limit="30")
     with pytest.raises(ValueError, match=r"dt must be a real number, got '0.1' \(str\)"):
         ScenarioBuilder(Road.straight(), dt="0.1")
+
+
+def mixed_scenario(sigma: float = 0.0):
+    """A ring lane of IDM drivers and Krauss drivers in alternating platoons."""
+    return (
+        ScenarioBuilder(Road.ring(400.0, speed_limit=20.0), dt=0.1)
+        .platoon(lane=0, count=4, start=0.0, spacing=25.0, speed=10.0)
+        .platoon(
+            lane=0,
+            count=4,
+            start=200.0,
+            spacing=25.0,
+            speed=10.0,
+            driver=KraussDriver(T=(0.9, 1.1), sigma=sigma),
+        )
+        .build()
+    )
+
+
+def test_a_krauss_scenario_samples_krauss_drivers():
+    scenario = (
+        ScenarioBuilder(Road.straight(speed_limit=15.0), driver=KraussDriver(a=(1.5, 2.5)))
+        .platoon(lane=0, count=3, spacing=30.0)
+        .build()
+    )
+    _, drivers = scenario.sample(batch_size=16, seed=0)
+    assert isinstance(drivers, KraussParams)
+    assert (drivers.v0 == 15.0).all() and (drivers.sigma == 0.0).all()
+    assert (drivers.a >= 1.5).all() and (drivers.a <= 2.5).all() and drivers.a.std() > 0.1
+
+
+def test_a_mixed_scenario_samples_each_vehicle_its_own_model():
+    _, drivers = mixed_scenario().sample(batch_size=3, seed=0)
+    assert isinstance(drivers, MixedDrivers)
+    idm, krauss = drivers.models
+    assert isinstance(idm, IDMParams) and isinstance(krauss, KraussParams)
+    assert drivers.choice.tolist() == [[0] * 4 + [1] * 4] * 3
+    headways = krauss.T[:, 4:]
+    assert (headways >= 0.9).all() and (headways <= 1.1).all()
+
+
+def test_mixed_worlds_step_each_vehicle_with_its_model():
+    """Every vehicle of a mixed world moves exactly as in a world of its own model."""
+    state, drivers = mixed_scenario().sample(batch_size=2, seed=1, dtype=torch.float64)
+    road = mixed_scenario().road
+    mixed = step(state, road, drivers, 0.1).state.v
+    idm, krauss = drivers.models
+    assert torch.equal(mixed[:, :4], step(state, road, idm, 0.1).state.v[:, :4])
+    assert torch.equal(mixed[:, 4:], step(state, road, krauss, 0.1).state.v[:, 4:])
+    assert not torch.equal(mixed, step(state, road, idm, 0.1).state.v)
+
+
+def test_gradients_reach_only_the_chosen_models_parameters():
+    state, drivers = mixed_scenario().sample(batch_size=2, seed=1, dtype=torch.float64)
+    road = mixed_scenario().road
+    idm, krauss = drivers.models
+    idm_T = idm.T.clone().requires_grad_()
+    krauss_T = krauss.T.clone().requires_grad_()
+    mixed = MixedDrivers(
+        (
+            IDMParams(**{**idm.tensors(), "T": idm_T}),
+            KraussParams(**{**krauss.tensors(), "T": krauss_T}),
+        ),
+        drivers.choice,
+    )
+    for _ in range(30):
+        state = step(state, road, mixed, 0.1).state
+    state.x.sum().backward()
+    assert (idm_T.grad[:, :4] != 0).any() and (idm_T.grad[:, 4:] == 0).all()
+    assert (krauss_T.grad[:, 4:] != 0).any() and (krauss_T.grad[:, :4] == 0).all()
+
+
+def test_dawdling_scenarios_repeat_with_their_seed_and_need_a_generator():
+    scenario = mixed_scenario(sigma=0.5)
+    first, _ = scenario.simulate(steps=30, batch_size=2, seed=4)
+    again, _ = scenario.simulate(steps=30, batch_size=2, seed=4)
+    other, _ = scenario.simulate(steps=30, batch_size=2, seed=5)
+    assert torch.equal(first[-1].x, again[-1].x)
+    assert not torch.equal(first[-1].x, other[-1].x)
+    state, drivers = scenario.sample(batch_size=2, seed=4)
+    with pytest.raises(ValueError, match="sigma > 0.*generator"):
+        validate_step_inputs(state, scenario.road, drivers, scenario.dt)
+    with pytest.raises(ValueError, match="sigma > 0.*Generator"):
+        step(state, scenario.road, drivers, scenario.dt)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sigma": 1.5}, r"KraussDriver.sigma must be <= 1.0"),
+        ({"b_emergency": 0.0}, r"KraussDriver.b_emergency must be finite and > 0.0"),
+        ({"T": (0.5, -1.0)}, r"KraussDriver.T must be finite and > 0.0"),
+    ],
+)
+def test_bad_krauss_driver_parameters_are_rejected(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        KraussDriver(**kwargs)

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import difftraffic_rl
+from difftraffic import IDMParams, KraussDriver, KraussParams
 from difftraffic.cli import main as difftraffic_main
 from difftraffic_rl.cli import main as difftraffic_rl_main
 from difftraffic_rl.config import RunConfig, default_config, load_run_config
@@ -61,6 +62,39 @@ def test_state_dict_continues_the_very_same_episodes():
     second = [other.step(actions[t])[0] for t in range(20, 60)]
     for a, b in zip(first, second, strict=True):
         assert torch.equal(a, b)
+
+
+def test_state_dict_continues_dawdling_krauss_drivers_exactly():
+    """Krauss humans dawdle from the env's generator; the checkpoint names the model and holds
+    the generator, so a restored env draws the very same dawdling."""
+    driver = KraussDriver(T=0.4, a=35.0, b=25.0, s0=1.5, sigma=0.5, b_emergency=50.0)
+    env = make_task("pacecar-2lane", 4, dtype=torch.float64, driver=driver)
+    env.reset(seed=0)
+    actions = torch.rand(40, 4, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    for t in range(10):
+        env.step(actions[t] * 2 - 1)
+    saved = env.state_dict()
+    assert saved["drivers"]["model"] == "krauss" and env.env.drivers.needs_generator
+    first = [env.step(actions[t] * 2 - 1)[0] for t in range(10, 40)]
+    other = make_task("pacecar-2lane", 4, dtype=torch.float64, driver=driver)
+    other.load_state_dict(saved)
+    assert isinstance(other.env.drivers, KraussParams)
+    second = [other.step(actions[t] * 2 - 1)[0] for t in range(10, 40)]
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_checkpoints_written_before_the_model_interface_still_load():
+    """A checkpoint of IDM drivers stored under the old ``"idm"`` key restores them."""
+    env = make_task("pacecar-2lane", 2, dtype=torch.float64)
+    env.reset(seed=0)
+    saved = env.state_dict()
+    old = {k: v for k, v in saved.items() if k != "drivers"}
+    old["idm"] = saved["drivers"]["params"]
+    other = make_task("pacecar-2lane", 2, dtype=torch.float64)
+    other.load_state_dict(old)
+    assert isinstance(other.env.drivers, IDMParams)
+    assert torch.equal(other.env.drivers.T, env.env.drivers.T)
 
 
 @pytest.mark.parametrize("variant", ["1lane", "2lane", "3lane", "4lane", "10lane"])
