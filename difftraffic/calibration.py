@@ -8,9 +8,9 @@ its observed leader: starting from its first observed position and speed, the mo
 simulator's integration (:func:`difftraffic.dynamics.step`'s semi-implicit Euler,
 ``v' = max(0, v + acc dt)``, ``x' = x + v' dt``) drive it while the leader moves as observed. So
 drivers calibrate independently, and all of them are fitted in one batched optimization: the
-parameters of every driver (and every start) are one ``[K, D]`` tensor per parameter, kept inside
-their bounds by a sigmoid, and Adam descends the replay error through the whole simulated
-trajectory.
+parameters of every driver (and every start) are one ``[K, D, P]`` tensor, kept inside their
+bounds by a sigmoid, and Levenberg–Marquardt fits them, with the exact Jacobian of every replayed
+step carried through the simulation in forward mode.
 
 Which parameters the data identifies depends on what it excites: ``v0`` only shows when the
 follower drives near its desired speed, ``b`` when it closes in on a slower leader, ``s0`` when
@@ -44,6 +44,7 @@ __all__ = [
     "IDM_BOUNDS",
     "search_bounds",
     "DEFAULT_SCHEDULE",
+    "DERIVATIVES",
     "OBJECTIVES",
     "CalibrationResult",
     "Followers",
@@ -71,6 +72,10 @@ def search_bounds(model: str) -> dict[str, tuple[float, float]]:
 
 IDM_BOUNDS = search_bounds("idm")
 """Default search bounds of the fitted IDM parameters (m/s, s, m/s², m/s², m)."""
+
+DERIVATIVES = ("differences", "autodiff")
+"""How calibration computes the Jacobian of the replay: batched central differences or
+automatic differentiation (see :func:`calibrate`)."""
 
 OBJECTIVES = ("gap", "speed", "both")
 """What the fit matches: the gap to the leader (the literature's recommendation), the speed, or
@@ -370,7 +375,12 @@ class CalibrationResult:
         params: name -> ``[D]`` fitted value (SI units, see :func:`search_bounds`).
         gap_rmse, speed_rmse: ``[D]`` replay errors of the fitted parameters (m, m/s).
         steps: ``[D]`` observed steps each follower was fitted on.
-        iterations: optimizer iterations run; ``stopped_early`` when the time limit cut them.
+        iterations: Levenberg–Marquardt iterations run; ``stopped_early`` when the time limit
+            cut them.
+        replays: follower trajectories simulated (the windows that tile a trajectory count as
+            one; each iteration replays every start at its trial step and, for the Jacobian,
+            once per fitted parameter, all in one batched simulation).
+        history: mean error (sum of squared residuals per driver) after each iteration.
     """
 
     vehicle_ids: list[str]
@@ -380,6 +390,7 @@ class CalibrationResult:
     speed_rmse: Tensor
     steps: Tensor
     iterations: int
+    replays: int = 0
     stopped_early: bool = False
     history: list[float] = field(default_factory=list)
 
@@ -434,38 +445,42 @@ def _observed_variance(series: Tensor, valid: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage of a fit: ``iterations`` Adam steps at ``learning_rate`` on replay windows of
-    ``window`` steps (``None``: the whole replay), starting where the previous stage ended."""
+    """One stage of a fit: at most ``iterations`` Levenberg–Marquardt iterations on replay
+    windows of ``window`` steps (``None``: the whole replay), starting where the previous stage
+    ended."""
 
     window: int | None
     iterations: int
-    learning_rate: float
 
 
-DEFAULT_SCHEDULE = (Stage(20, 600, 0.1), Stage(100, 200, 0.01), Stage(None, 100, 0.003))
-"""Short windows first (fast, and a smooth loss that finds the basin from random starts), then
-longer ones and the whole replay (measurement noise at a window's first observation biases short
-windows; the whole replay does not restart from noisy states), each at a smaller rate so that
-it refines rather than leaves what the previous stage found. A stage ends early once its loss
-improves by less than 0.1 % over :data:`PLATEAU` iterations."""
+DEFAULT_SCHEDULE = (Stage(100, 20), Stage(None, 20))
+"""Windows of 10 s first (sequential work of 100 steps instead of the trajectory's, and a
+residual that errors compounding over minutes of replay do not make rugged, so the starts find
+the basin; 5 s windows let measurement noise pull some drivers into a basin at a bound), then
+the whole replay, which removes the bias that measurement noise at each
+window's first observation gives windows. A stage ends early once no driver's error improves
+by more than :data:`TOLERANCE` (relative) for three iterations."""
 
-PLATEAU = 50
-"""Iterations over which a stage must improve its loss by 0.1 % to go on."""
+KEEP = 4
+"""Starts per driver that go on to the next stage: the windows' error, biased by measurement
+noise at each window's first observation, can rank the start nearest the truth second or
+third."""
+
+TOLERANCE = 1e-6
+"""Relative improvement of a driver's error below which an iteration counts as converged."""
 
 
 def parse_schedule(text: str) -> tuple[Stage, ...]:
-    """Stages from ``"WINDOW:ITERATIONS:RATE,..."`` (``WINDOW`` a step count or ``all``), e.g.
-    ``"20:600:0.1,100:200:0.01,all:100:0.003"`` (:data:`DEFAULT_SCHEDULE`)."""
+    """Stages from ``"WINDOW:ITERATIONS,..."`` (``WINDOW`` a step count or ``all``), e.g.
+    ``"100:20,all:20"`` (:data:`DEFAULT_SCHEDULE`)."""
     stages = []
     for item in text.split(","):
         try:
-            window, iterations, rate = item.split(":")
-            stages.append(
-                Stage(None if window == "all" else int(window), int(iterations), float(rate))
-            )
+            window, iterations = item.split(":")
+            stages.append(Stage(None if window == "all" else int(window), int(iterations)))
         except ValueError:
             raise ValueError(
-                f"schedule stage {item!r} must look like WINDOW:ITERATIONS:RATE, e.g. 20:600:0.1 "
+                f"schedule stage {item!r} must look like WINDOW:ITERATIONS, e.g. 100:20 "
                 "(WINDOW a step count or 'all')"
             ) from None
     return tuple(stages)
@@ -476,13 +491,20 @@ def calibrate(
     model: str = "idm",
     objective: str = "gap",
     bounds: Mapping[str, tuple[float, float]] | None = None,
-    starts: int = 4,
+    starts: int = 16,
     schedule: Sequence[Stage] = DEFAULT_SCHEDULE,
     time_limit: float | None = None,
     seed: int = 0,
     progress: bool = True,
+    derivatives: str = "differences",
 ) -> CalibrationResult:
-    """Fit one parameter set per follower, all followers and starts in one optimization.
+    """Fit one parameter set per follower by Levenberg–Marquardt, all followers and starts in
+    one batched optimization.
+
+    Each iteration takes a damped Gauss–Newton step per driver and start from the Jacobian of
+    its residuals (``[K, D, steps, P]``), replays the step together with its own Jacobian, and
+    keeps it where it lowers that driver's error (the damping shrinks after a kept step and
+    grows after a rejected one).
 
     Args:
         data: followers from :func:`read_trajectories`.
@@ -490,18 +512,28 @@ def calibrate(
         objective: ``"gap"``, ``"speed"`` or ``"both"`` (:data:`OBJECTIVES`).
         bounds: name -> (low, high) for the fitted parameters (``v0, T, a, b, s0`` for both
             models); defaults :func:`search_bounds`.
-        starts: random starting points per follower in the first stage (uniform in the bounds,
-            from a generator seeded with ``seed``); each follower goes on with its best.
-        schedule: the stages (:class:`Stage`): windows of a few steps, each replayed from its
-            first observation (multiple shooting: sequential work of ``window`` steps instead of
-            the trajectory's, and a loss that compounding over long replays does not make
-            rugged), then longer windows and the whole replay. The reported errors are always
-            those of the whole replay.
+        starts: starting points per follower in the first stage (a scrambled Sobol sequence
+            seeded with ``seed`` over the middle 80 % of the bounds, which covers them more
+            evenly than uniform draws); each follower goes on with its best :data:`KEEP`.
+        schedule: the stages (:class:`Stage`): windows of a few seconds, each replayed from its
+            first observation (multiple shooting), then the whole replay. The reported errors
+            are always those of the whole replay.
         time_limit: stop after this many seconds (the best so far is returned).
         progress: show a progress bar.
+        derivatives: how the Jacobian is computed (:data:`DERIVATIVES`): ``"differences"``
+            (default), forward differences with the ``P`` perturbed replays in the same batched
+            simulation as the step's own (relative error ~1e-8 in float64; the fastest, as a
+            replay of ``P + 1`` times the batch costs little more than one, the replay being
+            bound by per-operation overhead), or ``"autodiff"``, exact, by automatic
+            differentiation through the replay (reverse over reverse; 2-10 times slower on CPU,
+            see ``docs/calibration.md``).
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r} is invalid; valid values: {list(OBJECTIVES)}")
+    if derivatives not in DERIVATIVES:
+        raise ValueError(
+            f"derivatives={derivatives!r} is invalid; valid values: {list(DERIVATIVES)}"
+        )
     model_cls = model_class(model)
     defaults = search_bounds(model)
     bounds = dict(defaults if bounds is None else bounds)
@@ -518,33 +550,29 @@ def calibrate(
     if not schedule:
         raise ValueError("schedule is empty; it needs at least one Stage")
     for stage in schedule:
-        if stage.iterations < 1 or stage.learning_rate <= 0 or (stage.window or 2) < 2:
-            raise ValueError(
-                f"{stage} is invalid; valid: iterations >= 1, learning_rate > 0, window >= 2 "
-                "or None"
-            )
-    generator = torch.Generator().manual_seed(seed)
-    deadline = None if time_limit is None else time.monotonic() + time_limit
+        if stage.iterations < 1 or (stage.window or 2) < 2:
+            raise ValueError(f"{stage} is invalid; valid: iterations >= 1, window >= 2 or None")
+    fit = _Fit(data, model_cls, objective, bounds, derivatives, time_limit)
+    drivers = len(data.vehicle_ids)
+    sobol = torch.quasirandom.SobolEngine(len(bounds), scramble=True, seed=seed)  # type: ignore[no-untyped-call]
+    points = sobol.draw(starts * drivers, dtype=data.position.dtype)
+    fractions = points.reshape(drivers, starts, len(bounds)).transpose(0, 1) * 0.8 + 0.1
+    logits = torch.logit(fractions)
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=sum(s.iterations for s in schedule), desc="calibrate", unit="it")
-    fit = _Fit(data, model_cls, objective, bounds, generator)
-    params: dict[str, Tensor] | None = None
-    done, stopped, history = 0, False, list[float]()
     try:
         for index, stage in enumerate(schedule):
-            params, ran, stopped = fit.run(
-                stage, starts if index == 0 else 1, params, deadline, bar, history
-            )
-            done += ran
-            if stopped:
+            keep = 1 if index == len(schedule) - 1 else KEEP
+            logits = fit.levenberg_marquardt(stage, logits, keep, bar)
+            if fit.out_of_time():
                 break
     finally:
         if bar is not None:
             bar.close()
-    assert params is not None
+    params = fit.parameters(logits[0])
     with torch.no_grad():
         gap, speed = replay(data, model_cls(**params))
         gap_error, speed_error = _errors(data, gap, speed)
@@ -555,14 +583,24 @@ def calibrate(
         gap_rmse=gap_error.sqrt(),
         speed_rmse=speed_error.sqrt(),
         steps=data.valid.sum(-1),
-        iterations=done,
-        stopped_early=stopped,
-        history=history,
+        iterations=fit.iterations,
+        replays=fit.replays,
+        stopped_early=fit.out_of_time(),
+        history=fit.history,
     )
 
 
+def _sum_of_squares(residual: Tensor) -> Tensor:
+    """``[..., D]`` sum over the last dimension of squared residuals, ``inf`` where any is not
+    finite (a replay that blew up never counts as an improvement)."""
+    return torch.nan_to_num((residual**2).sum(-1), nan=math.inf, posinf=math.inf)
+
+
 class _Fit:
-    """The parts of a fit that every stage shares: data, objective, bounds, random starts."""
+    """A fit's data, objective, bounds and clock, and the Levenberg–Marquardt iteration.
+
+    Parameters live as logits ``z [..., D, P]`` (``P`` fitted parameters in the order of
+    ``bounds``); a value is ``low + (high - low) sigmoid(z)``, so every step stays in bounds."""
 
     def __init__(
         self,
@@ -570,76 +608,114 @@ class _Fit:
         model: type[CarFollowingModel],
         objective: str,
         bounds: Mapping[str, tuple[float, float]],
-        generator: torch.Generator,
+        derivatives: str,
+        time_limit: float | None,
     ) -> None:
-        self.data, self.model, self.objective, self.generator = data, model, objective, generator
+        self.data, self.model, self.objective = data, model, objective
+        self.derivatives = derivatives
         dtype = data.position.dtype
-        self.lower = {n: torch.tensor(b[0], dtype=dtype) for n, b in bounds.items()}
-        self.span = {n: torch.tensor(b[1] - b[0], dtype=dtype) for n, b in bounds.items()}
-        self.gap_scale = _observed_variance(data.gap, data.valid)
-        self.speed_scale = _observed_variance(data.speed, data.valid)
+        self.names = list(bounds)
+        self.lower = torch.tensor([bounds[n][0] for n in self.names], dtype=dtype)
+        self.span = torch.tensor([bounds[n][1] - bounds[n][0] for n in self.names], dtype=dtype)
+        # residuals of "both" are scaled so that each series weighs by its observed variance
+        self.gap_weight = _observed_variance(data.gap, data.valid).rsqrt()
+        self.speed_weight = _observed_variance(data.speed, data.valid).rsqrt()
+        self.deadline = None if time_limit is None else time.monotonic() + time_limit
+        self.iterations, self.replays, self.history = 0, 0, list[float]()
 
-    def run(
-        self,
-        stage: Stage,
-        starts: int,
-        initial: Mapping[str, Tensor] | None,
-        deadline: float | None,
-        bar: Any,
-        history: list[float],
-    ) -> tuple[dict[str, Tensor], int, bool]:
-        """One stage; returns each follower's best parameters ``[D]``, the iterations run and
-        whether the deadline cut the stage short."""
-        data = self.data
-        fit_data = data if stage.window is None else windows(data, stage.window)
-        shape = (starts, len(data.vehicle_ids)) + ((1,) if stage.window is not None else ())
-        fractions = {
-            n: torch.rand(shape, generator=self.generator, dtype=data.position.dtype) * 0.8 + 0.1
-            for n in self.lower
-        }
-        if initial is not None:  # the first start goes on from the previous stage
-            for n in self.lower:
-                given = (initial[n] - self.lower[n]) / self.span[n]
-                fractions[n][0] = given.clamp(1e-6, 1 - 1e-6).reshape(fractions[n][0].shape)
-        logits = {n: torch.logit(f).requires_grad_(True) for n, f in fractions.items()}
+    def out_of_time(self) -> bool:
+        return self.deadline is not None and time.monotonic() > self.deadline
 
-        def parameters() -> dict[str, Tensor]:
-            return {n: self.lower[n] + self.span[n] * torch.sigmoid(z) for n, z in logits.items()}
+    def parameters(self, logits: Tensor) -> dict[str, Tensor]:
+        """``{name: [...]}`` parameter values of logits ``[..., P]``."""
+        values = self.lower + self.span * torch.sigmoid(logits)
+        return {name: values[..., i] for i, name in enumerate(self.names)}
 
-        def loss_per_start() -> Tensor:
-            gap, speed = replay(fit_data, self.model(**parameters()))
-            gap_error, speed_error = _errors(fit_data, gap, speed)
-            if self.objective == "gap":
-                return gap_error
-            if self.objective == "speed":
-                return speed_error
-            return gap_error / self.gap_scale + speed_error / self.speed_scale
+    def residuals(self, data: Followers, logits: Tensor) -> Tensor:
+        """``[..., D, M]`` residuals of every replayed step (0 where not observed) for logits
+        ``[..., D, P]``; ``data`` whole (``M = T``) or in windows (``M = W * L``)."""
+        windowed = data.position.dim() == 3
+        params = self.parameters(logits.unsqueeze(-2) if windowed else logits)
+        gap, speed = replay(data, self.model(**params))
+        gap_residual = (gap - data.gap) * data.valid
+        speed_residual = (speed - data.speed) * data.valid
+        if windowed:
+            gap_residual, speed_residual = gap_residual.flatten(-2), speed_residual.flatten(-2)
+        if self.objective == "gap":
+            return gap_residual
+        if self.objective == "speed":
+            return speed_residual
+        return torch.cat(
+            [
+                gap_residual * self.gap_weight[:, None],
+                speed_residual * self.speed_weight[:, None],
+            ],
+            -1,
+        )
 
-        optimizer = torch.optim.Adam(list(logits.values()), lr=stage.learning_rate)
-        done, stopped, plateaued, checkpoint = 0, False, False, math.inf
-        while done < stage.iterations and not stopped and not plateaued:
-            done += 1
-            losses = loss_per_start()
-            total = torch.nan_to_num(losses, nan=1e12).sum()
-            grads = torch.autograd.grad(total, list(logits.values()))
-            for z, grad in zip(logits.values(), grads, strict=True):
-                z.grad = grad.nan_to_num(0.0, 0.0, 0.0)  # a start that blew up stays put
-            optimizer.step()
-            history.append(float(total.detach()) / losses.numel())
+    def jacobian(self, data: Followers, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """Residuals ``[K, D, M]`` and their Jacobian ``[K, D, M, P]`` at logits ``[K, D, P]``:
+        by forward differences, every perturbed replay in one batched simulation, or by automatic
+        differentiation (reverse over reverse: the Jacobian-vector products of the ``P`` unit
+        tangents from the double backward of the replay)."""
+        count = logits.shape[-1]
+        identity = torch.eye(count, dtype=logits.dtype).reshape(count, 1, 1, count)
+        if self.derivatives == "differences":
+            step = torch.finfo(logits.dtype).eps ** 0.5
+            perturbed = torch.cat([logits[None], logits + step * identity])
+            self.replays += perturbed.shape[0] * perturbed.shape[1] * perturbed.shape[2]
+            with torch.no_grad():
+                residual = self.residuals(data, perturbed)
+            return residual[0], ((residual[1:] - residual[0]) / step).movedim(0, -1)
+        with torch.enable_grad():
+            expanded = logits.expand(count, *logits.shape).clone().requires_grad_(True)
+            self.replays += expanded.shape[0] * expanded.shape[1] * expanded.shape[2]
+            residual = self.residuals(data, expanded)
+            cotangent = torch.zeros_like(residual, requires_grad=True)
+            (vjp,) = torch.autograd.grad(residual, expanded, cotangent, create_graph=True)
+            (jvp,) = torch.autograd.grad(vjp, cotangent, identity.expand_as(expanded))
+        return residual[0].detach(), jvp.movedim(0, -1)
+
+    def loss(self, data: Followers, logits: Tensor) -> Tensor:
+        """``[K, D]`` sum of squared residuals (``inf`` where the replay is not finite)."""
+        with torch.no_grad():
+            return _sum_of_squares(self.residuals(data, logits))
+
+    def levenberg_marquardt(self, stage: Stage, logits: Tensor, keep: int, bar: Any) -> Tensor:
+        """Up to ``stage.iterations`` iterations on logits ``[K, D, P]``; returns
+        ``[min(keep, K), D, P]``, each driver's starts with the lowest errors on what the stage
+        fitted, best first."""
+        data = self.data if stage.window is None else windows(self.data, stage.window)
+        count = logits.shape[-1]
+        damping = torch.full(logits.shape[:-1], 1e-2, dtype=logits.dtype)
+        identity = torch.eye(count, dtype=logits.dtype)
+        residual, jacobian = self.jacobian(data, logits)
+        loss = _sum_of_squares(residual)
+        quiet = 0
+        for _ in range(stage.iterations):
+            clean = jacobian.nan_to_num(0.0, 0.0, 0.0)
+            normal = clean.transpose(-1, -2) @ clean
+            gradient = (clean.transpose(-1, -2) @ residual.nan_to_num(0.0)[..., None])[..., 0]
+            scale = torch.diagonal(normal, dim1=-2, dim2=-1)[..., None] * identity + 1e-9 * identity
+            step, info = torch.linalg.solve_ex(normal + damping[..., None, None] * scale, -gradient)
+            trial = logits + torch.where(info[..., None] == 0, step, 0.0).nan_to_num(0.0)
+            # the Jacobian at the trial point: the next iteration's where the step is kept
+            trial_residual, trial_jacobian = self.jacobian(data, trial)
+            trial_loss = _sum_of_squares(trial_residual)
+            better = trial_loss < loss
+            improved = (loss - trial_loss) > TOLERANCE * trial_loss
+            logits = torch.where(better[..., None], trial, logits)
+            residual = torch.where(better[..., None], trial_residual, residual)
+            jacobian = torch.where(better[..., None, None], trial_jacobian, jacobian)
+            loss = torch.where(better, trial_loss, loss)
+            damping = torch.where(better, damping / 3, damping * 4).clamp(1e-9, 1e9)
+            self.iterations += 1
+            self.history.append(float(loss[torch.isfinite(loss)].mean()))
             if bar is not None:
                 bar.update(1)
-                bar.set_postfix_str(f"window {stage.window or 'all'}, loss {history[-1]:.4g}")
-            stopped = deadline is not None and time.monotonic() > deadline
-            if done % PLATEAU == 0:
-                plateaued = history[-1] > checkpoint * (1 - 1e-3)
-                checkpoint = history[-1]
-        with torch.no_grad():
-            best = torch.nan_to_num(loss_per_start(), nan=math.inf).argmin(0)
-            return (
-                {
-                    n: v.reshape(shape[:2]).gather(0, best[None]).squeeze(0)
-                    for n, v in parameters().items()
-                },
-                done,
-                stopped,
-            )
+                bar.set_postfix_str(f"window {stage.window or 'all'}, error {self.history[-1]:.4g}")
+            quiet = 0 if bool(improved.any()) else quiet + 1
+            if quiet == 3 or self.out_of_time():
+                break
+        best = loss.argsort(0)[:keep]
+        return logits.gather(0, best[..., None].expand(-1, -1, logits.shape[-1]))

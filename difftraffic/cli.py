@@ -412,12 +412,22 @@ def _add_calibrate(commands: Any) -> None:
         "--objective", choices=("gap", "speed", "both"), default="gap", help="what to match"
     )
     calibrate.add_argument("--out", default="fitted.csv", help="output, .csv or .json")
-    calibrate.add_argument("--starts", type=_positive_int, default=4, help="starts per driver")
+    calibrate.add_argument(
+        "--starts", type=_positive_int, default=16, help="starts per driver (default 16)"
+    )
     calibrate.add_argument(
         "--schedule",
-        default="20:600:0.1,100:200:0.01,all:100:0.003",
-        help="fit stages WINDOW:ITERATIONS:RATE, comma-separated: replay windows of WINDOW steps "
-        "(or all), Adam ITERATIONS at RATE (default 20:600:0.1,100:200:0.01,all:100:0.003)",
+        default="100:20,all:20",
+        help="fit stages WINDOW:ITERATIONS, comma-separated: at most ITERATIONS "
+        "Levenberg-Marquardt iterations on replay windows of WINDOW steps (or all) "
+        "(default 100:20,all:20)",
+    )
+    calibrate.add_argument(
+        "--derivatives",
+        choices=("differences", "autodiff"),
+        default="differences",
+        help="Jacobian by batched forward differences (default, fastest) or by automatic "
+        "differentiation (exact)",
     )
     calibrate.add_argument("--time-limit", type=float, default=None, help="seconds, at most")
     calibrate.add_argument(
@@ -460,6 +470,7 @@ def calibrate_command(args: argparse.Namespace) -> None:
         starts=args.starts,
         schedule=parse_schedule(args.schedule),
         time_limit=args.time_limit,
+        derivatives=args.derivatives,
         seed=args.seed,
         progress=not args.quiet,
     )

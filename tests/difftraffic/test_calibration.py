@@ -13,14 +13,18 @@ import torch
 from difftraffic import Driver, KraussDriver, Road, ScenarioBuilder, step
 from difftraffic.calibration import (
     DEFAULT_SCHEDULE,
+    DERIVATIVES,
     Stage,
+    _Fit,
     calibrate,
     parse_schedule,
     read_trajectories,
     replay,
+    search_bounds,
     windows,
     write_trajectories,
 )
+from difftraffic.car_following import model_class
 from difftraffic.cli import main
 from difftraffic.idm import IDMParams
 
@@ -103,14 +107,70 @@ def test_replay_with_the_true_parameters_reproduces_the_simulator(platoon_csv: P
 
 def test_calibration_recovers_every_driver_within_two_percent(platoon_csv: Path) -> None:
     data = read_trajectories(platoon_csv)
-    # clean data: the first stage of the default schedule already lands on the truth
-    result = calibrate(data, schedule=DEFAULT_SCHEDULE[:1], progress=False)
+    result = calibrate(data, progress=False)
     truth = _true_params(data.vehicle_ids)
     for name in NAMES:  # the stop-and-go lead car excites every parameter
         relative = (result.params[name] - getattr(truth, name)).abs() / getattr(truth, name)
-        assert float(relative.max()) < 0.02, (name, result.params[name])
-    assert float(result.gap_rmse.max()) < 0.05
-    assert result.iterations == 600 and not result.stopped_early
+        assert float(relative.max()) < 1e-3, (name, result.params[name])
+    assert float(result.gap_rmse.max()) < 1e-4
+    # Levenberg-Marquardt converges: the whole-replay stage stops before its last iteration
+    assert result.iterations < sum(stage.iterations for stage in DEFAULT_SCHEDULE)
+    assert not result.stopped_early
+
+
+def _noisy_copy(source: Path, target: Path, seed: int = 0) -> Path:
+    """The trajectories of ``source`` with 0.3 m of position and 0.2 m/s of speed noise."""
+    generator = torch.Generator().manual_seed(seed)
+    lines = source.read_text().splitlines()
+    rows = [lines[0]]
+    for line in lines[1:]:
+        time, vehicle, lane, position, speed = line.split(",")
+        noise = torch.randn(2, generator=generator, dtype=torch.float64).tolist()
+        noisy_speed = max(0.0, float(speed) + 0.2 * noise[1])
+        rows.append(f"{time},{vehicle},{lane},{float(position) + 0.3 * noise[0]},{noisy_speed}")
+    target.write_text("\n".join(rows) + "\n")
+    return target
+
+
+def test_on_noisy_data_every_driver_fits_as_well_as_its_true_parameters(
+    platoon_csv: Path, tmp_path: Path
+) -> None:
+    """Issue 15's target: each driver's gap RMSE within 10 % of the true parameters' on the same
+    noisy data (fitting the noise can make it lower)."""
+    data = read_trajectories(_noisy_copy(platoon_csv, tmp_path / "noisy.csv"))
+    result = calibrate(data, progress=False)
+    true_gap, _ = replay(data, _true_params(data.vehicle_ids))
+    true_rmse = (((true_gap - data.gap) ** 2).mean(-1)).sqrt()
+    assert float(true_rmse.min()) > 0.2  # the noise is there
+    assert (result.gap_rmse <= 1.1 * true_rmse).all(), (result.gap_rmse, true_rmse)
+
+
+def test_the_jacobian_by_differences_agrees_with_autodiff(platoon_csv: Path) -> None:
+    """Both ways of computing the Jacobian of the replay residuals, at a point away from the
+    truth, on windows and on the whole replay, for both models."""
+    data = read_trajectories(platoon_csv)
+    logits = torch.randn(2, 3, 5, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    for model in ("idm", "krauss"):
+        fits = {
+            way: _Fit(data, model_class(model), "both", search_bounds(model), way, None)
+            for way in DERIVATIVES
+        }
+        for fit_data in (data, windows(data, 50)):
+            residual, by_differences = fits["differences"].jacobian(fit_data, logits)
+            exact_residual, exact = fits["autodiff"].jacobian(fit_data, logits)
+            assert torch.equal(residual, exact_residual)
+            scale = exact.abs().amax((-2, -1), keepdim=True)
+            assert float(((by_differences - exact).abs() / scale).max()) < 1e-5, model
+            assert float(exact.abs().max()) > 1.0  # the replay does depend on the parameters
+
+
+def test_the_same_seed_gives_the_same_fit(platoon_csv: Path) -> None:
+    data = read_trajectories(platoon_csv)
+    schedule = (Stage(20, 2),)
+    first, again = (calibrate(data, schedule=schedule, seed=3, progress=False) for _ in range(2))
+    other = calibrate(data, schedule=schedule, seed=4, progress=False)
+    assert all(torch.equal(first.params[n], again.params[n]) for n in NAMES)
+    assert not torch.equal(first.params["T"], other.params["T"])
 
 
 def test_krauss_calibration_recovers_what_the_data_identifies(tmp_path: Path) -> None:
@@ -121,7 +181,7 @@ def test_krauss_calibration_recovers_what_the_data_identifies(tmp_path: Path) ->
     path = tmp_path / "krauss.csv"
     _simulated_platoon(path, KRAUSS_DRIVERS, KraussDriver)
     data = read_trajectories(path)
-    result = calibrate(data, model="krauss", schedule=DEFAULT_SCHEDULE[:1], progress=False)
+    result = calibrate(data, model="krauss", progress=False)
     order = [int(v.removeprefix("car")) - 1 for v in data.vehicle_ids]
     for j, name in enumerate(NAMES):
         truth = torch.tensor([KRAUSS_DRIVERS[i][j] for i in order], dtype=torch.float64)
@@ -138,7 +198,7 @@ def test_the_command_writes_parameters_and_errors(
     platoon_csv: Path, tmp_path: Path, model: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "fitted.json"
-    schedule = ["--schedule", "20:5:0.1,all:2:0.01"]
+    schedule = ["--schedule", "20:5,all:2"]
     main(["calibrate", str(platoon_csv), "--model", model, "--out", str(out), *schedule])
     assert f"fitted 3 {model} drivers" in capsys.readouterr().out
     rows = __import__("json").loads(out.read_text())
@@ -210,13 +270,15 @@ def test_a_time_limit_stops_the_fit_and_says_so(platoon_csv: Path) -> None:
     assert torch.isfinite(result.gap_rmse).all()
 
 
-def test_a_bad_schedule_names_the_stage(platoon_csv: Path) -> None:
-    with pytest.raises(ValueError, match=r"schedule stage '20:600' must look like"):
-        parse_schedule("20:600:0.1,20:600")
-    assert parse_schedule("20:600:0.1,all:10:0.01") == (Stage(20, 600, 0.1), Stage(None, 10, 0.01))
+def test_bad_options_name_the_stage_or_the_value(platoon_csv: Path) -> None:
+    with pytest.raises(ValueError, match=r"schedule stage '20:600:0.1' must look like"):
+        parse_schedule("100:20,20:600:0.1")
+    assert parse_schedule("100:20,all:10") == (Stage(100, 20), Stage(None, 10))
     data = read_trajectories(platoon_csv)
-    with pytest.raises(ValueError, match=r"Stage\(window=20, iterations=0.*iterations >= 1"):
-        calibrate(data, schedule=(Stage(20, 0, 0.1),))
+    with pytest.raises(ValueError, match=r"Stage\(window=20, iterations=0\).*iterations >= 1"):
+        calibrate(data, schedule=(Stage(20, 0),))
+    with pytest.raises(ValueError, match=r"derivatives='exact' is invalid; valid values"):
+        calibrate(data, derivatives="exact")
 
 
 def test_followers_observed_for_fewer_steps_still_fit(platoon_csv: Path) -> None:
@@ -227,6 +289,6 @@ def test_followers_observed_for_fewer_steps_still_fit(platoon_csv: Path) -> None
     valid[0, -105:] = False
     data = dataclasses.replace(data, valid=valid)
     assert int(windows(data, 7).valid.sum()) == int(valid.sum())
-    result = calibrate(data, schedule=(Stage(20, 3, 0.1),), progress=False)
-    assert max(result.history) < 1e6  # a NaN loss would be scrubbed to 1e12
+    result = calibrate(data, schedule=(Stage(20, 3),), progress=False)
+    assert all(math.isfinite(error) for error in result.history)
     assert int(result.steps[0]) == STEPS - 105
