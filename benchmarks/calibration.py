@@ -178,6 +178,16 @@ def one_driver(data: Followers, d: int) -> Followers:
     )
 
 
+def stop_below(target: float) -> Callable[[Any], bool]:
+    """A callback that stops scipy's optimizer once its best objective is at most ``target``
+    (scipy passes the intermediate result to a callback with exactly this parameter name)."""
+
+    def reached(intermediate_result: Any) -> bool:
+        return bool(intermediate_result.fun <= target)
+
+    return reached
+
+
 def fit_de(
     data: Followers, model: str, targets: Tensor, generations: int, seed: int
 ) -> dict[str, Any]:
@@ -194,9 +204,6 @@ def fit_de(
             params = {n: v[:, None] for n, v in from_unit(model, points.T).items()}
             return gap_mse(driver, model, params)[:, 0].numpy()
 
-        def reached(intermediate_result: object, target: float = float(targets[d])) -> bool:
-            return bool(intermediate_result.fun <= target)  # type: ignore[attr-defined]
-
         result = differential_evolution(
             objective,
             [(0.0, 1.0)] * 5,
@@ -207,7 +214,7 @@ def fit_de(
             vectorized=True,
             updating="deferred",
             seed=seed + d,
-            callback=reached,
+            callback=stop_below(float(targets[d])),
         )
         best_x.append(result.x)
     return {"seconds": time.perf_counter() - start, "replays": replays, "unit": np.stack(best_x)}
