@@ -417,10 +417,10 @@ def _add_calibrate(commands: Any) -> None:
     )
     calibrate.add_argument(
         "--schedule",
-        default="100:20,all:20",
+        default="100:10,all:20",
         help="fit stages WINDOW:ITERATIONS, comma-separated: at most ITERATIONS "
         "Levenberg-Marquardt iterations on replay windows of WINDOW steps (or all) "
-        "(default 100:20,all:20)",
+        "(default 100:10,all:20)",
     )
     calibrate.add_argument(
         "--derivatives",
