@@ -462,14 +462,18 @@ window's first observation gives windows. A stage ends early once no driver's er
 by more than :data:`TOLERANCE` (relative) for three iterations: its best start's error, as
 starts far from any driver's best can go on improving slowly without changing the fit."""
 
-KEEP = 4
+EXACT = 1e-6
+"""Residual RMS (m for the gap, m/s for the speed) below which a driver counts as fitted
+exactly (clean data; the fit stops there instead of polishing to machine precision)."""
+
+KEEP = 8
 """Starts per driver that go on to the next stage: the windows' error, biased by measurement
 noise at each window's first observation, can rank the start nearest the truth second or
 third."""
 
-TOLERANCE = 1e-3
+TOLERANCE = 1e-4
 """Relative improvement of a driver's error below which an iteration counts as converged (the
-gap RMSE then changes by less than 0.05 %)."""
+gap RMSE then changes by less than 0.005 %)."""
 
 
 def parse_schedule(text: str) -> tuple[Stage, ...]:
@@ -722,7 +726,9 @@ class _Fit:
                 bar.update(1)
                 bar.set_postfix_str(f"window {stage.window or 'all'}, error {self.history[-1]:.4g}")
             best, previous_best = loss.min(0).values, best
-            improved = (previous_best - best) > TOLERANCE * best
+            # a driver replayed to within EXACT (RMS) has nothing left to improve
+            exact = best <= EXACT**2 * data.valid.flatten(1).sum(-1)
+            improved = ((previous_best - best) > TOLERANCE * best) & ~exact
             quiet = 0 if bool(improved.any()) else quiet + 1
             if quiet == 3 or self.out_of_time():
                 break
