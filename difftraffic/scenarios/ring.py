@@ -1,0 +1,158 @@
+"""The ring road of Sugiyama et al. (2008): stop-and-go waves without a bottleneck.
+
+22 cars on a single-lane ring of 230 m start nearly evenly spaced at about 30 km/h; small
+differences between drivers (drawn per world from a seeded generator) and the IDM's string
+instability at these headways grow into a jam that travels upstream, against the traffic, at
+about 20 km/h in the experiment.
+
+:func:`ring_scenario` builds the set-up; :func:`speed_field` samples the simulated speeds on a
+grid along the ring (the time-space diagram), :func:`wave_speed` measures how fast the pattern
+moves (m/s, negative upstream) and :func:`uniform_flow_speed` gives the speed of the steady
+flow that the waves destroy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from difftraffic.errors import check_non_negative, check_positive
+from difftraffic.idm import IDMParams, equilibrium_gap
+from difftraffic.road import Road
+from difftraffic.scenario import Driver, DriverSettings, Scenario, ScenarioBuilder
+from difftraffic.state import TrafficState
+
+SUGIYAMA_DRIVER = Driver(v0=(14.0, 16.0), T=(0.5, 0.7), a=(0.6, 0.9), b=1.5, s0=1.5)
+"""IDM drivers whose equilibrium on the Sugiyama ring (10.5 m per car) is about 28 km/h, as in
+the experiment, with a small spread of desired speed, headway and acceleration; a low maximum
+acceleration makes the platoon string-unstable, so waves grow out of the spread."""
+
+
+@dataclass(frozen=True)
+class RingConfig:
+    """The ring and its drivers.
+
+    Attributes:
+        length: circumference (m). Sugiyama: 230 m.
+        vehicles: number of cars, all human. Sugiyama: 22.
+        vehicle_length: body length (m).
+        speed: initial speed of every car (m/s).
+        jitter: each car starts up to this far (m) from an even spacing.
+        driver: the drivers' settings, ranges drawn per car and world.
+        dt: time step (s).
+    """
+
+    length: float = 230.0
+    vehicles: int = 22
+    vehicle_length: float = 4.0
+    speed: float = 7.0
+    jitter: float = 0.5
+    driver: DriverSettings = field(default_factory=lambda: SUGIYAMA_DRIVER)
+    dt: float = 0.1
+
+    def __post_init__(self) -> None:
+        check_positive("length", self.length, "m")
+        check_positive("vehicle_length", self.vehicle_length, "m")
+        check_positive("dt", self.dt, "s")
+        check_non_negative("speed", self.speed, "m/s")
+        if not isinstance(self.vehicles, int) or self.vehicles < 2:
+            raise ValueError(f"vehicles={self.vehicles!r} is invalid; valid range: integer >= 2")
+        spacing = self.length / self.vehicles
+        if not 0 <= self.jitter < (spacing - self.vehicle_length) / 2:
+            raise ValueError(
+                f"jitter={self.jitter} m is invalid; valid range: 0 <= jitter < "
+                f"{(spacing - self.vehicle_length) / 2:g} m (half the initial gap), or cars overlap"
+            )
+
+
+def ring_scenario(config: RingConfig = RingConfig()) -> Scenario:  # noqa: B008 (frozen)
+    """The ring of ``config`` with its cars evenly spaced (up to ``jitter``)."""
+    road = Road.ring(config.length, speed_limit=max(config.speed, 1.0) * 3)
+    builder = ScenarioBuilder(road, dt=config.dt, length=config.vehicle_length)
+    return builder.platoon(
+        lane=0,
+        count=config.vehicles,
+        spacing=config.length / config.vehicles,
+        speed=config.speed,
+        driver=config.driver,
+        jitter=config.jitter,
+    ).build()
+
+
+def uniform_flow_speed(params: IDMParams, ring_length: float, vehicle_length: float) -> Tensor:
+    """The speed (m/s) at which IDM drivers ``params [B, N]`` all drive steadily on a ring:
+    the ``v`` whose equilibrium gaps fill it, ``sum_i s_e,i(v) = ring_length - N length``
+    (bisection; each gap grows with ``v``). ``[B]``; 0 if the cars do not fit at rest."""
+    v0 = torch.as_tensor(params.v0)
+    free = ring_length - v0.shape[-1] * vehicle_length
+    low = torch.zeros(v0.shape[:-1], dtype=v0.dtype, device=v0.device)
+    high = v0.min(-1).values
+    for _ in range(60):
+        middle = (low + high) / 2
+        fits = equilibrium_gap(middle[..., None], params).sum(-1) <= free
+        low, high = torch.where(fits, middle, low), torch.where(fits, high, middle)
+    return low
+
+
+def speed_field(states: Sequence[TrafficState], ring_length: float, cells: int = 230) -> Tensor:
+    """The speed along the ring over time, the time-space diagram of a single-lane ring.
+
+    Args:
+        states: ``T`` states, each ``[B, N]``, every car on one lane of the ring.
+        ring_length: circumference (m).
+        cells: grid points along the ring, at ``ring_length * j / cells``.
+
+    Returns:
+        ``[B, T, cells]`` speed (m/s) at each grid point: linear in position between the two
+        cars around it (front bumpers), wrapping around the ring.
+    """
+    x = torch.stack([s.x for s in states], 1).remainder(ring_length)  # [B, T, N]
+    v = torch.stack([s.v for s in states], 1)
+    x, order = x.sort(-1)
+    v = v.gather(-1, order)
+    # the last car before the origin and the first after the end, for the wrap-around
+    x = torch.cat([x[..., -1:] - ring_length, x, x[..., :1] + ring_length], -1)
+    v = torch.cat([v[..., -1:], v, v[..., :1]], -1)
+    grid = torch.arange(cells, dtype=x.dtype, device=x.device) * (ring_length / cells)
+    above = torch.searchsorted(x, grid.expand(*x.shape[:-1], cells).contiguous()).clamp(1, None)
+    x0, x1 = x.gather(-1, above - 1), x.gather(-1, above)
+    v0, v1 = v.gather(-1, above - 1), v.gather(-1, above)
+    weight = (grid - x0) / (x1 - x0).clamp_min(1e-9)
+    return v0 + weight * (v1 - v0)
+
+
+def wave_speed(field: Tensor, ring_length: float, dt: float, lag: int = 50) -> Tensor:
+    """How fast a speed pattern travels along the ring (m/s; negative: upstream, against the
+    traffic).
+
+    For each pair of times ``lag`` steps apart, the shift along the ring that best aligns the
+    later speed profile with the earlier one (circular cross-correlation of the profiles minus
+    their means, by FFT), averaged over the pairs.
+
+    Args:
+        field: ``[B, T, cells]`` from :func:`speed_field`.
+        ring_length: circumference (m).
+        dt: time between consecutive rows (s).
+        lag: steps between the compared profiles; the pattern must move less than half the ring
+            in that time.
+
+    Returns:
+        ``[B]`` wave speed (m/s).
+    """
+    if not 0 < lag < field.shape[1]:
+        raise ValueError(f"lag={lag} is invalid; valid range: 1..{field.shape[1] - 1} steps")
+    centred = field - field.mean(-1, keepdim=True)
+    earlier, later = torch.fft.rfft(centred[:, :-lag], dim=-1), torch.fft.rfft(centred[:, lag:])
+    correlation = torch.fft.irfft(later * earlier.conj(), n=field.shape[-1], dim=-1).sum(1)
+    cells = field.shape[-1]
+    peak = correlation.argmax(-1, keepdim=True)
+    # a parabola through the peak and its neighbours places it between grid points
+    left, centre, right = (correlation.gather(-1, (peak + k) % cells) for k in (-1, 0, 1))
+    curvature = left - 2 * centre + right
+    offset = torch.where(curvature < 0, 0.5 * (left - right) / curvature, 0.0)
+    shift = (peak + offset).squeeze(-1)
+    shift = torch.where(shift > cells / 2, shift - cells, shift)  # the nearest way round
+    return shift.to(field.dtype) * (ring_length / cells) / (lag * dt)
