@@ -19,6 +19,7 @@ from difftraffic.road import Road
 from difftraffic.scenario import Driver, KraussDriver, Scenario, ScenarioBuilder
 from difftraffic.scenarios import PACE_CAR_VARIANTS, PaceCarConfig, PaceCarTask, pace_car_config
 from difftraffic.scenarios.pace_car_env import PaceCarEnv, PaceCarGymEnv
+from difftraffic.scenarios.ring_env import RingEnv, RingGymEnv
 from difftraffic.state import TrafficState
 
 __version__ = "0.1.0"
@@ -38,6 +39,8 @@ __all__ = [
     "PaceCarConfig",
     "PaceCarEnv",
     "PaceCarGymEnv",
+    "RingEnv",
+    "RingGymEnv",
     "PaceCarTask",
     "Road",
     "Scenario",

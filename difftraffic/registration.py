@@ -1,4 +1,4 @@
-"""Gymnasium registration of the pace-car environments."""
+"""Gymnasium registration of the pace-car and ring environments."""
 
 from __future__ import annotations
 
@@ -12,8 +12,19 @@ def env_id(variant: str) -> str:
     return f"difftraffic/PaceCar-{variant}-v0"
 
 
+RING_ENV_ID = "difftraffic/Ring-v0"
+"""Mixed autonomy on the Sugiyama ring (:class:`difftraffic.scenarios.ring.RingTask`)."""
+
+
 def register_envs() -> None:
-    """Register every pace-car variant (idempotent)."""
+    """Register every pace-car variant and the ring (idempotent)."""
+    if RING_ENV_ID not in gymnasium.registry:
+        gymnasium.register(
+            id=RING_ENV_ID,
+            entry_point="difftraffic.scenarios.ring_env:RingGymEnv",
+            vector_entry_point="difftraffic.scenarios.ring_env:make_ring_vector_env",
+            max_episode_steps=None,
+        )
     for variant, _ in PACE_CAR_VARIANTS.items():
         if env_id(variant) in gymnasium.registry:
             continue

@@ -10,6 +10,7 @@ from difftraffic.scenarios.pace_car import (
 from difftraffic.scenarios.ring import (
     SUGIYAMA_DRIVER,
     RingConfig,
+    RingTask,
     ring_scenario,
     speed_field,
     uniform_flow_speed,
@@ -23,6 +24,7 @@ __all__ = [
     "PaceCarConfig",
     "PaceCarTask",
     "RingConfig",
+    "RingTask",
     "pace_car_config",
     "ring_scenario",
     "speed_field",

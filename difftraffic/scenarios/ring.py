@@ -14,11 +14,12 @@ flow that the waves destroy.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import Tensor
 
+from difftraffic.car_following import Drivers
 from difftraffic.errors import check_non_negative, check_positive
 from difftraffic.idm import IDMParams, equilibrium_gap
 from difftraffic.road import Road
@@ -43,6 +44,8 @@ class RingConfig:
         jitter: each car starts up to this far (m) from an even spacing.
         driver: the drivers' settings, ranges drawn per car and world.
         dt: time step (s).
+        autonomous: car 0 is an automated vehicle driven by actions (mixed autonomy), the
+            others human.
     """
 
     length: float = 230.0
@@ -52,6 +55,7 @@ class RingConfig:
     jitter: float = 0.5
     driver: DriverSettings = field(default_factory=lambda: SUGIYAMA_DRIVER)
     dt: float = 0.1
+    autonomous: bool = False
 
     def __post_init__(self) -> None:
         check_positive("length", self.length, "m")
@@ -69,13 +73,21 @@ class RingConfig:
 
 
 def ring_scenario(config: RingConfig = RingConfig()) -> Scenario:  # noqa: B008 (frozen)
-    """The ring of ``config`` with its cars evenly spaced (up to ``jitter``)."""
+    """The ring of ``config`` with its cars evenly spaced (up to ``jitter``); with
+    ``config.autonomous`` car 0 (the rearmost at the start) is the automated vehicle."""
     road = Road.ring(config.length, speed_limit=max(config.speed, 1.0) * 3)
     builder = ScenarioBuilder(road, dt=config.dt, length=config.vehicle_length)
+    spacing = config.length / config.vehicles
+    first = 0
+    if config.autonomous:
+        x = (-config.jitter, config.jitter) if config.jitter > 0 else 0.0
+        builder.vehicle(0, x, config.speed, autonomous=True)
+        first = 1
     return builder.platoon(
         lane=0,
-        count=config.vehicles,
-        spacing=config.length / config.vehicles,
+        count=config.vehicles - first,
+        start=first * spacing,
+        spacing=spacing,
         speed=config.speed,
         driver=config.driver,
         jitter=config.jitter,
@@ -156,3 +168,108 @@ def wave_speed(field: Tensor, ring_length: float, dt: float, lag: int = 50) -> T
     shift = (peak + offset).squeeze(-1)
     shift = torch.where(shift > cells / 2, shift - cells, shift)  # the nearest way round
     return shift.to(field.dtype) * (ring_length / cells) / (lag * dt)
+
+
+class RingTask:
+    """Mixed autonomy on the ring (in the spirit of Flow's "ring" benchmark, Wu et al.): one
+    automated car among the humans, rewarded for the ring's mean speed, penalized for driving
+    closer than ``min_time_headway`` behind its leader. A :class:`difftraffic.env.TrafficTask`.
+
+    Observation ``[B, 3]``: the AV's speed, its leader's speed minus its own (both over
+    ``speed_scale``), and its gap to the leader over the ring's length. Action ``[B, 1]`` in
+    ``[-1, 1]``: acceleration over ``max_acceleration``, clipped. Reward per step: the mean speed
+    of all cars over ``speed_scale``, minus ``headway_penalty`` times how far the AV's gap falls
+    short of ``min_gap + v min_time_headway`` (as a fraction of it, 0 when it does not); -1 and the
+    end of the episode on a collision.
+
+    Args:
+        config: the ring (``autonomous`` is set to True).
+        max_acceleration: m/s^2 at action 1 (Flow: 1).
+        max_episode_steps: steps of an episode.
+        min_time_headway: s; gaps below ``min_gap + v min_time_headway`` are penalized.
+        min_gap: m, the standstill part of that gap (the humans' ``s0``).
+        headway_penalty: weight of the headway term.
+        speed_scale: m/s that observations and the reward divide speeds by.
+    """
+
+    action_dim = 1
+    obs_dim = 3
+
+    def __init__(
+        self,
+        config: RingConfig = RingConfig(),  # noqa: B008 (frozen)
+        max_acceleration: float = 1.0,
+        max_episode_steps: int = 1500,
+        min_time_headway: float = 1.0,
+        min_gap: float = 1.5,
+        headway_penalty: float = 0.1,
+        speed_scale: float = 10.0,
+    ) -> None:
+        for name, value in (
+            ("max_acceleration", max_acceleration),
+            ("speed_scale", speed_scale),
+            ("min_time_headway", min_time_headway),
+            ("min_gap", min_gap),
+        ):
+            check_positive(name, value)
+        check_non_negative("headway_penalty", headway_penalty)
+        if not isinstance(max_episode_steps, int) or max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps={max_episode_steps!r} must be an integer >= 1")
+        self.config = replace(config, autonomous=True)
+        self.scenario = ring_scenario(self.config)
+        self.road = self.scenario.road
+        self.max_acceleration, self.speed_scale = max_acceleration, speed_scale
+        self.min_time_headway, self.headway_penalty = min_time_headway, headway_penalty
+        self.min_gap = min_gap
+        self._max_episode_steps = max_episode_steps
+
+    @property
+    def dt(self) -> float:
+        return self.config.dt
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self._max_episode_steps
+
+    def initial(
+        self, batch_size: int, generator: torch.Generator, device: torch.device | str | None,
+        dtype: torch.dtype,
+    ) -> tuple[TrafficState, Drivers]:  # fmt: skip
+        return self.scenario.sample(batch_size, generator=generator, device=device, dtype=dtype)
+
+    def controls(self, state: TrafficState, action: Tensor) -> tuple[Tensor, Tensor]:
+        """``[B, 1]`` action -> ``[B, N]`` AV acceleration (m/s^2) and steering (0)."""
+        acceleration = torch.zeros_like(state.x)
+        acceleration[:, 0] = action[:, 0].clamp(-1.0, 1.0) * self.max_acceleration
+        return acceleration, torch.zeros_like(state.x)
+
+    def leader(self, state: TrafficState) -> tuple[Tensor, Tensor]:
+        """``([B] gap (m), [B] speed (m/s))`` of the car ahead of the AV on the ring."""
+        ahead = (state.x[:, 1:] - state.x[:, :1]).remainder(self.config.length)
+        distance, index = ahead.min(-1)
+        speed = state.v[:, 1:].gather(1, index[:, None])[:, 0]
+        length = state.length[:, 1:].gather(1, index[:, None])[:, 0]
+        return distance - length, speed
+
+    def observe(self, state: TrafficState) -> Tensor:
+        gap, lead_speed = self.leader(state)
+        own = state.v[:, 0]
+        return torch.stack(
+            [
+                own / self.speed_scale,
+                (lead_speed - own) / self.speed_scale,
+                gap / self.config.length,
+            ],
+            -1,
+        )
+
+    def evaluate(
+        self, state: TrafficState, collided: Tensor
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        gap, _ = self.leader(state)
+        safe = self.min_gap + state.v[:, 0] * self.min_time_headway
+        shortfall = torch.relu(1.0 - gap / safe)
+        reward = state.v.mean(-1) / self.speed_scale - self.headway_penalty * shortfall
+        terminated = collided.any(-1)
+        reward = torch.where(terminated, torch.full_like(reward, -1.0), reward)
+        return reward, terminated, {"collision": terminated}
