@@ -116,6 +116,13 @@ for _variant in ("1lane", "2lane", "3lane", "4lane", "10lane"):
     )
 
 register_task(
+    "ring",
+    "difftraffic_rl.tasks.traffic:RingVecEnv",
+    description="one automated car damping stop-and-go waves among 21 IDM drivers on the "
+    "Sugiyama ring (230 m)",
+)
+
+register_task(
     "cartpole",
     "difftraffic_rl.tasks.physics.cartpole:CartPoleSwingUpEnv",
     description="cart-pole swing-up of the SHAC benchmark, 240 steps of 1/60 s (paper 7.4.2)",

@@ -1,13 +1,14 @@
-"""The pace-car traffic problems (paper appendix 7.5.2) through the environment protocol.
+"""The traffic problems through the environment protocol: the pace car (paper appendix 7.5.2)
+and mixed autonomy on the Sugiyama ring.
 
-A thin adapter around :class:`difftraffic.PaceCarEnv`: the simulator already steps batched torch
-worlds differentiably, resets finished worlds in the same step and returns the reached observation
-in ``info["final_obs"]``; this module only fits it to :class:`difftraffic_rl.envs.VecEnv`
-(``reset`` returns the observation alone) and makes its state checkpointable, so a resumed run
-continues the very episodes it left.
+A thin adapter around a :class:`difftraffic.env.TrafficEnv`: the simulator already steps batched
+torch worlds differentiably, resets finished worlds in the same step and returns the reached
+observation in ``info["final_obs"]``; this module only fits it to
+:class:`difftraffic_rl.envs.VecEnv` (``reset`` returns the observation alone) and makes its state
+checkpointable, so a resumed run continues the very episodes it left.
 
-Gradients of rewards reach the actions through the pace car's bicycle model and the IDM of the
-humans behind it; lane changes are discrete, so the gradient is partial there (see
+Gradients of rewards reach the actions through the automated car's dynamics and the car-following
+models of the humans behind it; lane changes are discrete, so the gradient is partial there (see
 ``docs/simulator.md``).
 """
 
@@ -20,45 +21,14 @@ import torch
 
 from difftraffic_rl.envs import check_action
 
-__all__ = ["PaceCarVecEnv"]
+__all__ = ["PaceCarVecEnv", "RingVecEnv", "TrafficVecEnv"]
 
 
-class PaceCarVecEnv:
-    """``num_envs`` pace-car worlds of one variant.
+class TrafficVecEnv:
+    """The protocol's face of a :class:`difftraffic.env.TrafficEnv` of ``num_envs`` worlds."""
 
-    Args:
-        num_envs: number of parallel worlds ``B`` (>= 1).
-        variant: ``1lane``, ``2lane``, ``3lane``, ``4lane`` or ``10lane``.
-        device, dtype: where the simulation runs.
-        seed: seed of the simulator's generator (initial lanes of the pace car); ``reset(seed)``
-            re-seeds it.
-        **config_overrides: :class:`difftraffic.PaceCarConfig` fields, e.g. ``target_speed=12.0``,
-            ``max_episode_steps=200`` or ``lane_membership="center"`` (the GI-PPO authors' lane
-            rule); a run passes its ``task_kwargs`` here.
-    """
-
-    def __init__(
-        self,
-        num_envs: int,
-        variant: str = "1lane",
-        device: torch.device | str | None = None,
-        dtype: torch.dtype = torch.float32,
-        seed: int | None = 0,
-        **config_overrides: Any,
-    ) -> None:
-        from difftraffic import PaceCarEnv
-
-        self.variant = variant
-        # The protocol checks actions itself; the simulator's own check would sync twice.
-        self.env = PaceCarEnv(
-            variant,
-            num_envs,
-            config_overrides=config_overrides,
-            seed=seed,
-            device=device,
-            dtype=dtype,
-            check_actions=False,
-        )
+    def __init__(self, env: Any, num_envs: int) -> None:
+        self.env = env
         self.num_envs = num_envs
         self.obs_dim = self.env.obs_dim
         self.action_dim = self.env.action_dim
@@ -66,7 +36,7 @@ class PaceCarVecEnv:
 
     @property
     def task(self) -> Any:
-        """The underlying :class:`difftraffic.PaceCarTask` (road, reward, configuration)."""
+        """The underlying task (road, reward, configuration)."""
         return self.env.task
 
     def reset(self, seed: int | None = None) -> torch.Tensor:
@@ -77,8 +47,8 @@ class PaceCarVecEnv:
     def step(
         self, action: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
-        """Advance every world by ``dt`` (0.03 s); ``action: [B, 2]`` = (acceleration, steering)
-        in ``[-1, 1]`` (clipped by the simulator)."""
+        """Advance every world by the task's ``dt``; ``action: [B, action_dim]`` in ``[-1, 1]``
+        (clipped by the simulator)."""
         check_action(action, self.num_envs, self.action_dim)
         return self.env.step(action)
 
@@ -117,3 +87,69 @@ class PaceCarVecEnv:
         env.neighbors = compute_neighbors(env.state, env.task.road)
         env.elapsed = state["elapsed"].to(device)
         env.generator.set_state(state["generator"])
+
+
+class PaceCarVecEnv(TrafficVecEnv):
+    """``num_envs`` pace-car worlds of one variant.
+
+    Args:
+        num_envs: number of parallel worlds ``B`` (>= 1).
+        variant: ``1lane``, ``2lane``, ``3lane``, ``4lane`` or ``10lane``.
+        device, dtype: where the simulation runs.
+        seed: seed of the simulator's generator (initial lanes of the pace car); ``reset(seed)``
+            re-seeds it.
+        **config_overrides: :class:`difftraffic.PaceCarConfig` fields, e.g. ``target_speed=12.0``,
+            ``max_episode_steps=200`` or ``lane_membership="center"`` (the GI-PPO authors' lane
+            rule); a run passes its ``task_kwargs`` here.
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        variant: str = "1lane",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        seed: int | None = 0,
+        **config_overrides: Any,
+    ) -> None:
+        from difftraffic import PaceCarEnv
+
+        self.variant = variant
+        # The protocol checks actions itself; the simulator's own check would sync twice.
+        env = PaceCarEnv(
+            variant,
+            num_envs,
+            config_overrides=config_overrides,
+            seed=seed,
+            device=device,
+            dtype=dtype,
+            check_actions=False,
+        )
+        super().__init__(env, num_envs)
+
+
+class RingVecEnv(TrafficVecEnv):
+    """``num_envs`` worlds of one automated car among 21 drivers on the Sugiyama ring.
+
+    Args:
+        num_envs: number of parallel worlds ``B`` (>= 1).
+        device, dtype: where the simulation runs.
+        seed: seed of the simulator's generator (the drivers drawn per world).
+        **task_kwargs: :class:`difftraffic.scenarios.RingTask` arguments, e.g.
+            ``max_episode_steps=3000`` or ``headway_penalty=0.2``.
+    """
+
+    def __init__(
+        self,
+        num_envs: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype = torch.float32,
+        seed: int | None = 0,
+        **task_kwargs: Any,
+    ) -> None:
+        from difftraffic import RingEnv
+
+        env = RingEnv(
+            num_envs, task_kwargs, seed=seed, device=device, dtype=dtype, check_actions=False
+        )
+        super().__init__(env, num_envs)

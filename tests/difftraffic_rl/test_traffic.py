@@ -84,6 +84,33 @@ def test_state_dict_continues_dawdling_krauss_drivers_exactly():
         assert torch.equal(a, b)
 
 
+def test_the_ring_task_resumes_exactly_and_its_rewards_reach_the_policy():
+    """The ring (one automated car among 21 drivers) through the protocol: a checkpoint
+    continues the very same episodes, and the return's gradient reaches the actor."""
+    env = make_task("ring", 4, dtype=torch.float64, max_episode_steps=200)
+    assert (env.obs_dim, env.action_dim, env.max_episode_steps) == (3, 1, 200)
+    obs = env.reset(seed=0)
+    actor = Actor(3, 1, [16], torch.Generator().manual_seed(0)).double()
+    total = torch.zeros(4, dtype=torch.float64)
+    for _ in range(30):
+        mean, _ = actor(obs)
+        obs, reward, terminated, _, _ = env.step(0.3 * torch.tanh(mean))
+        assert not terminated.any()
+        total = total + reward
+    total.sum().backward()
+    grads = torch.cat([p.grad.flatten() for p in actor.parameters() if p.grad is not None])
+    assert torch.isfinite(grads).all() and grads.abs().sum() > 0
+    env.detach()
+    saved = env.state_dict()
+    actions = torch.rand(50, 4, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    first = [env.step(actions[t] - 0.5)[0] for t in range(50)]
+    other = make_task("ring", 4, dtype=torch.float64, max_episode_steps=200)
+    other.load_state_dict(saved)
+    second = [other.step(actions[t] - 0.5)[0] for t in range(50)]
+    for a, b in zip(first, second, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_checkpoints_written_before_the_model_interface_still_load():
     """A checkpoint of IDM drivers stored under the old ``"idm"`` key restores them."""
     env = make_task("pacecar-2lane", 2, dtype=torch.float64)
