@@ -20,8 +20,9 @@ import torch
 from torch import Tensor
 
 from difftraffic.car_following import Drivers
+from difftraffic.dynamics import step
 from difftraffic.errors import check_non_negative, check_positive
-from difftraffic.idm import IDMParams, equilibrium_gap
+from difftraffic.idm import IDMParams, equilibrium_gap, idm_acceleration
 from difftraffic.road import Road
 from difftraffic.scenario import Driver, DriverSettings, Scenario, ScenarioBuilder
 from difftraffic.state import TrafficState
@@ -170,6 +171,10 @@ def wave_speed(field: Tensor, ring_length: float, dt: float, lag: int = 50) -> T
     return shift.to(field.dtype) * (ring_length / cells) / (lag * dt)
 
 
+WARMUP_DRIVER = IDMParams(v0=15.0, T=0.6, a=0.75, b=1.5, s0=1.5)
+"""The average :data:`SUGIYAMA_DRIVER`: how the AV drives during a ring task's warm-up."""
+
+
 class RingTask:
     """Mixed autonomy on the ring (in the spirit of Flow's "ring" benchmark, Wu et al.): one
     automated car among the humans, rewarded for the ring's mean speed, penalized for driving
@@ -186,6 +191,8 @@ class RingTask:
         config: the ring (``autonomous`` is set to True).
         max_acceleration: m/s^2 at action 1 (Flow: 1).
         max_episode_steps: steps of an episode.
+        warmup_steps: steps driven before an episode starts, the AV as an average human (3000,
+            300 s: every world is in stop-and-go by then; 0 starts from even spacing).
         min_time_headway: s; gaps below ``min_gap + v min_time_headway`` are penalized.
         min_gap: m, the standstill part of that gap (the humans' ``s0``).
         headway_penalty: weight of the headway term.
@@ -200,6 +207,7 @@ class RingTask:
         config: RingConfig = RingConfig(),  # noqa: B008 (frozen)
         max_acceleration: float = 1.0,
         max_episode_steps: int = 1500,
+        warmup_steps: int = 3000,
         min_time_headway: float = 1.0,
         min_gap: float = 1.5,
         headway_penalty: float = 0.1,
@@ -215,6 +223,9 @@ class RingTask:
         check_non_negative("headway_penalty", headway_penalty)
         if not isinstance(max_episode_steps, int) or max_episode_steps < 1:
             raise ValueError(f"max_episode_steps={max_episode_steps!r} must be an integer >= 1")
+        if not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ValueError(f"warmup_steps={warmup_steps!r} must be an integer >= 0")
+        self.warmup_steps = warmup_steps
         self.config = replace(config, autonomous=True)
         self.scenario = ring_scenario(self.config)
         self.road = self.scenario.road
@@ -235,7 +246,23 @@ class RingTask:
         self, batch_size: int, generator: torch.Generator, device: torch.device | str | None,
         dtype: torch.dtype,
     ) -> tuple[TrafficState, Drivers]:  # fmt: skip
-        return self.scenario.sample(batch_size, generator=generator, device=device, dtype=dtype)
+        """Evenly spaced worlds, then ``warmup_steps`` with the AV driving like an average
+        human (:data:`WARMUP_DRIVER`), so that episodes start in the stop-and-go the AV is to
+        damp (as Flow's ring does)."""
+        state, drivers = self.scenario.sample(
+            batch_size, generator=generator, device=device, dtype=dtype
+        )
+        with torch.no_grad():
+            for _ in range(self.warmup_steps):
+                gap, lead_speed = self.leader(state)
+                acceleration = torch.zeros_like(state.x)
+                acceleration[:, 0] = idm_acceleration(
+                    state.v[:, 0], lead_speed, gap.clamp_min(0.1), WARMUP_DRIVER
+                )
+                state = step(
+                    state, self.road, drivers, self.dt, acceleration, generator=generator
+                ).state
+        return state, drivers
 
     def controls(self, state: TrafficState, action: Tensor) -> tuple[Tensor, Tensor]:
         """``[B, 1]`` action -> ``[B, N]`` AV acceleration (m/s^2) and steering (0)."""

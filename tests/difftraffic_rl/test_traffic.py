@@ -87,7 +87,7 @@ def test_state_dict_continues_dawdling_krauss_drivers_exactly():
 def test_the_ring_task_resumes_exactly_and_its_rewards_reach_the_policy():
     """The ring (one automated car among 21 drivers) through the protocol: a checkpoint
     continues the very same episodes, and the return's gradient reaches the actor."""
-    env = make_task("ring", 4, dtype=torch.float64, max_episode_steps=200)
+    env = make_task("ring", 4, dtype=torch.float64, max_episode_steps=200, warmup_steps=0)
     assert (env.obs_dim, env.action_dim, env.max_episode_steps) == (3, 1, 200)
     obs = env.reset(seed=0)
     actor = Actor(3, 1, [16], torch.Generator().manual_seed(0)).double()
@@ -104,7 +104,7 @@ def test_the_ring_task_resumes_exactly_and_its_rewards_reach_the_policy():
     saved = env.state_dict()
     actions = torch.rand(50, 4, 1, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     first = [env.step(actions[t] - 0.5)[0] for t in range(50)]
-    other = make_task("ring", 4, dtype=torch.float64, max_episode_steps=200)
+    other = make_task("ring", 4, dtype=torch.float64, max_episode_steps=200, warmup_steps=0)
     other.load_state_dict(saved)
     second = [other.step(actions[t] - 0.5)[0] for t in range(50)]
     for a, b in zip(first, second, strict=True):

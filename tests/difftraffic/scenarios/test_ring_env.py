@@ -16,7 +16,8 @@ DT = RingConfig().dt
 
 
 def make_env(num_envs: int = 3, **task_kwargs: object) -> RingEnv:
-    return RingEnv(num_envs, task_kwargs, seed=0, dtype=torch.float64)
+    """Worlds that start evenly spaced (no warm-up), where the mechanics are easy to check."""
+    return RingEnv(num_envs, {"warmup_steps": 0, **task_kwargs}, seed=0, dtype=torch.float64)
 
 
 def test_gymnasium_make_gives_one_seeded_world() -> None:
@@ -48,7 +49,7 @@ def test_the_av_accelerates_as_told_and_observes_its_leader() -> None:
 
 
 def test_the_reward_is_the_mean_speed_less_the_headway_shortfall() -> None:
-    task = RingTask(min_time_headway=1.0, min_gap=1.5, headway_penalty=0.1)
+    task = RingTask(min_time_headway=1.0, min_gap=1.5, headway_penalty=0.1, warmup_steps=0)
     state, _ = task.initial(2, torch.Generator().manual_seed(0), None, torch.float64)
     gap, _ = task.leader(state)
     reward, terminated, _ = task.evaluate(state, torch.zeros_like(state.x, dtype=torch.bool))
@@ -56,6 +57,20 @@ def test_the_reward_is_the_mean_speed_less_the_headway_shortfall() -> None:
     assert float(shortfall.min()) > 0  # 7 m/s with about 6.5 m gaps: closer than 1 s
     assert torch.allclose(reward, state.v.mean(-1) / 10.0 - 0.1 * shortfall)
     assert not terminated.any()
+
+
+def test_episodes_start_in_stop_and_go_after_the_warm_up() -> None:
+    """By default the AV drives like an average human for 300 s before an episode starts, so
+    the waves it is to damp are there; the warm-up draws from the env's generator."""
+    task = RingTask()
+    state, _ = task.initial(3, torch.Generator().manual_seed(0), None, torch.float64)
+    assert bool((state.v.std(-1) > 2.0).all())  # stop-and-go in every world
+    calm, _ = RingTask(warmup_steps=0).initial(
+        3, torch.Generator().manual_seed(0), None, torch.float64
+    )
+    assert float(calm.v.std(-1).max()) < 1e-9
+    again, _ = task.initial(3, torch.Generator().manual_seed(0), None, torch.float64)
+    assert torch.equal(state.x, again.x)
 
 
 def test_a_collision_ends_the_episode_with_minus_one() -> None:
@@ -90,3 +105,5 @@ def test_bad_task_settings_are_clear_errors() -> None:
         RingTask(max_episode_steps=0)
     with pytest.raises(ValueError, match="headway_penalty"):
         RingTask(headway_penalty=-1.0)
+    with pytest.raises(ValueError, match="warmup_steps=-1 must be an integer >= 0"):
+        RingTask(warmup_steps=-1)
