@@ -43,7 +43,14 @@ import numpy as np
 import torch
 from validate_sumo import Platoon, simulate, write_network, write_routes
 
-from difftraffic.calibration import Followers, calibrate, read_trajectories, replay, search_bounds
+from difftraffic.calibration import (
+    Followers,
+    _errors,
+    calibrate,
+    read_trajectories,
+    replay,
+    search_bounds,
+)
 from difftraffic.car_following import model_class
 from difftraffic_rl import sweep
 
@@ -116,17 +123,17 @@ def record(folder: Path, model: str, seed: int, noisy: bool) -> tuple[Path, dict
     return path, {n: truth[n][order] for n in NAMES}
 
 
+def replay_mse(data: Followers, model: str, params: dict[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """Whole-replay gap and speed MSE per follower, each ``[..., D]`` for parameters
+    ``[..., D]``."""
+    with torch.no_grad():
+        gap, speed = replay(data, model_class(model)(**params))
+        return _errors(data, gap, speed)
+
+
 def gap_mse(data: Followers, model: str, params: dict[str, Tensor]) -> Tensor:
-    """Whole-replay gap MSE per follower, ``[..., D]`` for parameters ``[..., D]``."""
-    with torch.no_grad():
-        gap, _ = replay(data, model_class(model)(**params))
-        return ((gap - data.gap) ** 2 * data.valid).sum(-1) / data.valid.sum(-1)
-
-
-def speed_rmse(data: Followers, model: str, params: dict[str, Tensor]) -> Tensor:
-    with torch.no_grad():
-        _, speed = replay(data, model_class(model)(**params))
-        return (((speed - data.speed) ** 2 * data.valid).sum(-1) / data.valid.sum(-1)).sqrt()
+    """Whole-replay gap MSE per follower (the objective every method minimizes)."""
+    return replay_mse(data, model, params)[0]
 
 
 def scaled(model: str) -> tuple[np.ndarray, np.ndarray]:
@@ -258,7 +265,7 @@ def one_setting(
         fits[name] = (found["seconds"], found["replays"], from_unit(model, found["unit"]))
     rows = []
     for method, (seconds, replays, params) in fits.items():
-        mse = gap_mse(data, model, params)
+        mse, speed_mse = replay_mse(data, model, params)
         relative = {n: ((params[n] - truth[n]).abs() / truth[n])[excited[n]] for n in NAMES}
         rows.append(
             {
@@ -272,7 +279,7 @@ def one_setting(
                 "drivers": len(data.vehicle_ids),
                 "relative": relative,
                 "gap_rmse": mse.sqrt(),
-                "speed_rmse": speed_rmse(data, model, params),
+                "speed_rmse": speed_mse.sqrt(),
                 "true_gap_rmse": true_mse.sqrt(),
             }
         )

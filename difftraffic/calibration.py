@@ -9,8 +9,8 @@ simulator's integration (:func:`difftraffic.dynamics.step`'s semi-implicit Euler
 ``v' = max(0, v + acc dt)``, ``x' = x + v' dt``) drive it while the leader moves as observed. So
 drivers calibrate independently, and all of them are fitted in one batched optimization: the
 parameters of every driver (and every start) are one ``[K, D, P]`` tensor, kept inside their
-bounds by a sigmoid, and Levenberg–Marquardt fits them, with the exact Jacobian of every replayed
-step carried through the simulation in forward mode.
+bounds by a sigmoid, and Levenberg–Marquardt fits them, with the Jacobian of every replayed step
+from forward differences batched into the same simulation (or from automatic differentiation).
 
 Which parameters the data identifies depends on what it excites: ``v0`` only shows when the
 follower drives near its desired speed, ``b`` when it closes in on a slower leader, ``s0`` when
@@ -74,7 +74,7 @@ IDM_BOUNDS = search_bounds("idm")
 """Default search bounds of the fitted IDM parameters (m/s, s, m/s², m/s², m)."""
 
 DERIVATIVES = ("differences", "autodiff")
-"""How calibration computes the Jacobian of the replay: batched central differences or
+"""How calibration computes the Jacobian of the replay: batched forward differences or
 automatic differentiation (see :func:`calibrate`)."""
 
 OBJECTIVES = ("gap", "speed", "both")
@@ -602,12 +602,6 @@ def _sum_of_squares(residual: Tensor) -> Tensor:
     return torch.nan_to_num((residual**2).sum(-1), nan=math.inf, posinf=math.inf)
 
 
-def _starts(tensor: Tensor, order: Tensor) -> Tensor:
-    """The starts ``order [k, D]`` (per driver) of ``tensor [K, D, ...]``: ``[k, D, ...]``."""
-    index = order.reshape(*order.shape, *([1] * (tensor.dim() - 2)))
-    return tensor.gather(0, index.expand(-1, -1, *tensor.shape[2:]))
-
-
 class _Fit:
     """A fit's data, objective, bounds and clock, and the Levenberg–Marquardt iteration.
 
@@ -675,23 +669,18 @@ class _Fit:
         if self.derivatives == "differences":
             step = torch.finfo(logits.dtype).eps ** 0.5
             perturbed = torch.cat([logits[None], logits + step * identity])
-            self.replays += perturbed.shape[0] * perturbed.shape[1] * perturbed.shape[2]
+            self.replays += math.prod(perturbed.shape[:3])
             with torch.no_grad():
                 residual = self.residuals(data, perturbed)
             return residual[0], ((residual[1:] - residual[0]) / step).movedim(0, -1)
         with torch.enable_grad():
             expanded = logits.expand(count, *logits.shape).clone().requires_grad_(True)
-            self.replays += expanded.shape[0] * expanded.shape[1] * expanded.shape[2]
+            self.replays += math.prod(expanded.shape[:3])
             residual = self.residuals(data, expanded)
             cotangent = torch.zeros_like(residual, requires_grad=True)
             (vjp,) = torch.autograd.grad(residual, expanded, cotangent, create_graph=True)
             (jvp,) = torch.autograd.grad(vjp, cotangent, identity.expand_as(expanded))
         return residual[0].detach(), jvp.movedim(0, -1)
-
-    def loss(self, data: Followers, logits: Tensor) -> Tensor:
-        """``[K, D]`` sum of squared residuals (``inf`` where the replay is not finite)."""
-        with torch.no_grad():
-            return _sum_of_squares(self.residuals(data, logits))
 
     def levenberg_marquardt(self, stage: Stage, logits: Tensor, keep: int, bar: Any) -> Tensor:
         """Up to ``stage.iterations`` iterations on logits ``[K, D, P]``; returns
@@ -704,6 +693,8 @@ class _Fit:
         residual, jacobian = self.jacobian(data, logits)
         loss = _sum_of_squares(residual)
         best, quiet = loss.min(0).values, 0
+        # a driver replayed to within EXACT (RMS) has nothing left to improve
+        exact_loss = EXACT**2 * data.valid.flatten(1).sum(-1)
         for _ in range(stage.iterations):
             clean = jacobian.nan_to_num(0.0, 0.0, 0.0)
             normal = clean.transpose(-1, -2) @ clean
@@ -726,10 +717,9 @@ class _Fit:
                 bar.update(1)
                 bar.set_postfix_str(f"window {stage.window or 'all'}, error {self.history[-1]:.4g}")
             best, previous_best = loss.min(0).values, best
-            # a driver replayed to within EXACT (RMS) has nothing left to improve
-            exact = best <= EXACT**2 * data.valid.flatten(1).sum(-1)
-            improved = ((previous_best - best) > TOLERANCE * best) & ~exact
+            improved = ((previous_best - best) > TOLERANCE * best) & (best > exact_loss)
             quiet = 0 if bool(improved.any()) else quiet + 1
             if quiet == 3 or self.out_of_time():
                 break
-        return _starts(logits, loss.argsort(0)[:keep])
+        order = loss.argsort(0)[:keep]
+        return logits.gather(0, order[..., None].expand(-1, -1, count))

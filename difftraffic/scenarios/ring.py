@@ -252,6 +252,7 @@ class RingTask:
         state, drivers = self.scenario.sample(
             batch_size, generator=generator, device=device, dtype=dtype
         )
+        neighbors = None  # each step's leader relations are the next one's
         with torch.no_grad():
             for _ in range(self.warmup_steps):
                 gap, lead_speed = self.leader(state)
@@ -259,9 +260,15 @@ class RingTask:
                 acceleration[:, 0] = idm_acceleration(
                     state.v[:, 0], lead_speed, gap.clamp_min(0.1), WARMUP_DRIVER
                 )
-                state = step(
-                    state, self.road, drivers, self.dt, acceleration, generator=generator
-                ).state
+                state, neighbors, _, _ = step(
+                    state,
+                    self.road,
+                    drivers,
+                    self.dt,
+                    acceleration,
+                    neighbors=neighbors,
+                    generator=generator,
+                )
         return state, drivers
 
     def controls(self, state: TrafficState, action: Tensor) -> tuple[Tensor, Tensor]:
