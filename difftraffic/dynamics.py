@@ -20,13 +20,15 @@ vehicle held at standstill.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Literal, NamedTuple, cast
 
 import torch
 from torch import Tensor
 
+from difftraffic import fused
 from difftraffic.car_following import Drivers
 from difftraffic.errors import check_finite, check_positive, check_range, check_simulation_dtype
+from difftraffic.idm import IDMParams
 from difftraffic.neighbors import (
     LeaderMethod,
     Neighbors,
@@ -39,6 +41,8 @@ from difftraffic.neighbors import (
 )
 from difftraffic.road import Road
 from difftraffic.state import BodyBox, TrafficState
+
+StepPath = Literal["auto", "eager", "fused"]
 
 MIN_GAP = 1e-2
 """Gap (m) at which the car-following model is evaluated when a vehicle overlaps its leader (the IDM
@@ -157,6 +161,7 @@ def step(
     wheelbase_ratio: float = 0.6,
     leader_method: LeaderMethod = "auto",
     generator: torch.Generator | None = None,
+    path: StepPath = "auto",
 ) -> StepResult:
     """Advance every world by ``dt`` seconds.
 
@@ -177,6 +182,12 @@ def step(
         leader_method: see :func:`difftraffic.neighbors.find_leaders`.
         generator: the source of the drivers' random draws (Krauss dawdling, ``sigma > 0``);
             unused by deterministic drivers.
+        path: ``"eager"`` (torch operations: any device, any drivers, derivatives of any
+            order; the reference), ``"fused"`` (one compiled C pass per world with a
+            hand-written backward, :mod:`difftraffic.fused`: CPU, IDM drivers, first
+            derivatives; ``ValueError`` saying why where it cannot run) or ``"auto"``: fused
+            where it can run and is built, eager otherwise. The two agree to the rounding of
+            the maths library, gradients included; ``leader_method`` applies to eager only.
 
     Returns:
         A :class:`StepResult`. Inactive slots are returned unchanged.
@@ -185,12 +196,30 @@ def step(
     environment and the scenario builder validate what users pass, and
     :func:`validate_step_inputs` checks the arguments of a hand-written loop.
     """
-    if neighbors is None:
-        neighbors = compute_neighbors(state, road, leader_method)
-    active, is_av = state.active, state.is_av
     zeros = torch.zeros_like(state.x)
     av_acceleration = zeros if av_acceleration is None else av_acceleration
     av_steering = zeros if av_steering is None else av_steering
+    if path not in ("auto", "eager", "fused"):
+        raise ValueError(f"path must be 'auto', 'eager' or 'fused', got {path!r}")
+    if path != "eager":
+        why_not = _why_not_fused(state, drivers)
+        if not why_not:
+            # _why_not_fused checked that the drivers are IDMParams.
+            return _fused_step(
+                state,
+                road,
+                cast(IDMParams, drivers),
+                dt,
+                av_acceleration,
+                av_steering,
+                neighbors,
+                wheelbase_ratio,
+            )
+        if path == "fused":
+            raise ValueError(f"path='fused' cannot run this step: {why_not}")
+    if neighbors is None:
+        neighbors = compute_neighbors(state, road, leader_method)
+    active, is_av = state.active, state.is_av
 
     gap, v_lead = leader_gap_and_speed(state, neighbors, road)
     human_acc = drivers.acceleration(
@@ -225,6 +254,56 @@ def step(
     return StepResult(new_state, new_neighbors, collided, acceleration)
 
 
+def _why_not_fused(state: TrafficState, drivers: Drivers) -> str:
+    """Why the fused step cannot run these inputs ('' when it can)."""
+    if torch.compiler.is_compiling():
+        return "torch.compile traces the eager step"
+    if state.x.device.type != "cpu":
+        return f"it runs on the CPU, the state is on {state.x.device}"
+    if not isinstance(drivers, IDMParams):
+        return f"it runs IDM drivers only, got {type(drivers).__name__}"
+    if not fused.available():
+        return fused.unavailable_reason()
+    return ""
+
+
+def _fused_step(
+    state: TrafficState,
+    road: Road,
+    drivers: IDMParams,
+    dt: float,
+    av_acceleration: Tensor,
+    av_steering: Tensor,
+    neighbors: Neighbors | None,
+    wheelbase_ratio: float,
+) -> StepResult:
+    if neighbors is None or neighbors.order is None:
+        order = fused.initial_order(state.x, road)
+    else:
+        order = neighbors.order
+    if neighbors is None:
+        box = BodyBox.of_state(state)
+        leader, has_leader, order = fused.find_leaders(
+            state.x, box.low_y, box.high_y, state.active, road, order
+        )
+    else:
+        leader, has_leader = neighbors.leader, neighbors.has_leader
+    new_state, acceleration, leader, has_leader, order, collided = fused.fused_step(
+        state,
+        road,
+        drivers,
+        dt,
+        av_acceleration,
+        av_steering,
+        leader,
+        has_leader,
+        order,
+        wheelbase_ratio,
+        MIN_GAP,
+    )
+    return StepResult(new_state, Neighbors(leader, has_leader, order), collided, acceleration)
+
+
 def rollout(
     state: TrafficState,
     road: Road,
@@ -235,11 +314,13 @@ def rollout(
     av_steering: Tensor | None = None,
     leader_method: LeaderMethod = "auto",
     generator: torch.Generator | None = None,
+    path: StepPath = "auto",
 ) -> tuple[list[TrafficState], Tensor]:
     """Run ``steps`` steps with per-step AV controls.
 
     Args:
         av_acceleration, av_steering: ``[T, B, N]`` controls per step (or ``None`` for zero).
+        path: see :func:`step`.
 
     Returns:
         ``(states, collided)``: the ``T + 1`` states from the initial one, and ``[T, B, N]``
@@ -261,6 +342,7 @@ def rollout(
             neighbors,
             leader_method=leader_method,
             generator=generator,
+            path=path,
         )
         states.append(result.state)
         neighbors = result.neighbors

@@ -58,10 +58,14 @@ class Neighbors(NamedTuple):
     Attributes:
         leader: ``[B, N]`` long, index of each vehicle's leader (its own index when it has none).
         has_leader: ``[B, N]`` bool.
+        order: ``[B, N]`` long, each world's vehicles sorted by ``(x, index)``, kept by the
+            fused step (:mod:`difftraffic.fused`) to start its next search from; ``None`` from
+            the eager searches.
     """
 
     leader: Tensor
     has_leader: Tensor
+    order: Tensor | None = None
 
 
 def box_occupancy(box: BodyBox, active: Tensor, road: Road) -> Tensor:

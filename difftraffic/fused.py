@@ -1,0 +1,380 @@
+"""The fused step: one pass of compiled C per world for a whole :func:`difftraffic.step`.
+
+The eager step runs about 160 tensor operations, each a pass over ``[B, N]`` (or ``[B, N, N]``)
+memory plus 1-2 µs of dispatch; the fused step is one call into ``_native/fused_step.c``, which
+for each world computes the IDM, the bicycle model and the integration vehicle by vehicle, then
+the new leaders from the vehicles sorted by ``(x, index)`` (an order kept across steps in
+:attr:`difftraffic.Neighbors.order` and repaired by insertion sort, ``O(N L)`` per world rather
+than the pairwise ``O(N^2)`` table), then the collision tests, with worlds shared among threads.
+It follows the eager step formula by formula, so the two agree to the rounding of the C maths
+library's ``cos``, ``sin``, ``tan`` and ``pow`` (tested: values, leaders and collisions).
+
+Its backward pass is hand-written (``step_world_backward``, one pass per world in reverse): the
+vector-Jacobian product of the step with the leader relations held fixed, which is what autograd
+computes through the eager step (the leader search and collision test carry no gradient there
+either), with torch's conventions at the kinks of ``relu``, ``clamp_min`` and ``abs``. Tested
+with float64 ``gradcheck`` and against eager gradients through collided rollouts. It gives first
+derivatives only: a second derivative (``create_graph=True``) raises and asks for
+``path="eager"``, as do ``torch.func`` transforms.
+
+:func:`difftraffic.step` uses it (``path="auto"``) on the CPU for IDM drivers, outside
+``torch.compile``, and the eager step otherwise. It is built on first use with the system C
+compiler (``cc``, or ``$CC``; about a second) into ``$DIFFTRAFFIC_CACHE`` (default
+``~/.cache/difftraffic``); without a compiler ``path="auto"`` stays eager and
+:func:`unavailable_reason` says why.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import sysconfig
+import tempfile
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from difftraffic.idm import IDMParams
+from difftraffic.road import Road
+from difftraffic.state import TrafficState
+
+SOURCE_DIR = Path(__file__).parent / "_native"
+SOURCES = ("fused_step.c", "fused_step.h")
+FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared", "-fopenmp")
+"""``-ffp-contract=off``: no fused multiply-adds, so every operation rounds as torch's do."""
+
+_PARAMETERS = ("v0", "T", "a", "b", "delta", "s0")
+_FLOAT_FIELDS = ("x", "y", "v", "heading", "length", "width")
+
+
+def _cache_dir() -> Path:
+    root = os.environ.get("DIFFTRAFFIC_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "difftraffic"
+
+
+def _compiler() -> str | None:
+    for candidate in (os.environ.get("CC"), sysconfig.get_config_var("CC"), "cc", "gcc"):
+        if candidate and shutil.which(candidate.split()[0]):
+            return candidate
+    return None
+
+
+class _Build:
+    """The loaded library, or why there is none."""
+
+    def __init__(self) -> None:
+        self.library: ctypes.CDLL | None = None
+        self.reason = ""
+        compiler = _compiler()
+        if compiler is None:
+            self.reason = "no C compiler found (set CC)"
+            return
+        digest = hashlib.sha256(" ".join((compiler, *FLAGS)).encode())
+        for name in SOURCES:
+            digest.update((SOURCE_DIR / name).read_bytes())
+        target = _cache_dir() / f"fused_step-{digest.hexdigest()[:16]}.so"
+        try:
+            if not target.exists():
+                _compile(compiler, target)
+            self.library = ctypes.CDLL(str(target))
+        except (OSError, subprocess.CalledProcessError) as error:
+            self.reason = f"building {target} failed: {error}"
+
+
+def _compile(compiler: str, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the target and rename: concurrent processes never load a half-written file.
+    handle, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(handle)
+    command = [*compiler.split(), *FLAGS, "-o", partial, str(SOURCE_DIR / "fused_step.c"), "-lm"]
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True)
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+
+
+@cache
+def _build() -> _Build:
+    return _Build()
+
+
+def available() -> bool:
+    """Whether the fused step is built (building it on first call)."""
+    return _build().library is not None
+
+
+def unavailable_reason() -> str:
+    """Why :func:`available` is False ('' when it is True)."""
+    return _build().reason
+
+
+def _real(dtype: torch.dtype) -> type[ctypes.c_float] | type[ctypes.c_double]:
+    return ctypes.c_float if dtype == torch.float32 else ctypes.c_double
+
+
+@cache
+def _structs(dtype: torch.dtype) -> tuple[type[ctypes.Structure], type[ctypes.Structure]]:
+    """The C ``Param`` and ``Step`` structures for ``dtype`` (field order as in the header)."""
+    real = _real(dtype)
+    pointer, i64, integer = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+
+    class Param(ctypes.Structure):
+        _fields_ = [("ptr", pointer), ("stride_b", i64), ("stride_n", i64), ("value", real)]
+
+    names: tuple[str, ...] = ("lane_width", "ring_length", "dt", "wheelbase_ratio", "min_gap")
+    arrays: tuple[str, ...] = ("x", "y", "v", "heading", "length", "width", "is_av", "active")
+    arrays += ("av_acceleration", "av_steering")
+    outputs: tuple[str, ...] = ("x_next", "y_next", "v_next", "heading_next", "acceleration")
+    outputs += ("leader_next", "order", "has_leader_next", "collided")
+
+    class Step(ctypes.Structure):
+        _fields_ = [(name, i64) for name in ("B", "N", "L")]
+        _fields_ += [(name, real) for name in names]
+        _fields_ += [("ring", integer), ("center", integer)]
+        _fields_ += [(name, pointer) for name in arrays]
+        _fields_ += [(name, Param) for name in _PARAMETERS]
+        _fields_ += [("leader", pointer), ("has_leader", pointer)]
+        _fields_ += [(name, pointer) for name in outputs]
+
+    return Param, Step
+
+
+@cache
+def _grads_struct() -> type[ctypes.Structure]:
+    """The C ``Grads`` structure: pointers to the outputs' gradients, then the inputs'."""
+    names = ["d_" + name + "_next" for name in (*_FLOAT_FIELDS[:4], "acceleration")]
+    names += ["d_" + name for name in (*_FLOAT_FIELDS, "av_acceleration", "av_steering")]
+    names += ["d_" + name for name in _PARAMETERS]
+
+    class Grads(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_void_p) for name in names]
+
+    return Grads
+
+
+def _suffix(dtype: torch.dtype) -> str:
+    return "_f32" if dtype == torch.float32 else "_f64"
+
+
+def _library() -> ctypes.CDLL:
+    library = _build().library
+    if library is None:
+        raise RuntimeError(f"the fused step is unavailable: {unavailable_reason()}")
+    return library
+
+
+def _param(param_type: type[ctypes.Structure], value: Any, like: Tensor, keep: list[Tensor]) -> Any:
+    """A driver parameter as the C ``Param``: a scalar, or a tensor broadcast to ``[B, N]``."""
+    if not isinstance(value, Tensor):
+        return param_type(None, 0, 0, float(value))
+    if value.numel() == 1:
+        return param_type(None, 0, 0, value.item())
+    expanded = value.detach().to(like.dtype).expand(like.shape)
+    keep.append(expanded)
+    return param_type(expanded.data_ptr(), expanded.stride(0), expanded.stride(1), 0.0)
+
+
+def _threads(batch: int) -> int:
+    return min(torch.get_num_threads(), batch)
+
+
+def initial_order(x: Tensor, road: Road) -> Tensor:
+    """``[B, N]`` long: each world's vehicles sorted by ``(x, index)``, the fused search's order."""
+    return torch.argsort(road.wrap(x.detach()), dim=1, stable=True)
+
+
+def find_leaders(
+    x: Tensor, low_y: Tensor, high_y: Tensor, active: Tensor, road: Road, order: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Leaders of one state by the fused search: ``(leader, has_leader, order)``, each ``[B, N]``.
+
+    ``x`` front bumpers (m), ``low_y``/``high_y`` lateral body extents (m), ``order`` a rank
+    order to start from (copied, not changed).
+    """
+    batch, n = x.shape
+    x = road.wrap(x.detach()).contiguous()
+    order = order.clone()
+    leader = torch.empty_like(order)
+    has_leader = torch.empty_like(active)
+    function = getattr(_library(), "difftraffic_leaders" + _suffix(x.dtype))
+    real = _real(x.dtype)
+    function(
+        ctypes.c_int64(batch),
+        ctypes.c_int64(n),
+        ctypes.c_int64(road.num_lanes),
+        real(road.lane_width),
+        ctypes.c_int(road.lane_membership == "center"),
+        ctypes.c_int(road.is_ring),
+        ctypes.c_void_p(x.data_ptr()),
+        ctypes.c_void_p(low_y.detach().contiguous().data_ptr()),
+        ctypes.c_void_p(high_y.detach().contiguous().data_ptr()),
+        ctypes.c_void_p(active.contiguous().data_ptr()),
+        ctypes.c_void_p(order.data_ptr()),
+        ctypes.c_void_p(leader.data_ptr()),
+        ctypes.c_void_p(has_leader.data_ptr()),
+        ctypes.c_int(_threads(batch)),
+    )
+    return leader, has_leader, order
+
+
+@dataclass(frozen=True)
+class _Frame:
+    """What a step holds fixed: the road, the time step and the discrete state."""
+
+    road: Road
+    dt: float
+    wheelbase_ratio: float
+    min_gap: float
+    is_av: Tensor
+    active: Tensor
+    leader: Tensor
+    has_leader: Tensor
+    order: Tensor
+
+    def spec(self, inputs: list[Tensor], params: list[Any], outputs: list[Tensor]) -> Any:
+        """The C ``Step`` for ``inputs`` (x, y, v, heading, length, width, AV acceleration,
+        AV steering), driver ``params`` (C ``Param``) and ``outputs`` (nine tensors, or none)."""
+        _, step_type = _structs(inputs[0].dtype)
+        batch, n = inputs[0].shape
+        road = self.road
+        arrays = [*inputs[:6], self.is_av, self.active, *inputs[6:]]
+        return step_type(
+            batch,
+            n,
+            road.num_lanes,
+            road.lane_width,
+            road.ring_length if road.ring_length is not None else 0.0,
+            self.dt,
+            self.wheelbase_ratio,
+            self.min_gap,
+            int(road.is_ring),
+            int(road.lane_membership == "center"),
+            *(t.data_ptr() for t in arrays),
+            *params,
+            self.leader.data_ptr(),
+            self.has_leader.data_ptr(),
+            *(t.data_ptr() for t in outputs),
+        )
+
+
+def _c_params(values: tuple[Any, ...], like: Tensor, keep: list[Tensor]) -> list[Any]:
+    param_type, _ = _structs(like.dtype)
+    return [_param(param_type, value, like, keep) for value in values]
+
+
+def _forward(frame: _Frame, inputs: list[Tensor], params: tuple[Any, ...]) -> list[Tensor]:
+    """The C forward step: ``[x, y, v, heading, acceleration, leader, order, has_leader,
+    collided]`` at ``t + dt``."""
+    x = inputs[0]
+    keep: list[Tensor] = []
+    c_params = _c_params(params, x, keep)
+    outputs = [torch.empty_like(x) for _ in range(5)]
+    outputs += [torch.empty_like(frame.leader), frame.order.clone()]
+    outputs += [torch.empty_like(frame.has_leader), torch.empty_like(frame.has_leader)]
+    function = getattr(_library(), "difftraffic_step" + _suffix(x.dtype))
+    function(ctypes.byref(frame.spec(inputs, c_params, outputs)), ctypes.c_int(_threads(len(x))))
+    return outputs
+
+
+class _Step(torch.autograd.Function):
+    """The fused step with its hand-written vector-Jacobian product (``step_world_backward``)."""
+
+    @staticmethod
+    def forward(ctx: Any, frame: _Frame, *inputs_and_params: Any) -> tuple[Tensor, ...]:
+        inputs = [t.detach().contiguous() for t in inputs_and_params[:8]]
+        params = inputs_and_params[8:]
+        outputs = _forward(frame, inputs, params)
+        ctx.frame = frame
+        ctx.param_is_tensor = [isinstance(p, Tensor) for p in params]
+        ctx.floats = [None if isinstance(p, Tensor) else p for p in params]
+        ctx.save_for_backward(*inputs, *(p for p in params if isinstance(p, Tensor)))
+        ctx.mark_non_differentiable(*outputs[5:])
+        return tuple(outputs)
+
+    @staticmethod
+    def backward(ctx: Any, *grad_outputs: Tensor) -> tuple[Tensor | None, ...]:
+        if torch.is_grad_enabled():  # create_graph=True: a second derivative is wanted
+            raise RuntimeError(
+                "the fused step has first derivatives only: pass path='eager' to "
+                "difftraffic.step for higher-order gradients"
+            )
+        saved = list(ctx.saved_tensors)
+        inputs, tensor_params = saved[:8], iter(saved[8:])
+        params = [
+            next(tensor_params) if is_tensor else value
+            for is_tensor, value in zip(ctx.param_is_tensor, ctx.floats, strict=True)
+        ]
+        x = inputs[0]
+        keep: list[Tensor] = []
+        c_params = _c_params(tuple(params), x, keep)
+        upstream = [g.contiguous() for g in grad_outputs[:5]]
+        wanted = ctx.needs_input_grad[1:]
+        grads = [torch.zeros_like(x) if want else None for want in wanted]
+        grads_type = _grads_struct()
+        spec = ctx.frame.spec(inputs, c_params, [])
+        pointers = [t.data_ptr() for t in upstream] + [
+            0 if t is None else t.data_ptr() for t in grads
+        ]
+        grad_spec = grads_type(*pointers)
+        function = getattr(_library(), "difftraffic_step_backward" + _suffix(x.dtype))
+        function(ctypes.byref(spec), ctypes.byref(grad_spec), ctypes.c_int(_threads(len(x))))
+        param_grads = [
+            None if grad is None else grad.sum_to_size(param.shape)
+            for grad, param in zip(grads[8:], params, strict=True)
+        ]
+        return (None, *grads[:8], *param_grads)
+
+
+def fused_step(
+    state: TrafficState,
+    road: Road,
+    drivers: IDMParams,
+    dt: float,
+    av_acceleration: Tensor,
+    av_steering: Tensor,
+    leader: Tensor,
+    has_leader: Tensor,
+    order: Tensor,
+    wheelbase_ratio: float,
+    min_gap: float,
+) -> tuple[TrafficState, Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """One step; see :func:`difftraffic.dynamics.step` for the arguments. Differentiable (first
+    order) in the state's float fields, the controls and tensor driver parameters.
+
+    Returns:
+        ``(state, acceleration, leader, has_leader, order, collided)`` at ``t + dt``.
+    """
+    frame = _Frame(
+        road,
+        dt,
+        wheelbase_ratio,
+        min_gap,
+        state.is_av.contiguous(),
+        state.active.contiguous(),
+        leader.contiguous(),
+        has_leader.contiguous(),
+        order,
+    )
+    inputs = [getattr(state, name) for name in _FLOAT_FIELDS]
+    inputs += [av_acceleration, av_steering]
+    params = tuple(getattr(drivers, name) for name in _PARAMETERS)
+    differentiable = [t for t in (*inputs, *params) if isinstance(t, Tensor)]
+    if torch.is_grad_enabled() and any(t.requires_grad for t in differentiable):
+        outputs = list(_Step.apply(frame, *inputs, *params))  # type: ignore[no-untyped-call]
+    else:
+        outputs = _forward(frame, [t.detach().contiguous() for t in inputs], params)
+    x_next, y_next, v_next, heading_next, acceleration, leader_next, order_next = outputs[:7]
+    has_leader_next, collided = outputs[7:]
+    new_state = TrafficState(
+        x_next, y_next, v_next, heading_next, state.length, state.width, state.is_av, state.active
+    )
+    return new_state, acceleration, leader_next, has_leader_next, order_next, collided

@@ -1,0 +1,322 @@
+"""The fused step (difftraffic.fused) against the eager step, the reference."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from difftraffic import fused
+from difftraffic.dynamics import step
+from difftraffic.idm import IDMParams
+from difftraffic.krauss import KraussParams
+from difftraffic.neighbors import compute_neighbors, find_leaders
+from difftraffic.road import Road
+from difftraffic.state import BodyBox, TrafficState
+from difftraffic.testing import scenarios
+
+STATE_FIELDS = ("x", "y", "v", "heading")
+
+
+def test_the_fused_step_is_built_here():
+    # CI has a C compiler: without this, every other test here would quietly test eager twice.
+    assert fused.available(), fused.unavailable_reason()
+
+
+def _controls(state: TrafficState, steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """AVs at +-8 m/s^2 with steering up to 0.3 rad: side and rear-end collisions are common."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (steps, *state.x.shape)
+    acceleration = 8.0 * (torch.rand(shape, generator=generator) * 2 - 1)
+    steering = 0.3 * (torch.rand(shape, generator=generator) * 2 - 1)
+    return acceleration.to(state.x.dtype), steering.to(state.x.dtype)
+
+
+def _assert_steps_agree(eager, fused_result, rtol: float, atol: float, acc_rtol: float) -> None:
+    for name in STATE_FIELDS:
+        torch.testing.assert_close(
+            getattr(fused_result.state, name), getattr(eager.state, name), rtol=rtol, atol=atol
+        )
+    torch.testing.assert_close(
+        fused_result.acceleration, eager.acceleration, rtol=acc_rtol, atol=atol
+    )
+    assert torch.equal(fused_result.neighbors.leader, eager.neighbors.leader)
+    assert torch.equal(fused_result.neighbors.has_leader, eager.neighbors.has_leader)
+    assert torch.equal(fused_result.collided, eager.collided)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_every_step_agrees_with_eager_collisions_rings_and_lane_rules_included(dtype):
+    # At centimetre gaps the IDM's (s*/gap)^2 amplifies a one-ulp difference of cos or pow in the
+    # gap (float32: 1e-7 relative of a 100 m position) into 1e-4 of the acceleration.
+    if dtype == torch.float64:
+        tolerance = {"rtol": 1e-12, "atol": 1e-9, "acc_rtol": 1e-9}
+    else:
+        tolerance = {"rtol": 1e-5, "atol": 1e-4, "acc_rtol": 1e-3}
+
+    @settings(max_examples=20, deadline=None)
+    @given(scenarios(max_per_lane=4), st.integers(0, 2**16))
+    def check(scenario, seed):
+        # Each step starts both paths from the eager state, so a difference cannot hide behind
+        # the divergence of chaotic collided trajectories.
+        state, drivers = scenario.sample(batch_size=3, seed=seed, dtype=dtype)
+        acceleration, steering = _controls(state, 40, seed)
+        neighbors = compute_neighbors(state, scenario.road)
+        with torch.no_grad():
+            for t in range(40):
+                args = (state, scenario.road, drivers, scenario.dt, acceleration[t], steering[t])
+                eager = step(*args, neighbors, path="eager")
+                fast = step(*args, neighbors._replace(order=None), path="fused")
+                _assert_steps_agree(eager, fast, **tolerance)
+                state, neighbors = eager.state, eager.neighbors
+
+    check()
+
+
+def test_a_free_running_rollout_follows_eager_for_300_steps():
+    road = Road.straight(num_lanes=3)
+    generator = torch.Generator().manual_seed(0)
+    batch, n = 8, 30
+    lane = torch.arange(n) % 3
+    x = (torch.arange(n) // 3).double() * 25.0 + torch.rand(batch, n, generator=generator).double()
+    state = TrafficState(
+        x=x,
+        y=((lane + 0.5) * road.lane_width).double().expand(batch, n).clone(),
+        v=10.0 + 5.0 * torch.rand(batch, n, generator=generator).double(),
+        heading=torch.zeros(batch, n, dtype=torch.float64),
+        length=torch.full((batch, n), 5.0, dtype=torch.float64),
+        width=torch.full((batch, n), 2.0, dtype=torch.float64),
+        is_av=(torch.arange(n) == 0).expand(batch, n).clone(),
+        active=(torch.arange(n) < n - 2).expand(batch, n).clone(),  # two unused slots
+    )
+    drivers = IDMParams(v0=torch.linspace(20.0, 30.0, n, dtype=torch.float64), T=1.2)
+    acceleration = torch.randn(300, batch, n, generator=generator).double()
+    steering = 0.01 * torch.randn(300, batch, n, generator=generator).double()
+    eager, fast = state, state
+    eager_neighbors = fast_neighbors = None
+    with torch.no_grad():
+        for t in range(300):
+            e = step(
+                eager,
+                road,
+                drivers,
+                0.1,
+                acceleration[t],
+                steering[t],
+                eager_neighbors,
+                path="eager",
+            )
+            f = step(
+                fast, road, drivers, 0.1, acceleration[t], steering[t], fast_neighbors, path="fused"
+            )
+            eager, eager_neighbors, fast, fast_neighbors = (
+                e.state,
+                e.neighbors,
+                f.state,
+                f.neighbors,
+            )
+            assert torch.equal(f.neighbors.leader, e.neighbors.leader)
+    for name in STATE_FIELDS:
+        torch.testing.assert_close(getattr(fast, name), getattr(eager, name), rtol=1e-9, atol=1e-9)
+    unused = ~state.active
+    assert torch.equal(fast.x[unused], state.x[unused]) and torch.equal(
+        fast.v[unused], state.v[unused]
+    )
+
+
+@pytest.mark.parametrize("membership", ["body", "center"])
+@pytest.mark.parametrize("ring", [False, True])
+def test_the_sorted_search_finds_the_eager_leaders_in_large_worlds(membership, ring):
+    # 600 vehicles at random lateral positions, many straddling two lanes, some at equal x.
+    generator = torch.Generator().manual_seed(1)
+    batch, n = 3, 600
+    road = Road(4, 3.5, 30.0, 2000.0 if ring else None, membership)
+    x = torch.randint(0, 1500, (batch, n), generator=generator).double()
+    y = torch.rand(batch, n, generator=generator).double() * road.width
+    heading = 0.3 * (torch.rand(batch, n, generator=generator).double() - 0.5)
+    state = TrafficState(
+        x=x,
+        y=y,
+        v=torch.zeros(batch, n, dtype=torch.float64),
+        heading=heading,
+        length=torch.full((batch, n), 5.0, dtype=torch.float64),
+        width=torch.full((batch, n), 2.0, dtype=torch.float64),
+        is_av=torch.zeros(batch, n, dtype=torch.bool),
+        active=torch.rand(batch, n, generator=generator) < 0.9,
+    )
+    box = BodyBox.of_state(state)
+    # A stale order (a random permutation) is only a starting point: the result is the same.
+    stale = torch.argsort(torch.rand(batch, n, generator=generator), dim=1)
+    leader, has_leader, order = fused.find_leaders(
+        x, box.low_y, box.high_y, state.active, road, stale
+    )
+    expected = compute_neighbors(state, road, method="sorted")
+    assert torch.equal(leader, expected.leader) and torch.equal(has_leader, expected.has_leader)
+    keys = road.wrap(x).gather(1, order)
+    assert (keys[:, 1:] >= keys[:, :-1]).all()
+
+
+def _gradcheck_inputs(seed: int) -> tuple[Road, TrafficState, list[torch.Tensor]]:
+    """Two worlds of 6 cars on a 2-lane ring, two AVs steering, one unused slot; every float
+    field, control and driver parameter a float64 leaf (parameters per car, per world or one)."""
+    generator = torch.Generator().manual_seed(seed)
+    batch, n = 2, 6
+
+    def uniform(low: float, high: float, shape=(batch, n)) -> torch.Tensor:
+        return low + (high - low) * torch.rand(shape, generator=generator, dtype=torch.float64)
+
+    heading = torch.zeros(batch, n, dtype=torch.float64)
+    heading[:, 0], heading[:, 3] = uniform(-0.1, 0.1, (batch,)), 0.1
+    is_av = torch.zeros(batch, n, dtype=torch.bool)
+    is_av[:, [0, 3]] = True
+    active = torch.ones(batch, n, dtype=torch.bool)
+    active[1, 5] = False
+    state = TrafficState(
+        uniform(0.0, 100.0), uniform(0.5, 6.5), uniform(5.0, 15.0), heading,
+        uniform(4.0, 5.0), uniform(1.8, 2.0), is_av, active,
+    )  # fmt: skip
+    leaves = [
+        *(getattr(state, name) for name in STATE_FIELDS),
+        state.length,
+        state.width,
+        uniform(-2.0, 2.0),  # AV acceleration
+        uniform(-0.2, 0.2),  # AV steering
+        uniform(20.0, 30.0, (n,)),  # v0 per car
+        torch.tensor(1.2, dtype=torch.float64),  # T
+        uniform(1.0, 2.0),  # a per car and world
+        torch.tensor(2.0, dtype=torch.float64),  # b
+        torch.tensor(4.0, dtype=torch.float64),  # delta
+        torch.tensor(2.0, dtype=torch.float64),  # s0
+    ]
+    return Road(2, 3.5, 30.0, 120.0, "body"), state, [t.requires_grad_(True) for t in leaves]
+
+
+def _two_steps(road: Road, state: TrafficState, path: str):
+    """Two steps from the leaves, returning every differentiable output of both."""
+
+    def run(x, y, v, heading, length, width, acceleration, steering, *parameters):
+        drivers = IDMParams(*parameters)
+        start = state.replace(x=x, y=y, v=v, heading=heading, length=length, width=width)
+        first = step(start, road, drivers, 0.1, acceleration, steering, path=path)
+        second = step(
+            first.state, road, drivers, 0.1, acceleration, steering, first.neighbors, path=path
+        )
+        return (*(getattr(second.state, name) for name in STATE_FIELDS), second.acceleration,
+                first.acceleration)  # fmt: skip
+
+    return run
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_the_fused_backward_passes_gradcheck_and_equals_eager(seed):
+    road, state, leaves = _gradcheck_inputs(seed)
+    assert torch.autograd.gradcheck(_two_steps(road, state, "fused"), leaves)
+    eager_outputs = _two_steps(road, state, "eager")(*leaves)
+    fused_outputs = _two_steps(road, state, "fused")(*leaves)
+    weights = [torch.randn_like(o) for o in eager_outputs]
+
+    def weighted(outputs) -> torch.Tensor:
+        return sum((o * w).sum() for o, w in zip(outputs, weights, strict=True))
+
+    eager = torch.autograd.grad(weighted(eager_outputs), leaves)
+    fast = torch.autograd.grad(weighted(fused_outputs), leaves)
+    for expected, got in zip(eager, fast, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_gradients_through_collided_rollouts_equal_eager(dtype):
+    tolerance = (
+        {"rtol": 1e-9, "atol": 1e-9} if dtype == torch.float64 else {"rtol": 1e-3, "atol": 1e-3}
+    )
+
+    @settings(max_examples=10, deadline=None)
+    @given(scenarios(max_per_lane=3), st.integers(0, 2**16))
+    def check(scenario, seed):
+        state, drivers = scenario.sample(batch_size=2, seed=seed, dtype=dtype)
+        acceleration, steering = _controls(state, 30, seed)
+        gradients = []
+        for path in ("eager", "fused"):
+            controls = (acceleration.clone().requires_grad_(True),
+                        steering.clone().requires_grad_(True))  # fmt: skip
+            start_v = state.v.clone().requires_grad_(True)
+            current, neighbors, total = state.replace(v=start_v), None, 0.0
+            for t in range(30):
+                result = step(current, scenario.road, drivers, scenario.dt, controls[0][t],
+                              controls[1][t], neighbors, path=path)  # fmt: skip
+                current, neighbors = result.state, result.neighbors
+                total = total + current.v.sum() + 0.1 * current.x.sum() + current.heading.sum()
+            gradients.append(torch.autograd.grad(total, (*controls, start_v)))
+        for expected, got in zip(*gradients, strict=True):
+            assert torch.isfinite(got).all()
+            torch.testing.assert_close(got, expected, **tolerance)
+
+    check()
+
+
+def test_auto_runs_fused_with_and_without_gradients(make_state):
+    state = make_state([0.0, 30.0], [2.0, 2.0], v=[10.0, 5.0], is_av=[True, False])
+    road, drivers = Road.straight(), IDMParams(v0=20.0)
+    acceleration = torch.tensor([[1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    with torch.no_grad():
+        fast = step(state, road, drivers, 0.1, acceleration)
+    recorded = step(state, road, drivers, 0.1, acceleration)
+    # Only the fused step keeps a rank order.
+    assert fast.neighbors.order is not None and recorded.neighbors.order is not None
+    assert not fast.state.x.requires_grad and recorded.state.x.requires_grad
+    torch.testing.assert_close(fast.state.x, recorded.state.x.detach(), rtol=0, atol=0)
+    eager = step(state, road, drivers, 0.1, acceleration, path="eager")
+    assert eager.neighbors.order is None
+
+
+def test_second_derivatives_need_the_eager_path(make_state):
+    state = make_state([0.0, 30.0], [2.0, 2.0], v=[10.0, 5.0])
+    v = state.v.clone().requires_grad_(True)
+    result = step(state.replace(v=v), Road.straight(), IDMParams(v0=20.0), 0.1)
+    with pytest.raises(RuntimeError, match="first derivatives only: pass path='eager'"):
+        torch.autograd.grad(result.state.x.sum(), v, create_graph=True)
+    eager = step(state.replace(v=v), Road.straight(), IDMParams(v0=20.0), 0.1, path="eager")
+    (grad,) = torch.autograd.grad(eager.state.v.sum(), v, create_graph=True)
+    torch.autograd.grad(grad.sum(), v, allow_unused=True)  # the eager step allows it
+
+
+def test_forcing_the_fused_path_where_it_cannot_run_says_why(make_state):
+    state = make_state([0.0, 30.0], [2.0, 2.0], v=[10.0, 5.0])
+    road = Road.straight()
+    with pytest.raises(ValueError, match="IDM drivers only, got KraussParams"):
+        step(state, road, KraussParams(v0=20.0, sigma=0.0), 0.1, path="fused")
+    with pytest.raises(ValueError, match="path must be 'auto', 'eager' or 'fused', got 'fast'"):
+        step(state, road, IDMParams(v0=20.0), 0.1, path="fast")  # type: ignore[arg-type]
+
+
+def test_without_a_compiler_auto_stays_eager(make_state, monkeypatch):
+    monkeypatch.setattr(fused, "_compiler", lambda: None)
+    monkeypatch.setattr(fused, "_build", fused._Build)  # uncached: a fresh, failing build
+    assert not fused.available() and "no C compiler" in fused.unavailable_reason()
+    state = make_state([0.0, 30.0], [2.0, 2.0], v=[10.0, 5.0])
+    with torch.no_grad():
+        result = step(state, Road.straight(), IDMParams(v0=20.0), 0.1)
+    assert result.neighbors.order is None
+    with pytest.raises(ValueError, match="no C compiler"):
+        step(state, Road.straight(), IDMParams(v0=20.0), 0.1, path="fused")
+
+
+def test_the_build_lands_in_the_cache_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFTRAFFIC_CACHE", str(tmp_path))
+    build = fused._Build()
+    assert build.library is not None, build.reason
+    assert [p.suffix for p in tmp_path.iterdir()] == [".so"]
+    # The find_leaders shim of the eager module and the fused search agree on a tiny world too.
+    x = torch.tensor([[0.0, 10.0, 20.0]])
+    occupancy = torch.ones(1, 3, 1, dtype=torch.bool)
+    expected = find_leaders(x, occupancy)
+    leader, has_leader, _ = fused.find_leaders(
+        x,
+        torch.full_like(x, 1.0),
+        torch.full_like(x, 3.0),
+        torch.ones(1, 3, dtype=torch.bool),
+        Road.straight(),
+        torch.arange(3).unsqueeze(0),
+    )
+    assert torch.equal(leader, expected.leader) and torch.equal(has_leader, expected.has_leader)
