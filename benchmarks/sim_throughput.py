@@ -27,6 +27,7 @@ import functools
 import os
 import platform
 import statistics
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -61,26 +62,33 @@ SINGLE_WORLD_CASE = ("4-lane straight", 1, 100)
 """Issue 13: one step of this world no slower than SUMO's step of the same world."""
 
 NOTES = """\
-## What bounds the figures
+## Why a C pass per world, and what bounds each path
 
-Profiles (`torch.profiler`, and inductor's per-kernel profile for compiled steps) of
-`difftraffic.dynamics.step` on this machine:
-
-- **Small worlds (1×10) are bound by per-operation overhead, not arithmetic.** An eager step
-  runs about 160 ATen operations (IDM, bicycle model, integration, leader search, collision
-  test), each costing 1 to 1.5 µs of Python and dispatcher time whatever the tensor size.
-  Compiled, the step is two or three fused C++ kernels, and what remains is the call itself
-  (Dynamo guards on about 20 input tensors, the AOT wrapper, `argsort`, which inductor leaves to
-  ATen): about 40 µs. Further eager gains would need fewer operations in `idm.py` (its
-  `has_leader` masking costs five of them) or the state's geometry cached across steps.
-- **Large batches (1024×16, 4096×40) are bound by memory traffic and the leader search.** Eager,
-  each of the ~160 operations writes a fresh `[B, N]` (or `[B, N, L]`, `[B, N, N]`) temporary;
-  the pairwise search reads and writes `B N^2` entries (262 k at 1024×16) and `argsort` costs
-  100 to 200 µs per step. Compiled, the temporaries disappear and the fused pairwise table plus
-  `argsort` dominate. With 2 cores, the intra-op parallelism available is small.
-- **Forward+backward** records about 60 differentiable operations per step and replays them
-  backwards (roughly 1.5 to 2.5 times the forward cost); the leader search and collision test
-  run under `no_grad` and add nothing to it.
+- **eager** runs about 160 ATen operations per step (IDM, bicycle model, integration, leader
+  search, collision test). One small world is bound by their dispatch (1 to 1.5 µs each
+  whatever the tensor size); large batches by memory traffic, since each operation writes a
+  fresh `[B, N]` (or `[B, N, L]`, `[B, N, N]`) temporary, plus `argsort` and, up to 64
+  vehicles per world, the pairwise `[B, N, N]` leader table. Forward+backward records about 60
+  differentiable operations per step and replays them.
+- **compile** (`torch.compile`, inductor) fuses the elementwise work into two or three C++ loops,
+  but on this host its kernels do not beat ATen's at batch, `argsort` stays an ATen call, and
+  each shape compiles for seconds; it pays for one small world only.
+- **fused** (`difftraffic.fused`) is one call into C per step: per world, one loop computes the
+  IDM, the bicycle model and the integration vehicle by vehicle, a walk over the vehicles in
+  `(x, index)` order (kept across steps, repaired by insertion sort: `O(N L)`, no `N^2` table)
+  finds the leaders, and a last loop the collisions; worlds are spread over the threads. The
+  backward pass is one hand-written loop per world in reverse. What remains is the arithmetic
+  (`cos`, `sin`, `tan` of steered cars, a division or two per vehicle), about 20 to 30 M
+  vehicle-steps/s per core, and for one small world the ~40 µs of the Python call (argument
+  marshalling through ctypes).
+- Why plain C through `ctypes` rather than the alternatives (measured on this machine, one
+  core busy with other work): a PyTorch C++ extension (`torch.utils.cpp_extension.load_inline`)
+  took 35 s to build a one-line operator (the torch headers), against about a second for this
+  file with the system C compiler, and must be rebuilt for each torch build; Triton has no CPU
+  backend; Warp (only in the optional `physics` extra) took 3.5 s to build a 12-array kernel for
+  the CPU, then 22 µs per launch, plus 180 µs to wrap 12 torch tensors with `wp.from_torch` on
+  every call, against about 45 µs for the whole fused step of one small world. The C file needs
+  nothing beyond libm and OpenMP (torch's own OpenMP runtime is the one used).
 - Timings on 2 shared cores vary with other load: the load average printed above is the
   machine's at the start and end of the run.
 """
@@ -399,7 +407,7 @@ def write_report(
             f"world, vehicles {SPACING:.0f} m apart per lane.",
             "",
             f"Machine: {machine_description(device)}. Load average (1 min) {load_before[0]:.2f} "
-            f"before the run, {load_after[0]:.2f} after.",
+            f"before the run, {load_after[0]:.2f} after. Commit `{commit()}`.",
             "",
             table(rows),
             "",
@@ -418,6 +426,17 @@ def write_report(
     )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def commit() -> str:
+    """The checked-out commit, ``+changes`` when the tree differs from it."""
+
+    def git(*args: str) -> str:
+        run = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+        return run.stdout.strip()
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def world_size(text: str) -> tuple[int, int]:
