@@ -124,6 +124,13 @@ class CarFollowingModel:
             }
         )
 
+    def index_worlds(self: Model, index: Tensor) -> Model:
+        """The parameters of worlds ``index`` (``[B']`` long), in that order; parameters shared
+        by every world stay as they are."""
+        return type(self)(
+            **{name: _index_worlds(value, index) for name, value in self.tensors().items()}
+        )
+
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint stores: the model's name and its parameters as tensors."""
         return {
@@ -154,6 +161,8 @@ class Drivers(Protocol):
     def to(self, like: Tensor) -> Drivers: ...
 
     def select_worlds(self, mask: Tensor, other: Any) -> Drivers: ...
+
+    def index_worlds(self, index: Tensor) -> Drivers: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -221,12 +230,24 @@ class MixedDrivers:
         )
         return MixedDrivers(models, torch.where(mask.unsqueeze(1), self.choice, other.choice))
 
+    def index_worlds(self, index: Tensor) -> MixedDrivers:
+        models = tuple(model.index_worlds(index) for model in self.models)
+        return MixedDrivers(models, _index_worlds(self.choice, index))
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": "mixed",
             "members": [m.state_dict() for m in self.models],
             "choice": self.choice.detach().clone(),
         }
+
+
+def _index_worlds(value: Any, index: Tensor) -> Any:
+    """Rows ``index`` of a ``[B, N]`` parameter; a parameter without a world axis of its own
+    (a float, a ``[N]`` or ``[1, N]`` tensor) is shared and returned as it is."""
+    if isinstance(value, Tensor) and value.dim() == 2 and value.shape[0] > 1:
+        return value[index]
+    return value
 
 
 MODELS: dict[str, type[CarFollowingModel]] = {}

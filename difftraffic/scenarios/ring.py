@@ -193,6 +193,11 @@ class RingTask:
         max_episode_steps: steps of an episode.
         warmup_steps: steps driven before an episode starts, the AV as an average human (3000,
             300 s: every world is in stop-and-go by then; 0 starts from even spacing).
+        start_states: episodes start from one of this many worlds, warmed up once per device
+            and dtype and drawn with the environment's generator (a reset then costs no
+            simulation); 0 warms up every reset's worlds afresh.
+        start_seed: seeds the warm-up of those worlds, independently of the environment's
+            generator, so that a resumed run draws from the same ones.
         min_time_headway: s; gaps below ``min_gap + v min_time_headway`` are penalized.
         min_gap: m, the standstill part of that gap (the humans' ``s0``).
         headway_penalty: weight of the headway term.
@@ -208,6 +213,8 @@ class RingTask:
         max_acceleration: float = 1.0,
         max_episode_steps: int = 1500,
         warmup_steps: int = 3000,
+        start_states: int = 256,
+        start_seed: int = 0,
         min_time_headway: float = 1.0,
         min_gap: float = 1.5,
         headway_penalty: float = 0.1,
@@ -223,9 +230,17 @@ class RingTask:
         check_non_negative("headway_penalty", headway_penalty)
         if not isinstance(max_episode_steps, int) or max_episode_steps < 1:
             raise ValueError(f"max_episode_steps={max_episode_steps!r} must be an integer >= 1")
-        if not isinstance(warmup_steps, int) or warmup_steps < 0:
-            raise ValueError(f"warmup_steps={warmup_steps!r} must be an integer >= 0")
-        self.warmup_steps = warmup_steps
+        for name, count in (("warmup_steps", warmup_steps), ("start_states", start_states)):
+            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+                raise ValueError(f"{name}={count!r} must be an integer >= 0")
+        if not isinstance(start_seed, int) or isinstance(start_seed, bool):
+            raise ValueError(f"start_seed={start_seed!r} must be an integer")
+        self.warmup_steps, self.start_states, self.start_seed = (
+            warmup_steps,
+            start_states,
+            start_seed,
+        )
+        self._starts: dict[tuple[str, torch.dtype], tuple[TrafficState, Drivers]] = {}
         self.config = replace(config, autonomous=True)
         self.scenario = ring_scenario(self.config)
         self.road = self.scenario.road
@@ -246,12 +261,38 @@ class RingTask:
         self, batch_size: int, generator: torch.Generator, device: torch.device | str | None,
         dtype: torch.dtype,
     ) -> tuple[TrafficState, Drivers]:  # fmt: skip
-        """Evenly spaced worlds, then ``warmup_steps`` with the AV driving like an average
-        human (:data:`WARMUP_DRIVER`), so that episodes start in the stop-and-go the AV is to
-        damp (as Flow's ring does)."""
-        state, drivers = self.scenario.sample(
-            batch_size, generator=generator, device=device, dtype=dtype
-        )
+        """Worlds in stop-and-go: ``start_states`` worlds warmed up once (see :meth:`warm_up`),
+        drawn with ``generator``; with ``start_states=0`` fresh worlds warmed up now."""
+        if self.start_states == 0 or self.warmup_steps == 0:
+            state, drivers = self.scenario.sample(
+                batch_size, generator=generator, device=device, dtype=dtype
+            )
+            return self.warm_up(state, drivers, generator)
+        starts, start_drivers = self._start_worlds(device, dtype)
+        index = torch.randint(
+            self.start_states, (batch_size,), generator=generator, device=generator.device
+        ).to(starts.x.device)
+        return starts.index_worlds(index), start_drivers.index_worlds(index)
+
+    def _start_worlds(
+        self, device: torch.device | str | None, dtype: torch.dtype
+    ) -> tuple[TrafficState, Drivers]:
+        where = torch.device(device if device is not None else "cpu")
+        key = (str(where), dtype)
+        if key not in self._starts:
+            generator = torch.Generator(device=where).manual_seed(self.start_seed)
+            state, drivers = self.scenario.sample(
+                self.start_states, generator=generator, device=where, dtype=dtype
+            )
+            self._starts[key] = self.warm_up(state, drivers, generator)
+        return self._starts[key]
+
+    def warm_up(
+        self, state: TrafficState, drivers: Drivers, generator: torch.Generator
+    ) -> tuple[TrafficState, Drivers]:
+        """``warmup_steps`` steps from ``state`` with the AV driving like an average human
+        (:data:`WARMUP_DRIVER`), so that episodes start in the stop-and-go the AV is to damp (as
+        Flow's ring does)."""
         neighbors = None  # each step's leader relations are the next one's
         with torch.no_grad():
             for _ in range(self.warmup_steps):

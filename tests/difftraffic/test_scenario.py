@@ -271,3 +271,21 @@ def test_dawdling_scenarios_repeat_with_their_seed_and_need_a_generator():
 def test_bad_krauss_driver_parameters_are_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         KraussDriver(**kwargs)
+
+
+def test_drivers_of_chosen_worlds_come_with_their_models_and_choices():
+    builder = ScenarioBuilder(Road.straight(num_lanes=2), dt=0.1)
+    builder.platoon(lane=0, count=3, driver=Driver(T=(0.8, 2.0)))
+    builder.platoon(lane=1, count=3, driver=KraussDriver(sigma=0.0))
+    _, drivers = builder.build().sample(batch_size=5, seed=0)
+    assert isinstance(drivers, MixedDrivers)
+    index = torch.tensor([4, 0, 4])
+    chosen = drivers.index_worlds(index)
+    assert torch.equal(chosen.choice, drivers.choice[index])
+    for mine, theirs in zip(chosen.models, drivers.models, strict=True):
+        for name, value in mine.tensors().items():
+            assert torch.equal(
+                torch.as_tensor(value), torch.as_tensor(theirs.tensors()[name])[index]
+            )
+    shared = IDMParams(v0=20.0, T=torch.tensor([1.0, 1.5]))  # per vehicle, no world axis
+    assert shared.index_worlds(index).T is shared.T and shared.index_worlds(index).v0 == 20.0

@@ -61,8 +61,9 @@ def test_the_reward_is_the_mean_speed_less_the_headway_shortfall() -> None:
 
 def test_episodes_start_in_stop_and_go_after_the_warm_up() -> None:
     """By default the AV drives like an average human for 300 s before an episode starts, so
-    the waves it is to damp are there; the warm-up draws from the env's generator."""
-    task = RingTask()
+    the waves it is to damp are there; with start_states=0 every reset warms up afresh, drawing
+    from the env's generator."""
+    task = RingTask(start_states=0)
     state, _ = task.initial(3, torch.Generator().manual_seed(0), None, torch.float64)
     assert bool((state.v.std(-1) > 2.0).all())  # stop-and-go in every world
     calm, _ = RingTask(warmup_steps=0).initial(
@@ -71,6 +72,25 @@ def test_episodes_start_in_stop_and_go_after_the_warm_up() -> None:
     assert float(calm.v.std(-1).max()) < 1e-9
     again, _ = task.initial(3, torch.Generator().manual_seed(0), None, torch.float64)
     assert torch.equal(state.x, again.x)
+
+
+def test_starts_are_drawn_from_worlds_warmed_once_by_their_own_seed() -> None:
+    task = RingTask(start_states=16)
+    state, drivers = task.initial(40, torch.Generator().manual_seed(0), None, torch.float64)
+    starts, start_drivers = task._start_worlds(None, torch.float64)
+    assert bool((starts.v.std(-1) > 2.0).all())  # every start world in stop-and-go
+    # each drawn world is one of the 16, drivers and all; 40 draws reach most of them
+    match = (state.x.unsqueeze(1) == starts.x.unsqueeze(0)).all(-1)  # [40, 16]
+    assert bool((match.sum(-1) == 1).all()) and int(match.any(0).sum()) >= 12
+    source = match.float().argmax(-1)
+    assert torch.equal(drivers.tensors()["T"], start_drivers.tensors()["T"][source])
+    # the start worlds depend on start_seed only, so a resumed run draws from the same ones
+    other_env_seed, _ = RingTask(start_states=16).initial(
+        40, torch.Generator().manual_seed(1), None, torch.float64
+    )
+    assert bool((other_env_seed.x.unsqueeze(1) == starts.x.unsqueeze(0)).all(-1).any(-1).all())
+    reseeded, _ = RingTask(start_states=16, start_seed=1)._start_worlds(None, torch.float64)
+    assert not torch.equal(reseeded.x, starts.x)
 
 
 def test_a_collision_ends_the_episode_with_minus_one() -> None:
@@ -107,3 +127,7 @@ def test_bad_task_settings_are_clear_errors() -> None:
         RingTask(headway_penalty=-1.0)
     with pytest.raises(ValueError, match="warmup_steps=-1 must be an integer >= 0"):
         RingTask(warmup_steps=-1)
+    with pytest.raises(ValueError, match="start_states=2.5 must be an integer >= 0"):
+        RingTask(start_states=2.5)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="start_seed='a' must be an integer"):
+        RingTask(start_seed="a")  # type: ignore[arg-type]
