@@ -262,6 +262,9 @@ def _why_not_fused(state: TrafficState, drivers: Drivers) -> str:
         return f"it runs on the CPU, the state is on {state.x.device}"
     if not isinstance(drivers, IDMParams):
         return f"it runs IDM drivers only, got {type(drivers).__name__}"
+    floats = (state.y, state.v, state.heading, state.length, state.width)
+    if any(t.dtype != state.x.dtype or t.device != state.x.device for t in floats):
+        return "the state's float fields differ in dtype or device (see TrafficState.validate)"
     if not fused.available():
         return fused.unavailable_reason()
     return ""

@@ -202,7 +202,7 @@ def find_leaders(
     """
     batch, n = x.shape
     x = road.wrap(x.detach()).contiguous()
-    order = order.clone()
+    order = order.clone(memory_format=torch.contiguous_format)
     leader = torch.empty_like(order)
     has_leader = torch.empty_like(active)
     function = getattr(_library(), "difftraffic_leaders" + _suffix(x.dtype))
@@ -278,7 +278,10 @@ def _forward(frame: _Frame, inputs: list[Tensor], params: tuple[Any, ...]) -> li
     keep: list[Tensor] = []
     c_params = _c_params(params, x, keep)
     outputs = [torch.empty_like(x) for _ in range(5)]
-    outputs += [torch.empty_like(frame.leader), frame.order.clone()]
+    outputs += [
+        torch.empty_like(frame.leader),
+        frame.order.clone(memory_format=torch.contiguous_format),
+    ]
     outputs += [torch.empty_like(frame.has_leader), torch.empty_like(frame.has_leader)]
     function = getattr(_library(), "difftraffic_step" + _suffix(x.dtype))
     function(ctypes.byref(frame.spec(inputs, c_params, outputs)), ctypes.c_int(_threads(len(x))))
@@ -365,7 +368,11 @@ def fused_step(
         order,
     )
     inputs = [getattr(state, name) for name in _FLOAT_FIELDS]
-    inputs += [av_acceleration, av_steering]
+    # The C pass reads [B, N] buffers of the state's dtype: broadcast the controls and cast them
+    # (differentiably) to it; the eager step would promote the state instead, and
+    # validate_step_inputs rejects either mismatch.
+    x = state.x
+    inputs += [control.to(x.dtype).expand_as(x) for control in (av_acceleration, av_steering)]
     params = tuple(getattr(drivers, name) for name in _PARAMETERS)
     differentiable = [t for t in (*inputs, *params) if isinstance(t, Tensor)]
     if torch.is_grad_enabled() and any(t.requires_grad for t in differentiable):

@@ -281,6 +281,24 @@ def test_second_derivatives_need_the_eager_path(make_state):
     torch.autograd.grad(grad.sum(), v, allow_unused=True)  # the eager step allows it
 
 
+def test_controls_of_another_dtype_or_a_broadcast_shape_are_read_safely(make_state):
+    # The C pass reads [B, N] buffers of the state's dtype: a float64 [B, 1] control of a
+    # float32 state must be broadcast and cast, never read as raw memory.
+    state = make_state(
+        [[0.0, 30.0, 60.0], [5.0, 40.0, 70.0]], [2.0] * 3, v=[10.0, 5.0, 8.0],
+        is_av=[True, False, True], dtype=torch.float32,
+    )  # fmt: skip
+    control = torch.tensor([[1.5], [-2.0]], dtype=torch.float64)
+    road, drivers = Road.straight(), IDMParams(v0=20.0)
+    with torch.no_grad():
+        fast = step(state, road, drivers, 0.1, control, 0.1 * control, path="fused")
+        full = control.float().expand(2, 3)
+        eager = step(state, road, drivers, 0.1, full, 0.1 * full, path="eager")
+    assert fast.state.x.dtype == torch.float32
+    torch.testing.assert_close(fast.state.x, eager.state.x)
+    torch.testing.assert_close(fast.state.heading, eager.state.heading)
+
+
 def test_forcing_the_fused_path_where_it_cannot_run_says_why(make_state):
     state = make_state([0.0, 30.0], [2.0, 2.0], v=[10.0, 5.0])
     road = Road.straight()
