@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from difftraffic.car_following import Drivers, MixedDrivers, model_class
-from difftraffic.dynamics import step
+from difftraffic.dynamics import StepPath, step
 from difftraffic.road import Road
 
 DATA = Path(__file__).parent / "data"
@@ -53,7 +53,9 @@ def drivers_of(followers: list[dict[str, Any]]) -> Drivers:
     return MixedDrivers(tuple(model(kind) for kind in kinds), choice)
 
 
-def replay(make_state, meta, x_sumo, v_sumo, drivers: Drivers) -> tuple[float, float]:
+def replay(
+    make_state, meta, x_sumo, v_sumo, drivers: Drivers, path: StepPath = "auto"
+) -> tuple[float, float]:
     """Max |position| (m) and |speed| (m/s) error of the followers against SUMO."""
     n = x_sumo.shape[1]
     road = Road.straight(num_lanes=1, speed_limit=meta["lane_speed"])
@@ -62,7 +64,8 @@ def replay(make_state, meta, x_sumo, v_sumo, drivers: Drivers) -> tuple[float, f
     for k in range(meta["steps"]):
         imposed_x, imposed_v = state.x.clone(), state.v.clone()
         imposed_x[0, 0], imposed_v[0, 0] = x_sumo[k, 0], v_sumo[k, 0]
-        state = step(state.replace(x=imposed_x, v=imposed_v), road, drivers, meta["dt"]).state
+        imposed = state.replace(x=imposed_x, v=imposed_v)
+        state = step(imposed, road, drivers, meta["dt"], path=path).state
         x_sim.append(state.x[0])
         v_sim.append(state.v[0])
     followers = slice(1, n)
@@ -90,12 +93,14 @@ def test_krauss_recording_exercises_emergency_braking() -> None:
     assert (deceleration > comfortable + 0.1).any()
 
 
+@pytest.mark.parametrize("path", ["eager", "auto"])
 @pytest.mark.parametrize("name", RECORDINGS)
-def test_followers_match_sumo_within_a_millimetre(make_state, name) -> None:
+def test_followers_match_sumo_within_a_millimetre(make_state, name, path) -> None:
+    """On every path: ``auto`` takes the fused step for the IDM platoon, eager for the others."""
     meta, x_sumo, v_sumo = load(name)
     drivers = drivers_of(meta["followers"])
-    x_error, v_error = replay(make_state, meta, x_sumo, v_sumo, drivers)
-    print(f"{name}: max follower error vs SUMO: position {x_error:.2e} m, speed {v_error:.2e} m/s")
+    x_error, v_error = replay(make_state, meta, x_sumo, v_sumo, drivers, path)
+    print(f"{name} ({path}): max follower error vs SUMO: {x_error:.2e} m, {v_error:.2e} m/s")
     assert x_error < 1e-3
     assert v_error < 1e-3
 
