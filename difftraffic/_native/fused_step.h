@@ -34,19 +34,6 @@ static inline void FN(cos_sin)(REAL h, REAL *c, REAL *s) {
     }
 }
 
-/* base^exponent; the IDM's usual integer exponents by multiplication (within two ulps of pow,
- * which costs more than the rest of a vehicle's step). */
-static inline REAL FN(power)(REAL base, REAL exponent) {
-    if (exponent == 4) {
-        REAL square = base * base;
-        return square * square;
-    }
-    if (exponent == 3) return base * base * base;
-    if (exponent == 2) return base * base;
-    if (exponent == 1) return base;
-    return POW(base, exponent);
-}
-
 static inline REAL FN(remainder)(REAL a, REAL m) {
     REAL r = FMOD(a, m);
     if (r != 0 && ((m < 0) != (r < 0))) r += m;
@@ -206,7 +193,7 @@ static void FN(step_world)(const FN(Step) * s, int64_t b, REAL *rs, int64_t *is)
             REAL v0 = FN(param_at)(&s->v0, b, i), T = FN(param_at)(&s->T, b, i);
             REAL a = FN(param_at)(&s->a, b, i), bb = FN(param_at)(&s->b, b, i);
             REAL delta = FN(param_at)(&s->delta, b, i), s0 = FN(param_at)(&s->s0, b, i);
-            REAL free_road = (REAL)1.0 - FN(power)(v[i] / v0, delta);
+            REAL free_road = (REAL)1.0 - POW(v[i] / v0, delta);
             REAL interaction = 0;
             if (has_lead[i]) {
                 REAL v_lead = v[j] * cos_h[j];
@@ -352,7 +339,7 @@ static void FN(step_world_backward)(const FN(Step) * s, const FN(Grads) * g, int
         REAL a = FN(param_at)(&s->a, b, i), bb = FN(param_at)(&s->b, b, i);
         REAL delta = FN(param_at)(&s->delta, b, i), s0 = FN(param_at)(&s->s0, b, i);
         REAL ratio_v = v[i] / v0;
-        REAL power = FN(power)(ratio_v, delta);
+        REAL power = POW(ratio_v, delta);
         REAL free_road = (REAL)1.0 - power;
         REAL v_lead = 0, root = 0, D = 0, approach = 0, desired = 0, clamped = 0, ratio = 0;
         REAL interaction = 0;
@@ -404,7 +391,7 @@ static void FN(step_world_backward)(const FN(Step) * s, const FN(Grads) * g, int
         if (g->a) g->a[o + i] += g_acc * (free_road - interaction);
         REAL g_free = g_acc * a;
         REAL g_power = -g_free;
-        REAL g_ratio_v = delta == 0 ? 0 : g_power * delta * FN(power)(ratio_v, delta - 1);
+        REAL g_ratio_v = delta == 0 ? 0 : g_power * delta * POW(ratio_v, delta - 1);
         gv[i] += g_ratio_v / v0;
         if (g->v0) g->v0[o + i] += -g_ratio_v * v[i] / (v0 * v0);
         if (g->delta && ratio_v > 0) g->delta[o + i] += g_power * power * LOG(ratio_v);
