@@ -131,6 +131,30 @@ def test_step_before_reset_and_bad_arguments_are_rejected():
         make_env(num_envs=0)
     with pytest.raises(ValueError, match="render_mode must be one of"):
         make_env(render_mode="ascii")
+    with pytest.raises(ValueError, match="step_path must be one of .*got 'fast'"):
+        make_env(step_path="fast")
+
+
+def test_the_fused_step_drives_the_env_like_the_eager_one_gradients_included():
+    """Environments step eagerly by default; step_path='auto' takes the fused step."""
+    assert make_env().step_path == "eager"
+    results = []
+    for path in ("eager", "auto"):
+        env = make_env(step_path=path)
+        env.reset(seed=3)
+        actions = 0.5 * torch.randn(40, 4, 2, generator=torch.Generator().manual_seed(0))
+        actions = actions.double().requires_grad_(True)
+        total = torch.zeros((), dtype=torch.float64)
+        for t in range(40):
+            obs, reward, _, _, _ = env.step(actions[t])
+            total = total + reward.sum()
+        (grad,) = torch.autograd.grad(total, actions)
+        results.append((obs, total, grad, env.neighbors.order is not None))
+    (eager_obs, eager_total, eager_grad, eager_order), (obs, total, grad, order) = results
+    assert not eager_order and order  # the fused step ran, and only under "auto"
+    torch.testing.assert_close(obs, eager_obs, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(total, eager_total, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grad, eager_grad, rtol=1e-8, atol=1e-10)
 
 
 def test_gymnasium_make_vec_returns_numpy_batches():
