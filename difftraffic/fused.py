@@ -19,7 +19,8 @@ derivatives only: a second derivative (``create_graph=True``) raises and asks fo
 
 :func:`difftraffic.step` uses it (``path="auto"``) on the CPU for IDM drivers, outside
 ``torch.compile``, and the eager step otherwise. It is built on first use with the system C
-compiler (``cc``, or ``$CC``; about a second) into ``$DIFFTRAFFIC_CACHE`` (default
+compiler (``cc``, or ``$CC``; about a second; with OpenMP where the compiler has it, else
+single-threaded) into ``$DIFFTRAFFIC_CACHE`` (default
 ``~/.cache/difftraffic``); without a compiler ``path="auto"`` stays eager and
 :func:`unavailable_reason` says why.
 """
@@ -47,8 +48,11 @@ from difftraffic.state import TrafficState
 
 SOURCE_DIR = Path(__file__).parent / "_native"
 SOURCES = ("fused_step.c", "fused_step.h")
-FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared", "-fopenmp")
+FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared")
 """``-ffp-contract=off``: no fused multiply-adds, so every operation rounds as torch's do."""
+THREAD_FLAGS = (("-fopenmp",), ())
+"""Tried in order: worlds shared among threads with OpenMP, else one thread (Apple's clang has no
+``-fopenmp``)."""
 
 _PARAMETERS = ("v0", "T", "a", "b", "delta", "s0")
 _FLOAT_FIELDS = ("x", "y", "v", "heading", "length", "width")
@@ -76,24 +80,31 @@ class _Build:
         if compiler is None:
             self.reason = "no C compiler found (set CC)"
             return
-        digest = hashlib.sha256(" ".join((compiler, *FLAGS)).encode())
-        for name in SOURCES:
-            digest.update((SOURCE_DIR / name).read_bytes())
-        target = _cache_dir() / f"fused_step-{digest.hexdigest()[:16]}.so"
-        try:
-            if not target.exists():
-                _compile(compiler, target)
-            self.library = ctypes.CDLL(str(target))
-        except (OSError, subprocess.CalledProcessError) as error:
-            self.reason = f"building {target} failed: {error}"
+        failures = []
+        for threads in THREAD_FLAGS:
+            flags = (*FLAGS, *threads)
+            digest = hashlib.sha256(" ".join((compiler, *flags)).encode())
+            for name in SOURCES:
+                digest.update((SOURCE_DIR / name).read_bytes())
+            target = _cache_dir() / f"fused_step-{digest.hexdigest()[:16]}.so"
+            try:
+                if not target.exists():
+                    _compile(compiler, flags, target)
+                self.library = ctypes.CDLL(str(target))
+                return
+            except subprocess.CalledProcessError as error:
+                failures.append(f"{' '.join(error.cmd)}: {error.stderr.strip()[-300:]}")
+            except OSError as error:
+                failures.append(f"{target}: {error}")
+        self.reason = "building the fused step failed: " + "; ".join(failures)
 
 
-def _compile(compiler: str, target: Path) -> None:
+def _compile(compiler: str, flags: tuple[str, ...], target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and rename: concurrent processes never load a half-written file.
     handle, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(handle)
-    command = [*compiler.split(), *FLAGS, "-o", partial, str(SOURCE_DIR / "fused_step.c"), "-lm"]
+    command = [*compiler.split(), *flags, "-o", partial, str(SOURCE_DIR / "fused_step.c"), "-lm"]
     try:
         subprocess.run(command, check=True, capture_output=True, text=True)
         os.replace(partial, target)

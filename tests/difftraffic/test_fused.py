@@ -320,6 +320,17 @@ def test_without_a_compiler_auto_stays_eager(make_state, monkeypatch):
         step(state, Road.straight(), IDMParams(v0=20.0), 0.1, path="fused")
 
 
+def test_a_compiler_without_openmp_builds_the_single_threaded_step(tmp_path, monkeypatch):
+    monkeypatch.setenv("DIFFTRAFFIC_CACHE", str(tmp_path))
+    monkeypatch.setattr(fused, "THREAD_FLAGS", (("-fno-such-option",), ()))
+    build = fused._Build()
+    assert build.library is not None, build.reason
+    assert len(list(tmp_path.glob("*.so"))) == 1
+    monkeypatch.setattr(fused, "THREAD_FLAGS", (("-fno-such-option",),))
+    failed = fused._Build()
+    assert failed.library is None and "-fno-such-option" in failed.reason
+
+
 def test_the_build_lands_in_the_cache_directory(tmp_path, monkeypatch):
     monkeypatch.setenv("DIFFTRAFFIC_CACHE", str(tmp_path))
     build = fused._Build()
