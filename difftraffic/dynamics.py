@@ -205,7 +205,7 @@ def step(
         why_not = _why_not_fused(state, drivers)
         if not why_not:
             # _why_not_fused checked that the drivers are IDMParams.
-            return _fused_step(
+            new_state, acceleration, new_neighbors, collided = fused.fused_step(
                 state,
                 road,
                 cast(IDMParams, drivers),
@@ -214,7 +214,9 @@ def step(
                 av_steering,
                 neighbors,
                 wheelbase_ratio,
+                MIN_GAP,
             )
+            return StepResult(new_state, new_neighbors, collided, acceleration)
         if path == "fused":
             raise ValueError(f"path='fused' cannot run this step: {why_not}")
     if neighbors is None:
@@ -268,43 +270,6 @@ def _why_not_fused(state: TrafficState, drivers: Drivers) -> str:
     if not fused.available():
         return fused.unavailable_reason()
     return ""
-
-
-def _fused_step(
-    state: TrafficState,
-    road: Road,
-    drivers: IDMParams,
-    dt: float,
-    av_acceleration: Tensor,
-    av_steering: Tensor,
-    neighbors: Neighbors | None,
-    wheelbase_ratio: float,
-) -> StepResult:
-    if neighbors is None or neighbors.order is None:
-        order = fused.initial_order(state.x, road)
-    else:
-        order = neighbors.order
-    if neighbors is None:
-        box = BodyBox.of_state(state)
-        leader, has_leader, order = fused.find_leaders(
-            state.x, box.low_y, box.high_y, state.active, road, order
-        )
-    else:
-        leader, has_leader = neighbors.leader, neighbors.has_leader
-    new_state, acceleration, leader, has_leader, order, collided = fused.fused_step(
-        state,
-        road,
-        drivers,
-        dt,
-        av_acceleration,
-        av_steering,
-        leader,
-        has_leader,
-        order,
-        wheelbase_ratio,
-        MIN_GAP,
-    )
-    return StepResult(new_state, Neighbors(leader, has_leader, order), collided, acceleration)
 
 
 def rollout(

@@ -43,8 +43,9 @@ import torch
 from torch import Tensor
 
 from difftraffic.idm import IDMParams
+from difftraffic.neighbors import Neighbors
 from difftraffic.road import Road
-from difftraffic.state import TrafficState
+from difftraffic.state import BodyBox, TrafficState
 
 SOURCE_DIR = Path(__file__).parent / "_native"
 SOURCES = ("fused_step.c", "fused_step.h")
@@ -355,18 +356,27 @@ def fused_step(
     dt: float,
     av_acceleration: Tensor,
     av_steering: Tensor,
-    leader: Tensor,
-    has_leader: Tensor,
-    order: Tensor,
+    neighbors: Neighbors | None,
     wheelbase_ratio: float,
     min_gap: float,
-) -> tuple[TrafficState, Tensor, Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[TrafficState, Tensor, Neighbors, Tensor]:
     """One step; see :func:`difftraffic.dynamics.step` for the arguments. Differentiable (first
     order) in the state's float fields, the controls and tensor driver parameters.
 
     Returns:
-        ``(state, acceleration, leader, has_leader, order, collided)`` at ``t + dt``.
+        ``(state, acceleration, neighbors, collided)`` at ``t + dt``; ``neighbors`` carries the
+        rank order the next step starts its search from.
     """
+    order = None if neighbors is None else neighbors.order
+    if order is None:  # a first step, or leader relations from an eager search
+        order = initial_order(state.x, road)
+    if neighbors is None:
+        box = BodyBox.of_state(state)
+        leader, has_leader, order = find_leaders(
+            state.x, box.low_y, box.high_y, state.active, road, order
+        )
+    else:
+        leader, has_leader = neighbors.leader, neighbors.has_leader
     frame = _Frame(
         road,
         dt,
@@ -395,4 +405,4 @@ def fused_step(
     new_state = TrafficState(
         x_next, y_next, v_next, heading_next, state.length, state.width, state.is_av, state.active
     )
-    return new_state, acceleration, leader_next, has_leader_next, order_next, collided
+    return new_state, acceleration, Neighbors(leader_next, has_leader_next, order_next), collided

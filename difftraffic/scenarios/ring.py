@@ -235,11 +235,9 @@ class RingTask:
                 raise ValueError(f"{name}={count!r} must be an integer >= 0")
         if not isinstance(start_seed, int) or isinstance(start_seed, bool):
             raise ValueError(f"start_seed={start_seed!r} must be an integer")
-        self.warmup_steps, self.start_states, self.start_seed = (
-            warmup_steps,
-            start_states,
-            start_seed,
-        )
+        self.warmup_steps = warmup_steps
+        self.start_states = start_states
+        self.start_seed = start_seed
         self._starts: dict[tuple[str, torch.dtype], tuple[TrafficState, Drivers]] = {}
         self.config = replace(config, autonomous=True)
         self.scenario = ring_scenario(self.config)
