@@ -1,6 +1,6 @@
-"""Reliability report: bad inputs, non-finite gradients, kill and resume.
+"""Reliability report: bad inputs, non-finite gradients, tunnelling, kill and resume.
 
-Three measurements, written to ``docs/reliability.md`` (sections replaced, the rest kept):
+Four measurements, written to ``docs/reliability.md`` (sections replaced, the rest kept):
 
 * **Bad inputs.** Every entry of :func:`bad_inputs` is a call with one wrong argument and the word
   its error must contain (the parameter's name). It is *clear* when it raises ``ValueError`` (a
@@ -10,6 +10,10 @@ Three measurements, written to ``docs/reliability.md`` (sections replaced, the r
   at a constant +-8 m/s^2 with random steering), 300 steps each; counted: scenarios with a
   collision, and scenarios with any non-finite value or gradient (with respect to the AV
   accelerations and steering, the initial speeds and positions, and the drivers' headway).
+* **Tunnelling.** Rings of 1-4 lanes under both lane memberships, 10,000 steps, AVs accelerating
+  at random with a drift (speeds up to thousands of m/s) and changing lanes: every crossing of
+  two vehicles' fronts within a step, and every negative gap after one, is checked against the
+  step's collision flags.
 * **Kill and resume.** ``difftraffic-rl train`` killed with SIGKILL at random moments (0-2 s
   after its fifth logged epoch); counted:
   epochs lost (logged minus checkpointed), torn log lines, and whether the resumed log equals an
@@ -17,8 +21,8 @@ Three measurements, written to ``docs/reliability.md`` (sections replaced, the r
 
 Usage::
 
-    python benchmarks/reliability.py                 # all three, about 10 minutes on 2 cores
-    python benchmarks/reliability.py --only inputs   # one of inputs, sweep, kill
+    python benchmarks/reliability.py                 # all four, about 20 minutes on 2 cores
+    python benchmarks/reliability.py --only inputs   # one of inputs, sweep, tunnel, kill
 """
 
 from __future__ import annotations
@@ -41,8 +45,10 @@ from pathlib import Path
 import torch
 from checkpoint_cost import replace_section
 
-from difftraffic import Driver, IDMParams, PaceCarEnv, Road, ScenarioBuilder, step
+from difftraffic import Driver, IDMParams, PaceCarEnv, Road, ScenarioBuilder, TrafficState, step
 from difftraffic import validate_step_inputs as validate
+from difftraffic.neighbors import leader_gap_and_speed
+from difftraffic.testing import fronts_passed, shares_a_lane
 from difftraffic_rl import sweep
 from difftraffic_rl.cli import main as rl_main
 
@@ -466,6 +472,72 @@ def nonfinite_sweep(count: int, steps: int = 300, seed: int = 0) -> dict[str, in
     return {"scenarios": count, "collided": collided, "nonfinite": nonfinite}
 
 
+TUNNEL_WORLDS = 8
+
+
+def tunnel_sweep(steps: int, worlds: int, seed: int = 0) -> list[dict[str, float]]:
+    """Rings with AVs changing lanes at any speed (see the module docstring): one row per ring
+    (1-4 lanes, both lane memberships) with its event counts and how many went unflagged."""
+    return [
+        _tunnel_ring(Road.ring(230.0, lanes, lane_membership=membership), steps, worlds, seed)
+        for membership in ("body", "center")
+        for lanes in (1, 2, 3, 4)
+    ]
+
+
+def _steer_towards(state: TrafficState, target_y: torch.Tensor, dt: float) -> torch.Tensor:
+    """Steering (rad) that moves each car sideways towards ``target_y`` at up to 3 m/s, whatever
+    its speed, keeping its heading within 0.3 rad of the road's."""
+    speed = state.v.clamp_min(1.0)
+    lateral = (0.5 * (target_y - state.y)).clamp(-3.0, 3.0)
+    heading = torch.asin((lateral / speed).clamp(-0.3, 0.3))
+    yaw_rate = 0.5 * (heading - state.heading) / dt
+    return torch.atan(0.6 * state.length * yaw_rate / speed)
+
+
+def _tunnel_ring(road: Road, steps: int, worlds: int, seed: int) -> dict[str, float]:
+    builder = ScenarioBuilder(road)
+    for lane in range(road.num_lanes):
+        for k in range(4):
+            builder.vehicle(lane, 57.5 * k + 10.0 * lane, 8.0, autonomous=k == 0)
+    state, drivers = builder.build().sample(batch_size=worlds, seed=seed)
+    generator = torch.Generator().manual_seed(seed)
+    # A per-world drift of 0-2 m/s^2 on top of U(-8, 8): some AVs reach thousands of m/s.
+    drift = 2.0 * torch.rand(worlds, 1, generator=generator)
+    target_y, neighbors = state.y.clone(), None
+    counts = dict.fromkeys(("same_lane", "lane_change", "negative_gap"), 0)
+    unflagged = dict(counts)
+    top_speed = 0.0
+    for _ in range(steps):
+        new_lane = torch.randint(0, road.num_lanes, state.x.shape, generator=generator)
+        redraw = torch.rand(state.x.shape, generator=generator) < 0.01
+        target_y = torch.where(redraw, road.lane_width * (new_lane + 0.5), target_y)
+        acceleration = 16.0 * torch.rand(state.x.shape, generator=generator) - 8.0 + drift
+        steering = _steer_towards(state, target_y, builder.dt)
+        result = step(state, road, drivers, builder.dt, acceleration, steering, neighbors)
+        new, neighbors, collided = result.state, result.neighbors, result.collided
+        passed = fronts_passed(state, new, road, builder.dt)
+        before, after = shares_a_lane(state, road), shares_a_lane(new, road)
+        flagged = collided.unsqueeze(2) | collided.unsqueeze(1)
+        gap, _ = leader_gap_and_speed(new, neighbors, road)
+        for name, events, seen in (
+            ("same_lane", passed & before & after, flagged),
+            ("lane_change", passed & (before ^ after), flagged),
+            ("negative_gap", neighbors.has_leader & (gap < 0), collided),
+        ):
+            counts[name] += int(events.sum())
+            unflagged[name] += int((events & ~seen).sum())
+        top_speed = max(top_speed, float(new.v.max()))
+        state = new
+    return {
+        "lanes": road.num_lanes,
+        "membership": road.lane_membership,
+        "top_speed": top_speed,
+        **counts,
+        **{f"unflagged_{name}": n for name, n in unflagged.items()},
+    }
+
+
 def kill_and_resume(kills: int, seed: int = 0) -> list[dict[str, float]]:
     """SIGKILL ``difftraffic-rl train`` a random 0-2 s after its fifth logged epoch, then resume
     it; one row a kill."""
@@ -615,6 +687,34 @@ def sweep_section(counts: dict[str, int]) -> str:
     )
 
 
+def tunnel_section(rows: list[dict[str, float]], steps: int, worlds: int) -> str:
+    lines = [
+        "## Tunnelling and negative gaps",
+        "",
+        f"{worlds} float32 worlds per ring of 230 m, {steps} steps (0.1 s): 4 vehicles per lane, "
+        "one an AV accelerating at U(-8, 8) m/s² plus a drift of 0-2 m/s² per world and steering "
+        "towards a lane centre redrawn now and then (lateral speed up to 3 m/s at any speed). "
+        "*Passes*: one vehicle's front passing another's within a step "
+        "(`difftraffic.testing.fronts_passed`, from the start positions and the step's own "
+        "displacements, through the ring's start too), in a lane they share at both ends of "
+        "the step (*same lane*) or at one end only (*changing lane*); *negative gaps*: a "
+        "vehicle overlapping its leader after a step. *Unflagged*: the step reported no "
+        "collision for either vehicle.",
+        "",
+        "| lanes | membership | top AV speed (m/s) | same-lane passes | unflagged "
+        "| passes changing lane | unflagged | negative gaps | unflagged |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row['lanes']} | {row['membership']} | {row['top_speed']:.0f} "
+            f"| {row['same_lane']} | {row['unflagged_same_lane']} "
+            f"| {row['lane_change']} | {row['unflagged_lane_change']} "
+            f"| {row['negative_gap']} | {row['unflagged_negative_gap']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def kill_section(rows: list[dict[str, float]]) -> str:
     lines = [
         "## Kill and resume",
@@ -640,15 +740,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--only",
-        choices=("inputs", "sweep", "kill"),
+        choices=("inputs", "sweep", "tunnel", "kill"),
         action="append",
         help="run only these parts (repeatable; default all)",
     )
     parser.add_argument("--scenarios", type=int, default=400, help="non-finite sweep size")
+    parser.add_argument("--ring-steps", type=int, default=10_000, help="steps per ring")
     parser.add_argument("--kills", type=int, default=5)
     parser.add_argument("--out", default="docs/reliability.md")
     args = parser.parse_args()
-    parts = args.only or ["inputs", "sweep", "kill"]
+    parts = args.only or ["inputs", "sweep", "tunnel", "kill"]
     sections = []
     if "inputs" in parts:
         with tempfile.TemporaryDirectory() as tmp:
@@ -659,6 +760,10 @@ def main() -> None:
         print(sections[-1])
     if "sweep" in parts:
         sections.append(sweep_section(nonfinite_sweep(args.scenarios)))
+        print(sections[-1])
+    if "tunnel" in parts:
+        rows = tunnel_sweep(args.ring_steps, TUNNEL_WORLDS)
+        sections.append(tunnel_section(rows, args.ring_steps, TUNNEL_WORLDS))
         print(sections[-1])
     if "kill" in parts:
         sections.append(kill_section(kill_and_resume(args.kills)))

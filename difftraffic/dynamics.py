@@ -57,9 +57,10 @@ class StepResult(NamedTuple):
         state: the state at ``t + dt``.
         neighbors: leader relations of the new state (pass them to the next :func:`step`).
         collided: ``[B, N]`` bool, vehicles overlapping their leader along the road in the new
-            state or that reached the leader they had during the step (a swept test, so nothing
-            passes through a car unflagged at any speed), and those leaders; see
-            :func:`difftraffic.neighbors.box_collisions`.
+            state, or that went through another vehicle of a shared lane during the step (a
+            swept test, so nothing passes through a car unflagged at any speed), and those
+            others; see :func:`difftraffic.neighbors.box_collisions` and
+            :func:`difftraffic.neighbors.swept_collisions`.
         acceleration: ``[B, N]`` acceleration applied during the step (m/s^2).
     """
 
@@ -251,7 +252,7 @@ def step(
         occupancy = box_occupancy(new_box, active, road)
         new_neighbors = find_leaders(x, occupancy, road.ring_length, leader_method)
         collided = box_collisions(x, new_box, new_neighbors, road.ring_length) | swept_collisions(
-            gap, torch.where(active, moved, zeros), neighbors, occupancy
+            state, gap, torch.where(active, moved, zeros), neighbors, occupancy, road
         )
     return StepResult(new_state, new_neighbors, collided, acceleration)
 

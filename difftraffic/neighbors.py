@@ -284,21 +284,67 @@ def box_collisions(
 
 
 def swept_collisions(
-    gap_before: Tensor, displacement: Tensor, neighbors_before: Neighbors, occupancy_after: Tensor
+    before: TrafficState,
+    gap_before: Tensor,
+    displacement: Tensor,
+    neighbors_before: Neighbors,
+    occupancy_after: Tensor,
+    road: Road,
 ) -> Tensor:
-    """``[B, N]`` bool: vehicles that reached or passed, during a step, the leader they had at its
-    start while still sharing a lane with it after the step, and those leaders.
+    """``[B, N]`` bool: vehicles that went through another one during a step, and those others.
 
-    The test is on the swept gap, ``gap_before`` minus the distance the follower closed
-    (``displacement [B, N]``, m, unwrapped), so a car too fast to be seen overlapping at either
-    end of the step (it passed through its leader within the step) is still flagged.
+    Each vehicle is taken to move along the road at a constant rate within the step from the
+    state ``before`` (``displacement [B, N]``, m, unwrapped), so a car too fast to be seen
+    overlapping at either end of the step is still caught. Flagged:
+
+    * a vehicle that reached the leader it had at the start of the step (the swept gap,
+      ``gap_before`` minus the distance it closed, fell below zero) and still shares a lane
+      with it (``occupancy_after [B, N, L]``);
+    * two vehicles whose fronts changed order within the step while sharing a lane at its start
+      or at its end, such as a car that enters or leaves a lane sideways while passing through
+      a car in it. Between the step's ends the lateral motion is unknown, so a front crossing
+      is a collision if the lane is shared at either end. On a ring, a vehicle must move less
+      than one ring length relative to another within a step for every crossing to be seen.
     """
     lead = neighbors_before.leader
     closed = displacement - displacement.gather(1, lead)
     lead_lanes = occupancy_after.gather(1, lead.unsqueeze(-1).expand_as(occupancy_after))
     still_shared = (occupancy_after & lead_lanes).any(-1)
-    hit = neighbors_before.has_leader & still_shared & (gap_before - closed < 0)
-    return _with_leaders(hit, lead)
+    reached = neighbors_before.has_leader & still_shared & (gap_before - closed < 0)
+    flagged = _with_leaders(reached, lead)
+    x = road.wrap(before.x)
+    order = torch.argsort(x, dim=1, stable=True)
+    end = (x + displacement).gather(1, order)  # [B, N] in start order
+    if road.ring_length is not None:
+        # The sequence followed by itself a ring length on sees crossings of the ring's start.
+        end = torch.cat([end, end + road.ring_length], dim=1)
+    if not torch.compiler.is_compiling() and not bool((end[:, 1:] < end[:, :-1]).any()):
+        return flagged  # no two fronts changed order: most steps
+    # The lanes at the start and at the end side by side: one pass for both.
+    occupancy = torch.cat([lane_occupancy(before, road), occupancy_after], dim=-1)
+    return flagged | _crossed_fronts(end, occupancy, order)
+
+
+def _crossed_fronts(end: Tensor, occupancy: Tensor, order: Tensor) -> Tensor:
+    """``[B, N]`` bool: vehicles whose front changed order within the step with the front of
+    another vehicle of one of their lanes (``occupancy [B, N, L]``, any number of lane columns).
+
+    ``order [B, N]`` ranks the vehicles by their start ``(x, index)`` and ``end [B, N']`` holds
+    their end positions in that order (``N' = 2 N`` on a ring, see :func:`swept_collisions`).
+    Per lane, a vehicle was passed when some vehicle before it ends further along (a running
+    maximum), and passed another when some vehicle after it ends behind it (a running minimum
+    from the front).
+    """
+    n = order.shape[1]
+    member = occupancy.gather(1, order.unsqueeze(-1).expand_as(occupancy)).transpose(1, 2)
+    member = member.repeat(1, 1, end.shape[1] // n)  # [B, L, N']
+    end = end.unsqueeze(1)
+    behind = torch.where(member, end, -torch.inf).cummax(-1).values
+    ahead = torch.where(member, end, torch.inf).flip(-1).cummin(-1).values.flip(-1)
+    passed = end < torch.nn.functional.pad(behind[..., :-1], (1, 0), value=-torch.inf)
+    passing = end > torch.nn.functional.pad(ahead[..., 1:], (0, 1), value=torch.inf)
+    crossed = (member & (passed | passing)).any(1).view(order.shape[0], -1, n).any(1)
+    return torch.zeros_like(crossed).scatter_(1, order, crossed)
 
 
 def _with_leaders(hit: Tensor, lead: Tensor) -> Tensor:

@@ -8,6 +8,9 @@ The strategies draw what the simulator accepts, including near-collisions:
 * :func:`scenarios`: platoons on such a road with gaps from ``min_gap`` (near-collisions) to 40 m,
   speeds 0-40 m/s and optional autonomous vehicles.
 
+:func:`fronts_passed` and :func:`shares_a_lane` are an ``O(N^2)`` reference for the collision
+test: which vehicles passed through which within a step, in which shared lanes.
+
 :func:`check_gradient` compares autograd against central differences in float64 for any scalar a
 user computes from a rollout. The simulator's leader relations and collision flags are discrete
 (found outside autograd), so a perturbation that changes one of them has no derivative to match:
@@ -26,8 +29,10 @@ from torch import Tensor
 
 from difftraffic.dynamics import StepResult
 from difftraffic.idm import IDMParams
+from difftraffic.neighbors import lane_occupancy
 from difftraffic.road import Road
 from difftraffic.scenario import Driver, Scenario, ScenarioBuilder
+from difftraffic.state import TrafficState
 
 __all__ = [
     "CALIBRATED_DRIVER_RANGES",
@@ -36,8 +41,10 @@ __all__ = [
     "check_gradient",
     "drivers",
     "events",
+    "fronts_passed",
     "roads",
     "scenarios",
+    "shares_a_lane",
 ]
 
 SPEED = (0.0, 40.0)
@@ -129,6 +136,36 @@ def events(result: StepResult) -> Tensor:
     """The discrete outcome of a step, ``[2, B, N]``: every vehicle's leader and collision flag.
     Stack these over a rollout and return them beside the value given to :func:`check_gradient`."""
     return torch.stack([result.neighbors.leader, result.collided.long()])
+
+
+def shares_a_lane(state: TrafficState, road: Road) -> Tensor:
+    """``[B, N, N]`` bool: pairs of vehicles sharing a lane under ``road.lane_membership``."""
+    lanes = lane_occupancy(state, road)
+    return (lanes.unsqueeze(2) & lanes.unsqueeze(1)).any(-1)
+
+
+def fronts_passed(before: TrafficState, after: TrafficState, road: Road, dt: float) -> Tensor:
+    """``[B, N, N]`` bool, ``[b, i, j]``: vehicle ``i``'s front passed vehicle ``j``'s during the
+    step from ``before`` to ``after`` (which took ``dt`` seconds).
+
+    The simulator's own displacement along the road (``v cos(heading) dt`` of the new state,
+    unwrapped) from the start positions: ``j`` was ahead of ``i`` by ``(x, index)`` and ``i``
+    ends further along; on a ring also ``i`` ending more than a ring length further along
+    than ``j``. A pair that shares a lane at either end of the step and passed without
+    ``StepResult.collided`` flagging either vehicle went through one another unseen: a
+    reference (``O(N^2)``) for the simulator's swept collision test.
+    """
+    x = road.wrap(before.x)
+    end = x + torch.where(after.active, after.v * torch.cos(after.heading) * dt, 0.0)
+    index = torch.arange(x.shape[1], device=x.device)
+    j_ahead = (x.unsqueeze(1) > x.unsqueeze(2)) | (
+        (x.unsqueeze(1) == x.unsqueeze(2)) & (index.unsqueeze(0) > index.unsqueeze(1))
+    )
+    end_i, end_j = end.unsqueeze(2), end.unsqueeze(1)
+    passed = j_ahead & (end_i > end_j)
+    if road.ring_length is not None:
+        passed |= (end_i > end_j + road.ring_length) & (index.unsqueeze(0) != index.unsqueeze(1))
+    return passed
 
 
 @dataclass(frozen=True)

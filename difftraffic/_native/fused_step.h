@@ -96,6 +96,50 @@ static void FN(sort_order)(int64_t N, const REAL *key, int64_t *order) {
     }
 }
 
+/* Whether any two fronts changed order within the step, whatever their lanes: the end
+ * positions, in start order (followed on a ring by themselves a ring length on), decrease
+ * somewhere. Most steps have none, and then no lane needs a look. */
+static int FN(any_crossing)(int64_t N, const int64_t *order, const REAL *end, int ring,
+                            REAL ring_length) {
+    for (int64_t r = 1; r < N; r++)
+        if (end[order[r]] < end[order[r - 1]]) return 1;
+    return ring && N > 1 && end[order[0]] + ring_length < end[order[N - 1]];
+}
+
+/* Flags in hit[] the vehicles whose front changed order, within the step, with the front of
+ * another vehicle of one of their lanes [first[i], last[i]] (neighbors._crossed_fronts).
+ * order: by start position; end: unwrapped end positions; scratch: 2 L REAL. */
+static void FN(crossed_fronts)(int64_t N, int64_t L, const int64_t *order, const REAL *end,
+                               const int64_t *first, const int64_t *last, int ring,
+                               REAL ring_length, uint8_t *hit, REAL *scratch) {
+    REAL *behind = scratch, *ahead = scratch + L;
+    int64_t rounds = ring ? 2 : 1;
+    for (int64_t l = 0; l < L; l++) {
+        behind[l] = -INFINITY;
+        ahead[l] = INFINITY;
+    }
+    for (int64_t round = 0; round < rounds; round++) {
+        for (int64_t r = 0; r < N; r++) {
+            int64_t i = order[r];
+            REAL e = round ? end[i] + ring_length : end[i];
+            for (int64_t l = first[i]; l >= 0 && l <= last[i]; l++) {
+                if (e < behind[l]) hit[i] = 1;
+                if (e > behind[l]) behind[l] = e;
+            }
+        }
+    }
+    for (int64_t round = rounds - 1; round >= 0; round--) {
+        for (int64_t r = N - 1; r >= 0; r--) {
+            int64_t i = order[r];
+            REAL e = round ? end[i] + ring_length : end[i];
+            for (int64_t l = first[i]; l >= 0 && l <= last[i]; l++) {
+                if (e > ahead[l]) hit[i] = 1;
+                if (e < ahead[l]) ahead[l] = e;
+            }
+        }
+    }
+}
+
 /* Leaders of one world (neighbors.find_leaders): the first vehicle after one's own rank that
  * shares a lane with it, cyclically on a ring. lane_first/lane_last per vehicle (-1: none);
  * scratch: 2 L int64. */
@@ -162,8 +206,9 @@ typedef struct {
     uint8_t *has_leader_next, *collided;
 } FN(Step);
 
-/* Scratch per world: rear, front, rear_next, front_next, key, gap, moved (7 N REAL) and
- * lane_first, lane_last (2 N int64) and 2 L int64. */
+/* Scratch per world: rear, front, rear_next, front_next, key, gap, moved, key_start, end
+ * (9 N REAL) and 2 L REAL; lane_first, lane_last, their values at the start (4 N int64) and
+ * 2 L int64. */
 static void FN(step_world)(const FN(Step) * s, int64_t b, REAL *rs, int64_t *is) {
     const int64_t N = s->N, o = b * N;
     const REAL *x = s->x + o, *y = s->y + o, *v = s->v + o, *h = s->heading + o;
@@ -173,13 +218,16 @@ static void FN(step_world)(const FN(Step) * s, int64_t b, REAL *rs, int64_t *is)
     const uint8_t *has_lead = s->has_leader + o;
     REAL *rear = rs, *front = rs + N, *rear_n = rs + 2 * N, *front_n = rs + 3 * N;
     REAL *key = rs + 4 * N, *gap = rs + 5 * N, *moved = rs + 6 * N;
-    int64_t *lane_first = is, *lane_last = is + N, *scratch = is + 2 * N;
+    REAL *key_start = rs + 7 * N, *end = rs + 8 * N, *real_scratch = rs + 9 * N;
+    int64_t *lane_first = is, *lane_last = is + N, *scratch = is + 4 * N;
+    int64_t *first_start = is + 2 * N, *last_start = is + 3 * N;
     REAL *cos_h = s->x_next + o; /* borrowed until x_next is written */
     for (int64_t i = 0; i < N; i++) {
         REAL c, sn;
         FN(cos_sin)(h[i], &c, &sn);
         cos_h[i] = c;
         FN(extent_x)(x[i], len[i], wid[i], c, sn, &rear[i], &front[i]);
+        key_start[i] = s->ring ? FN(remainder)(x[i], s->ring_length) : x[i];
     }
     REAL *x_n = s->x_next + o, *y_n = s->y_next + o, *v_n = s->v_next + o;
     REAL *h_n = s->heading_next + o, *acc = s->acceleration + o;
@@ -222,6 +270,7 @@ static void FN(step_world)(const FN(Step) * s, int64_t b, REAL *rs, int64_t *is)
         if (s->ring) xn = FN(remainder)(xn, s->ring_length);
         REAL yn = y[i] + vn * sn * s->dt;
         moved[i] = active[i] ? m : 0;
+        end[i] = key_start[i] + moved[i];
         h_n[i] = hn;
         if (active[i]) {
             x_n[i] = xn;
@@ -243,17 +292,34 @@ static void FN(step_world)(const FN(Step) * s, int64_t b, REAL *rs, int64_t *is)
         }
         key[i] = x_n[i];
     }
-    int64_t *lead_n = s->leader_next + o;
+    int64_t *lead_n = s->leader_next + o, *order = s->order + o;
     uint8_t *has_n = s->has_leader_next + o, *hit = s->collided + o;
-    FN(find_leaders_world)(N, s->L, key, lane_first, lane_last, s->ring, s->order + o, lead_n,
-                           has_n, scratch);
     for (int64_t i = 0; i < N; i++) hit[i] = 0;
+    /* crossings within the step, in lanes shared at its start or its end (swept_collisions) */
+    FN(sort_order)(N, key_start, order);
+    if (FN(any_crossing)(N, order, end, s->ring, s->ring_length)) {
+        for (int64_t i = 0; i < N; i++) {
+            REAL c, sn, low, high;
+            FN(cos_sin)(h[i], &c, &sn);
+            FN(extent_y)(y[i], len[i], wid[i], c, sn, &low, &high);
+            first_start[i] = last_start[i] = -1;
+            if (active[i])
+                FN(member_lanes)(low, high, s->L, s->lane_width, s->center, &first_start[i],
+                                 &last_start[i]);
+        }
+        FN(crossed_fronts)(N, s->L, order, end, first_start, last_start, s->ring, s->ring_length,
+                           hit, real_scratch);
+        FN(crossed_fronts)(N, s->L, order, end, lane_first, lane_last, s->ring, s->ring_length,
+                           hit, real_scratch);
+    }
+    FN(find_leaders_world)(N, s->L, key, lane_first, lane_last, s->ring, order, lead_n, has_n,
+                           scratch);
     for (int64_t i = 0; i < N; i++) {
         /* overlapping the new leader (box_collisions) */
         if (has_n[i]) {
             int64_t j = lead_n[i];
             if (FN(gap)(i, j, x_n, rear_n, front_n, s->ring_length, s->ring) < 0) hit[i] = hit[j] = 1;
-        }
+            }
         /* reached the old leader within the step while still sharing a lane (swept_collisions) */
         if (has_lead[i]) {
             int64_t j = lead[i];
@@ -268,8 +334,8 @@ void FN(difftraffic_step)(const FN(Step) * s, int threads) {
     const int64_t N = s->N, L = s->L;
 #pragma omp parallel num_threads(threads) if (threads > 1 && s->B > 1)
     {
-        REAL *rs = (REAL *)malloc(sizeof(REAL) * 7 * N);
-        int64_t *is = (int64_t *)malloc(sizeof(int64_t) * (2 * N + 2 * L));
+        REAL *rs = (REAL *)malloc(sizeof(REAL) * (9 * N + 2 * L));
+        int64_t *is = (int64_t *)malloc(sizeof(int64_t) * (4 * N + 2 * L));
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < s->B; b++) FN(step_world)(s, b, rs, is);
         free(rs);

@@ -57,3 +57,24 @@ def test_a_perturbation_that_switches_a_leader_is_discontinuous_not_a_mismatch()
 def test_inputs_must_be_float64():
     with pytest.raises(ValueError, match="inputs must be a float64 tensor"):
         check_gradient(lambda x: x.sum(), torch.ones(2))
+
+
+@pytest.mark.parametrize(
+    ("ring", "x", "moved", "expected"),
+    [
+        (None, [0.0, 10.0], [15.0, 1.0], [(0, 1)]),  # 0 ends ahead of 1
+        (None, [0.0, 10.0], [11.0, 1.0], []),  # level at the end is not past
+        (None, [5.0, 5.0], [2.0, 1.0], [(0, 1)]),  # level: the higher index counts as ahead
+        (None, [5.0, 5.0], [1.0, 2.0], []),
+        (100.0, [98.0, 1.0], [5.0, 0.0], [(0, 1)]),  # through the ring's start
+        (100.0, [1.0, 98.0], [0.0, 104.0], [(1, 0)]),  # a lap to pass a car 3 m ahead
+    ],
+)
+def test_fronts_passed_follows_the_start_order_and_the_ring(make_state, ring, x, moved, expected):
+    from difftraffic.testing import fronts_passed
+
+    road = Road(1, 4.0, 30.0, ring)
+    before = make_state(x, [2.0, 2.0])
+    after = make_state(x, [2.0, 2.0], v=[m / 0.1 for m in moved])
+    passed = fronts_passed(before, after, road, 0.1)[0]
+    assert [tuple(p) for p in passed.nonzero().tolist()] == expected
