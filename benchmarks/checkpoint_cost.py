@@ -89,7 +89,8 @@ def replace_section(page: str, section: str) -> str:
     if start < 0:
         return page.rstrip("\n") + "\n\n" + section
     end = page.find("\n## ", start + len(heading))
-    return page[:start] + section + (page[end + 1 :] if end >= 0 else "")
+    rest = "\n" + page[end + 1 :] if end >= 0 else ""
+    return page[:start] + section.rstrip("\n") + "\n" + rest
 
 
 def main() -> None:
