@@ -586,7 +586,7 @@ def kill_and_resume(kills: int, seed: int = 0) -> list[dict[str, float]]:
             saved = int(load_checkpoint(run_dir / CHECKPOINT)["epoch"])
             target = logged + 3
             resume(run_dir, progress=False, stop_after=target - saved)
-            exact = _rows(run_dir) == _uninterrupted_rows(k, target, logdir / "full")
+            exact = logged_rows(run_dir) == _uninterrupted_rows(k, target, logdir / "full")
             rows.append(
                 {
                     "logged": logged,
@@ -599,7 +599,8 @@ def kill_and_resume(kills: int, seed: int = 0) -> list[dict[str, float]]:
     return rows
 
 
-def _rows(run_dir: Path) -> list[dict[str, str]]:
+def logged_rows(run_dir: Path) -> list[dict[str, str]]:
+    """A run's logged rows without the timing columns."""
     with (run_dir / "progress.csv").open(newline="") as handle:
         return [
             {k: v for k, v in row.items() if not k.endswith("time")}
@@ -630,7 +631,7 @@ def _uninterrupted_rows(seed: int, epochs: int, logdir: Path) -> list[dict[str, 
             overrides=["train.tensorboard=false"],
         )
     (run_dir,) = logdir.iterdir()
-    return _rows(run_dir)
+    return logged_rows(run_dir)
 
 
 def inputs_section(results: list[tuple[Case, str, str]]) -> str:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import math
 import multiprocessing
+import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor
@@ -64,12 +66,30 @@ def _one_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {message[-1] if message else ''}".rstrip(": ")
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Pool-worker initializer: end this process within a second of the sweep's driver dying
+    (a ``kill -9`` of the driver would otherwise leave its runs training unattended, writing to
+    run directories that the restarted sweep resumes)."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
 class LocalExecutor:
-    """A pool of ``workers`` spawned processes on this machine."""
+    """A pool of ``workers`` spawned processes on this machine, which end with this process."""
 
     def __init__(self, workers: int) -> None:
         context = multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+        self._pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_exit_with_parent,
+            initargs=(os.getpid(),),
+        )
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future[Any]:
         return self._pool.submit(fn, *args)

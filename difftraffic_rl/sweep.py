@@ -17,7 +17,9 @@ checkpoint starts over.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import fcntl
 import itertools
 import json
 import math
@@ -56,6 +58,10 @@ __all__ = [
     "use_quick_paths",
     "write_report",
 ]
+
+
+RUN_LOCK_TIMEOUT = 30.0
+"""Seconds a sweep waits for another process to finish with a run it is about to resume."""
 
 
 def run_name(task: str, algo: str, seed: int) -> str:
@@ -113,25 +119,50 @@ def _train_or_resume(
 ) -> tuple[Path, bool]:
     """Train the run, continue it from its checkpoint, or skip it when it is finished; return
     its directory and whether this process trained any of it."""
+    if not resume:
+        return _start(task, algo, seed, epochs, logdir, overrides, None), True
+    run_dir = Path(logdir) / run_name(task, algo, seed)
+    with _run_lock(run_dir):
+        return _resume_or_restart(run_dir, task, algo, seed, epochs, logdir, overrides)
+
+
+def _resume_or_restart(
+    run_dir: Path,
+    task: str,
+    algo: str,
+    seed: int,
+    epochs: int | None,
+    logdir: str,
+    overrides: list[str],
+) -> tuple[Path, bool]:
     from difftraffic_rl.training import resume as resume_run
+
+    reached = _checkpoint_epochs(run_dir)
+    if reached is not None:
+        epoch, total = reached
+        if epochs is not None and total != epochs:
+            raise ValueError(
+                f"{run_dir} was started with {total} epochs, not {epochs}; use another logdir"
+            )
+        if epoch < total:
+            resume_run(run_dir, progress=False)
+        return run_dir, epoch < total
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    return _start(task, algo, seed, epochs, logdir, overrides, run_dir.name), True
+
+
+def _start(
+    task: str,
+    algo: str,
+    seed: int,
+    epochs: int | None,
+    logdir: str,
+    overrides: list[str],
+    name: str | None,
+) -> Path:
     from difftraffic_rl.training import train
 
-    name = None
-    if resume:
-        name = run_name(task, algo, seed)
-        run_dir = Path(logdir) / name
-        reached = _checkpoint_epochs(run_dir)
-        if reached is not None:
-            epoch, total = reached
-            if epochs is not None and total != epochs:
-                raise ValueError(
-                    f"{run_dir} was started with {total} epochs, not {epochs}; use another logdir"
-                )
-            if epoch < total:
-                resume_run(run_dir, progress=False)
-            return run_dir, epoch < total
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
     result = train(
         task,
         algo,
@@ -143,7 +174,32 @@ def _train_or_resume(
         run_name=name,
     )
     assert result.run_dir is not None  # a logdir was given
-    return result.run_dir, True
+    return result.run_dir
+
+
+@contextlib.contextmanager
+def _run_lock(run_dir: Path, timeout: float = RUN_LOCK_TIMEOUT) -> Iterator[None]:
+    """Hold ``run_dir``'s lock (a file beside it, so that a restart may delete the directory)
+    while this process trains the run: a second process that resumes the same run meanwhile
+    (a sweep restarted while workers of the killed one still ran, two sweeps sharing a logdir)
+    waits for it, and fails with the run's name after ``timeout`` seconds."""
+    run_dir.parent.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / f".{run_dir.name}.lock", "w") as handle:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(
+                        f"{run_dir} is being trained by another process; not resuming it twice"
+                    ) from None
+                time.sleep(0.2)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 class SweepError(RuntimeError):

@@ -181,3 +181,55 @@ def test_a_sweep_on_a_cluster_survives_its_driver_being_killed(
         assert _epochs(logdir / name) == list(range(1, 41))
     table = [line for line in resumed.stdout.splitlines() if line.startswith("| dejong |")]
     assert [line.split(" | ")[1:3] for line in table] == [["gippo", "1"], ["ppo", "1"]]
+
+
+_ORPHAN_DRIVER = """
+import multiprocessing, sys, time
+from pathlib import Path
+from difftraffic_rl.scheduling import LocalExecutor
+
+executor = LocalExecutor(1)
+executor.submit(time.sleep, 120)
+time.sleep(2)
+Path(sys.argv[1]).write_text(str(multiprocessing.active_children()[0].pid))
+time.sleep(120)
+"""
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie left for the container's init to reap counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().split()[2] == "Z")
+
+
+def test_the_local_pool_ends_with_a_killed_driver(tmp_path: Path) -> None:
+    # A kill -9 of the sweep's driver must not leave its runs training on, unattended, while
+    # the restarted sweep resumes the same run directories.
+    pid_file = tmp_path / "worker.pid"
+    driver = subprocess.Popen([sys.executable, "-c", _ORPHAN_DRIVER, str(pid_file)])
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    worker = int(pid_file.read_text())
+    assert _alive(worker)
+    driver.send_signal(signal.SIGKILL)
+    driver.wait(timeout=10)
+    deadline = time.monotonic() + 5
+    while _alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(worker)
+
+
+def test_a_run_being_trained_elsewhere_is_not_resumed_twice(tmp_path: Path) -> None:
+    from difftraffic_rl.sweep import _run_lock
+
+    run_dir = tmp_path / "dejong_gippo_s1"
+    busy = pytest.raises(RuntimeError, match="dejong_gippo_s1.*another process")
+    with _run_lock(run_dir), busy, _run_lock(run_dir, timeout=0.3):
+        pass
+    with _run_lock(run_dir, timeout=0.3):  # released: free again
+        pass
