@@ -90,7 +90,8 @@ def interrupted_sweep(
     """Run the sweep, SIGKILL its driver ``kills`` times at random points, finish it; return
     what each kill found ("epochs logged / runs finished")."""
     total = len(_run_dirs(logdir)) * epochs
-    marks = sorted(rng.uniform(0.1, 0.8) * total for _ in range(kills))
+    # one kill in each of ``kills`` equal stretches of the first 80 % of the sweep
+    marks = [total * 0.8 * (k + rng.random()) / kills for k in range(kills)]
     seen = []
     for mark in marks:
         driver = subprocess.Popen(
@@ -101,7 +102,10 @@ def interrupted_sweep(
         while driver.poll() is None and _logged_epochs(logdir) < mark:
             time.sleep(0.1)
         if driver.poll() is not None:
-            raise SystemExit(f"the sweep ended before its kill at {mark:.0f} epochs")
+            raise SystemExit(
+                f"the sweep ended (status {driver.returncode}) before its kill at {mark:.0f} "
+                f"epochs: {' '.join(_command(logdir, epochs, scheduler))}"
+            )
         driver.send_signal(signal.SIGKILL)
         driver.wait()
         seen.append(f"{_logged_epochs(logdir)} / {_finished(logdir, epochs)}")

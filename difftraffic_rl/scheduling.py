@@ -108,6 +108,22 @@ class LocalExecutor:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
 
+def _use_ray_token_if_present() -> None:
+    """Connect to a cluster with Ray's token authentication when this machine has a token.
+
+    Ray (2.59 and later) starts a cluster with ``ray start`` in token mode whenever a token
+    exists (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``), but a client
+    joins in token mode only when ``RAY_AUTH_MODE=token`` is set, and is refused otherwise. An
+    explicit ``RAY_AUTH_MODE`` is left as the user set it; older Rays ignore the variable. Ray
+    reads it when first imported: a program that imported Ray before sets it itself.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+    if os.environ.get("RAY_AUTH_TOKEN") or token_file.is_file():
+        os.environ["RAY_AUTH_MODE"] = "token"
+
+
 class RayExecutor:
     """Ray tasks of ``cpus_per_run`` CPUs and ``gpus_per_run`` GPUs each.
 
@@ -124,6 +140,8 @@ class RayExecutor:
         cpus_per_run: float = 1.0,
         gpus_per_run: float = 0.0,
     ) -> None:
+        if address is not None:
+            _use_ray_token_if_present()  # before Ray reads its configuration, at import
         try:
             import ray
         except ImportError as error:  # the CLI reports an ImportError in one line
