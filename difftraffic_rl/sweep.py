@@ -119,62 +119,38 @@ def _train_or_resume(
 ) -> tuple[Path, bool]:
     """Train the run, continue it from its checkpoint, or skip it when it is finished; return
     its directory and whether this process trained any of it."""
-    if not resume:
-        return _start(task, algo, seed, epochs, logdir, overrides, None), True
-    run_dir = Path(logdir) / run_name(task, algo, seed)
-    with _run_lock(run_dir):
-        return _resume_or_restart(run_dir, task, algo, seed, epochs, logdir, overrides)
-
-
-def _resume_or_restart(
-    run_dir: Path,
-    task: str,
-    algo: str,
-    seed: int,
-    epochs: int | None,
-    logdir: str,
-    overrides: list[str],
-) -> tuple[Path, bool]:
     from difftraffic_rl.training import resume as resume_run
-
-    reached = _checkpoint_epochs(run_dir)
-    if reached is not None:
-        epoch, total = reached
-        if epochs is not None and total != epochs:
-            raise ValueError(
-                f"{run_dir} was started with {total} epochs, not {epochs}; use another logdir"
-            )
-        if epoch < total:
-            resume_run(run_dir, progress=False)
-        return run_dir, epoch < total
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    return _start(task, algo, seed, epochs, logdir, overrides, run_dir.name), True
-
-
-def _start(
-    task: str,
-    algo: str,
-    seed: int,
-    epochs: int | None,
-    logdir: str,
-    overrides: list[str],
-    name: str | None,
-) -> Path:
     from difftraffic_rl.training import train
 
-    result = train(
-        task,
-        algo,
-        seed=seed,
-        epochs=epochs,
-        logdir=logdir,
-        overrides=overrides,
-        progress=False,
-        run_name=name,
-    )
+    name = run_name(task, algo, seed) if resume else None
+    with _run_lock(Path(logdir) / name) if name else contextlib.nullcontext():
+        if name:
+            run_dir = Path(logdir) / name
+            reached = _checkpoint_epochs(run_dir)
+            if reached is not None:
+                epoch, total = reached
+                if epochs is not None and total != epochs:
+                    raise ValueError(
+                        f"{run_dir} was started with {total} epochs, not {epochs}; use another "
+                        "logdir"
+                    )
+                if epoch < total:
+                    resume_run(run_dir, progress=False)
+                return run_dir, epoch < total
+            if run_dir.exists():
+                shutil.rmtree(run_dir)
+        result = train(
+            task,
+            algo,
+            seed=seed,
+            epochs=epochs,
+            logdir=logdir,
+            overrides=overrides,
+            progress=False,
+            run_name=name,
+        )
     assert result.run_dir is not None  # a logdir was given
-    return result.run_dir
+    return result.run_dir, True
 
 
 @contextlib.contextmanager
