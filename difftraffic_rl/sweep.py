@@ -122,10 +122,9 @@ def _train_or_resume(
     from difftraffic_rl.training import resume as resume_run
     from difftraffic_rl.training import train
 
-    name = run_name(task, algo, seed) if resume else None
-    with _run_lock(Path(logdir) / name) if name else contextlib.nullcontext():
-        if name:
-            run_dir = Path(logdir) / name
+    run_dir = Path(logdir) / run_name(task, algo, seed) if resume else None
+    with _run_lock(run_dir) if run_dir else contextlib.nullcontext():
+        if run_dir:
             reached = _checkpoint_epochs(run_dir)
             if reached is not None:
                 epoch, total = reached
@@ -147,7 +146,7 @@ def _train_or_resume(
             logdir=logdir,
             overrides=overrides,
             progress=False,
-            run_name=name,
+            run_name=run_dir.name if run_dir else None,
         )
     assert result.run_dir is not None  # a logdir was given
     return result.run_dir, True

@@ -319,7 +319,7 @@ static void FN(step_world)(const FN(Step) * s, int64_t b, REAL *rs, int64_t *is)
         if (has_n[i]) {
             int64_t j = lead_n[i];
             if (FN(gap)(i, j, x_n, rear_n, front_n, s->ring_length, s->ring) < 0) hit[i] = hit[j] = 1;
-            }
+        }
         /* reached the old leader within the step while still sharing a lane (swept_collisions) */
         if (has_lead[i]) {
             int64_t j = lead[i];
