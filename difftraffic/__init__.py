@@ -13,6 +13,7 @@ from difftraffic.dynamics import StepResult, rollout, step, validate_step_inputs
 from difftraffic.env import TrafficEnv, TrafficTask
 from difftraffic.idm import IDMParams, desired_gap, equilibrium_gap, idm_acceleration
 from difftraffic.krauss import KraussParams, krauss_speed
+from difftraffic.lane_change import MOBIL
 from difftraffic.neighbors import Neighbors, compute_neighbors, detect_collisions
 from difftraffic.registration import register_envs
 from difftraffic.road import Road
@@ -34,6 +35,7 @@ __all__ = [
     "IDMParams",
     "KraussDriver",
     "KraussParams",
+    "MOBIL",
     "MixedDrivers",
     "Neighbors",
     "PaceCarConfig",

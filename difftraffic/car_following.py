@@ -131,6 +131,14 @@ class CarFollowingModel:
             **{name: _index_worlds(value, index) for name, value in self.tensors().items()}
         )
 
+    def take_vehicles(self: Model, index: Tensor) -> Model:
+        """The parameters of vehicles ``index`` (``[B, N]`` long): slot ``(b, k)`` gets those of
+        vehicle ``(b, index[b, k])``; a float, shared by every vehicle, stays as it is."""
+        taken = object.__new__(type(self))  # valid parameters stay valid: skip the checks
+        for name, value in self.tensors().items():
+            object.__setattr__(taken, name, _take_vehicles(value, index))
+        return taken
+
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint stores: the model's name and its parameters as tensors."""
         return {
@@ -163,6 +171,8 @@ class Drivers(Protocol):
     def select_worlds(self, mask: Tensor, other: Any) -> Drivers: ...
 
     def index_worlds(self, index: Tensor) -> Drivers: ...
+
+    def take_vehicles(self, index: Tensor) -> Drivers: ...
 
     def state_dict(self) -> dict[str, Any]: ...
 
@@ -234,6 +244,10 @@ class MixedDrivers:
         models = tuple(model.index_worlds(index) for model in self.models)
         return MixedDrivers(models, _index_worlds(self.choice, index))
 
+    def take_vehicles(self, index: Tensor) -> MixedDrivers:
+        models = tuple(model.take_vehicles(index) for model in self.models)
+        return MixedDrivers(models, _take_vehicles(self.choice, index))
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": "mixed",
@@ -248,6 +262,14 @@ def _index_worlds(value: Any, index: Tensor) -> Any:
     if isinstance(value, Tensor) and value.dim() == 2 and value.shape[0] > 1:
         return value[index]
     return value
+
+
+def _take_vehicles(value: Any, index: Tensor) -> Any:
+    """``value`` (a float or a tensor broadcastable to ``index``'s ``[B, N]``) of vehicles
+    ``index``."""
+    if not isinstance(value, Tensor):
+        return value
+    return torch.broadcast_to(value, index.shape).gather(1, index)
 
 
 MODELS: dict[str, type[CarFollowingModel]] = {}

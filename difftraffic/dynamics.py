@@ -20,7 +20,7 @@ vehicle held at standstill.
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast
 
 import torch
 from torch import Tensor
@@ -29,6 +29,13 @@ from difftraffic import fused
 from difftraffic.car_following import Drivers
 from difftraffic.errors import check_finite, check_positive, check_range, check_simulation_dtype
 from difftraffic.idm import IDMParams
+from difftraffic.lane_change import (
+    DETERMINISTIC_DRIVERS_ONLY,
+    MOBIL,
+    finish_lane_changes,
+    mobil_directions,
+    start_lane_changes,
+)
 from difftraffic.neighbors import (
     LeaderMethod,
     Neighbors,
@@ -36,6 +43,7 @@ from difftraffic.neighbors import (
     box_occupancy,
     compute_neighbors,
     find_leaders,
+    lane_occupancy,
     leader_gap_and_speed,
     swept_collisions,
 )
@@ -83,6 +91,7 @@ def validate_step_inputs(
     av_acceleration: Tensor | None = None,
     av_steering: Tensor | None = None,
     generator: torch.Generator | None = None,
+    lane_changes: MOBIL | None = None,
 ) -> None:
     """The checked mode of :func:`step`: raise ``ValueError`` naming the first bad argument.
 
@@ -122,8 +131,29 @@ def validate_step_inputs(
             high_inclusive=False,
             unit="rad",
         )
-    owner = type(drivers).__name__
-    for name, value in drivers.tensors().items():
+    _check_per_vehicle(type(drivers).__name__, drivers.tensors(), state)
+    if lane_changes is not None:
+        if not isinstance(lane_changes, MOBIL):
+            raise ValueError(
+                "lane_changes must be a difftraffic.MOBIL or None, got "
+                f"{type(lane_changes).__name__}"
+            )
+        _check_per_vehicle("MOBIL", lane_changes.tensors(), state)
+        if drivers.needs_generator:
+            raise ValueError(DETERMINISTIC_DRIVERS_ONLY)
+    if drivers.needs_generator and generator is None:
+        raise ValueError(
+            f"{type(drivers).__name__} draws random numbers (a Krauss sigma > 0): pass "
+            "generator=, a seeded "
+            "torch.Generator"
+        )
+
+
+def _check_per_vehicle(owner: str, values: dict[str, Any], state: TrafficState) -> None:
+    """Raise ``ValueError`` unless every tensor of ``values`` broadcasts to the state's
+    ``[B, N]``, on its device, floating ones in its dtype."""
+    shape, dtype, device = state.x.shape, state.x.dtype, state.x.device
+    for name, value in values.items():
         if not isinstance(value, Tensor):
             continue
         if not _broadcasts_to(value.shape, shape):
@@ -137,11 +167,6 @@ def validate_step_inputs(
                 f"{owner}.{name} must have the state's dtype {dtype} and device "
                 f"{device}, got {value.dtype} on {value.device}"
             )
-    if drivers.needs_generator and generator is None:
-        raise ValueError(
-            f"{owner} draws random numbers (a Krauss sigma > 0): pass generator=, a seeded "
-            "torch.Generator"
-        )
 
 
 def _broadcasts_to(shape: torch.Size, target: torch.Size) -> bool:
@@ -163,6 +188,7 @@ def step(
     leader_method: LeaderMethod = "auto",
     generator: torch.Generator | None = None,
     path: StepPath = "auto",
+    lane_changes: MOBIL | None = None,
 ) -> StepResult:
     """Advance every world by ``dt`` seconds.
 
@@ -189,6 +215,10 @@ def step(
             derivatives; ``ValueError`` saying why where it cannot run) or ``"auto"``: fused
             where it can run and is built, eager otherwise. The two agree to the rounding of
             the maths library, gradients included; ``leader_method`` applies to eager only.
+        lane_changes: MOBIL lane changes of the human drivers it enables
+            (:class:`difftraffic.lane_change.MOBIL`, parameters broadcastable to ``[B, N]`` in
+            the state's dtype, e.g. :meth:`difftraffic.Scenario.lane_changes`); ``None``
+            (default): humans keep their lanes. Runs on the eager path.
 
     Returns:
         A :class:`StepResult`. Inactive slots are returned unchanged.
@@ -203,7 +233,7 @@ def step(
     if path not in ("auto", "eager", "fused"):
         raise ValueError(f"path must be 'auto', 'eager' or 'fused', got {path!r}")
     if path != "eager":
-        why_not = _why_not_fused(state, drivers)
+        why_not = _why_not_fused(state, drivers, lane_changes)
         if not why_not:
             # _why_not_fused checked that the drivers are IDMParams.
             new_state, acceleration, new_neighbors, collided = fused.fused_step(
@@ -230,13 +260,22 @@ def step(
     )
     acceleration = torch.where(active, torch.where(is_av, av_acceleration, human_acc), zeros)
 
+    human_heading = state.heading
+    if lane_changes is not None:
+        occupancy = lane_occupancy(state, road)
+        direction = mobil_directions(state, road, drivers, dt, lane_changes, occupancy)
+        human_heading = start_lane_changes(state, road, lane_changes, direction)
     v_next = torch.relu(state.v + acceleration * dt)
     yaw_rate = bicycle_yaw_rate(v_next, av_steering, wheelbase_ratio * state.length)
-    heading_next = torch.where(is_av & active, state.heading + yaw_rate * dt, state.heading)
+    heading_next = torch.where(is_av & active, state.heading + yaw_rate * dt, human_heading)
     cos_next, sin_next = torch.cos(heading_next), torch.sin(heading_next)
     moved = v_next * cos_next * dt  # along the road, unwrapped (m)
     x_next = road.wrap(state.x + moved)
     y_next = state.y + v_next * sin_next * dt
+    if lane_changes is not None:
+        changing = active & ~is_av & lane_changes.enabled & (heading_next != 0)
+        y_next, heading_next = finish_lane_changes(state.y, y_next, heading_next, changing, road)
+        cos_next, sin_next = torch.cos(heading_next), torch.sin(heading_next)
 
     new_state = state.replace(
         x=torch.where(active, x_next, state.x),
@@ -257,8 +296,10 @@ def step(
     return StepResult(new_state, new_neighbors, collided, acceleration)
 
 
-def _why_not_fused(state: TrafficState, drivers: Drivers) -> str:
+def _why_not_fused(state: TrafficState, drivers: Drivers, lane_changes: MOBIL | None) -> str:
     """Why the fused step cannot run these inputs ('' when it can)."""
+    if lane_changes is not None:
+        return "MOBIL lane changes run on the eager step"
     if torch.compiler.is_compiling():
         return "torch.compile traces the eager step"
     if state.x.device.type != "cpu":
@@ -284,12 +325,13 @@ def rollout(
     leader_method: LeaderMethod = "auto",
     generator: torch.Generator | None = None,
     path: StepPath = "auto",
+    lane_changes: MOBIL | None = None,
 ) -> tuple[list[TrafficState], Tensor]:
     """Run ``steps`` steps with per-step AV controls.
 
     Args:
         av_acceleration, av_steering: ``[T, B, N]`` controls per step (or ``None`` for zero).
-        path: see :func:`step`.
+        path, lane_changes: see :func:`step`.
 
     Returns:
         ``(states, collided)``: the ``T + 1`` states from the initial one, and ``[T, B, N]``
@@ -312,6 +354,7 @@ def rollout(
             leader_method=leader_method,
             generator=generator,
             path=path,
+            lane_changes=lane_changes,
         )
         states.append(result.state)
         neighbors = result.neighbors

@@ -34,6 +34,7 @@ from difftraffic.errors import (
 )
 from difftraffic.idm import IDMParams
 from difftraffic.krauss import KraussParams
+from difftraffic.lane_change import MOBIL
 from difftraffic.neighbors import compute_neighbors, detect_collisions
 from difftraffic.road import Road
 from difftraffic.state import TrafficState, body_extents
@@ -69,8 +70,17 @@ class _DriverSettings:
     parameter a number or a ``(low, high)`` range, checked against the model's ranges."""
 
     MODEL: ClassVar[type[CarFollowingModel]]
+    lane_change: MOBIL | None
+    """MOBIL parameters (plain numbers) of drivers that change lanes; ``None``: they keep their
+    lane. See :mod:`difftraffic.lane_change`."""
 
     def __post_init__(self) -> None:
+        lane_change = self.lane_change
+        if lane_change is not None and not isinstance(lane_change, MOBIL):
+            raise ValueError(
+                f"{type(self).__name__}.lane_change must be a difftraffic.MOBIL or None, "
+                f"got {lane_change!r}"
+            )
         for name, spec in self.MODEL.PARAMETERS.items():
             value = getattr(self, name)
             if name == "v0" and value is None:  # None: the road's speed limit
@@ -95,7 +105,8 @@ class Driver(_DriverSettings):
     """IDM parameters of a group of human drivers; each a number or a ``(low, high)`` range.
 
     ``v0=None`` means the road's speed limit. Other defaults are SUMO's passenger IDM; see
-    :class:`difftraffic.IDMParams`.
+    :class:`difftraffic.IDMParams`. ``lane_change``: :class:`difftraffic.MOBIL` settings for
+    drivers that change lanes (``None``, the default: they keep their lane).
     """
 
     MODEL: ClassVar[type[CarFollowingModel]] = IDMParams
@@ -106,6 +117,7 @@ class Driver(_DriverSettings):
     b: Range = 4.5
     delta: Range = 4.0
     s0: Range = 2.5
+    lane_change: MOBIL | None = None
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,7 @@ class KraussDriver(_DriverSettings):
     ``v0=None`` means the road's speed limit. Other defaults are SUMO's passenger car but
     ``sigma = 0`` (deterministic; SUMO's default is 0.5); see :class:`difftraffic.KraussParams`.
     A scenario with dawdling drivers (``sigma > 0``) needs a generator when it is stepped.
+    ``lane_change`` as for :class:`Driver` (deterministic drivers only, ``sigma = 0``).
     """
 
     MODEL: ClassVar[type[CarFollowingModel]] = KraussParams
@@ -127,6 +140,7 @@ class KraussDriver(_DriverSettings):
     s0: Range = 2.5
     sigma: Range = 0.0
     b_emergency: Range = 9.0
+    lane_change: MOBIL | None = None
 
 
 DriverSettings = Driver | KraussDriver
@@ -237,7 +251,33 @@ class Scenario:
         """
         generator = _seeded_generator(seed, device)
         state, drivers = self.sample(batch_size, device=device, dtype=dtype, generator=generator)
-        return rollout(state, self.road, drivers, self.dt, steps, generator=generator)
+        lane_changes = self.lane_changes(state.x)
+        return rollout(
+            state,
+            self.road,
+            drivers,
+            self.dt,
+            steps,
+            generator=generator,
+            lane_changes=lane_changes,
+        )
+
+    def lane_changes(self, like: Tensor) -> MOBIL | None:
+        """The drivers' MOBIL lane-change parameters for :func:`difftraffic.step`, ``[1, N]``
+        tensors with ``like``'s dtype and device; ``enabled`` is False for autonomous vehicles
+        and drivers without ``lane_change``. ``None`` when no driver changes lanes.
+        """
+        chosen = [None if s.autonomous else s.driver.lane_change for s in self.vehicles]
+        if all(settings is None for settings in chosen):
+            return None
+        default = MOBIL()
+        own = [default if settings is None else settings for settings in chosen]
+        columns = {
+            name: torch.tensor([[float(getattr(m, name)) for m in own]], dtype=like.dtype)
+            for name in MOBIL.PARAMETERS
+        }
+        enabled = torch.tensor([[settings is not None for settings in chosen]])
+        return MOBIL(**columns, enabled=enabled).to(like)
 
     def _draw_drivers(self, draw: _Sampler) -> Drivers:
         settings = [s.driver for s in self.vehicles]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from hypothesis import strategies as st
@@ -120,7 +121,8 @@ def scenarios(
         x = 0.0
         for _ in range(draw(st.integers(1, max_per_lane))):
             ranges = DRIVER_RANGES if driver_ranges is None else driver_ranges
-            driver = Driver(**{k: draw(st.floats(*r)) for k, r in ranges.items()})
+            settings: dict[str, Any] = {k: draw(st.floats(*r)) for k, r in ranges.items()}
+            driver = Driver(**settings)
             builder.vehicle(
                 lane,
                 x,
