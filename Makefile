@@ -8,7 +8,7 @@ TORCH_PIN := torch==2.13.0
 export SDL_VIDEODRIVER ?= dummy
 export SDL_AUDIODRIVER ?= dummy
 
-.PHONY: demo test test-slow lint bench bench-checkpoint bench-functions bench-traffic bench-physics \
+.PHONY: demo test test-slow lint bench bench-checkpoint bench-functions bench-traffic bench-lane-changes bench-physics \
 	bench-physics-gpu figures clean
 
 $(STAMP): pyproject.toml
@@ -45,6 +45,10 @@ bench-functions: $(STAMP)
 
 bench-traffic: $(STAMP)
 	$(BIN)/python benchmarks/traffic.py
+
+bench-lane-changes: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python benchmarks/lane_changes.py
 
 # On CPU a stated fraction of the paper budget: Cartpole in full, Ant 10 %, Hopper 2.5 %.
 bench-physics: $(STAMP)
