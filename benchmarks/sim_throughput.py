@@ -26,6 +26,7 @@ import argparse
 import functools
 import os
 import platform
+import re
 import statistics
 import subprocess
 import time
@@ -56,6 +57,8 @@ min(B N, 1000) vehicles on the same 4-lane road (SUMO's rate is flat from a few 
 TARGET_FORWARD_VS_SUMO = 50.0
 TARGET_BACKWARD_VS_SUMO = 20.0
 TARGET_CASE = ("4-lane straight", 1024, 16)
+PAIRS = 7
+"""Alternations of ours and SUMO's measurements behind each ratio to SUMO of a target."""
 LARGE_CASES = (("4-lane straight", 4096, 40), ("4-lane straight", 256, 1000))
 """Issue 13: per-vehicle throughput at these sizes no lower than at :data:`TARGET_CASE`."""
 SINGLE_WORLD_CASE = ("4-lane straight", 1, 100)
@@ -312,6 +315,52 @@ def with_sumo(rows: list[Row]) -> list[Row]:
     return measured
 
 
+@dataclass(frozen=True)
+class Paired:
+    """Ratios to SUMO of one mode on :data:`TARGET_CASE`, from measurements that alternate with
+    SUMO's, so that a change of the machine's load between them cancels out."""
+
+    forward: list[float]
+    backward: list[float]
+
+    @staticmethod
+    def describe(ratios: list[float]) -> str:
+        return f"median of {len(ratios)} alternations, range {min(ratios):.1f}-{max(ratios):.1f}×"
+
+
+def paired_with_sumo(worlds: list[World], modes: list[str], pairs: int) -> dict[str, Paired]:
+    """Per mode, ``pairs`` ratios of our forward and forward+backward rates on
+    :data:`TARGET_CASE` to SUMO's on one world of :data:`SUMO_MAX_VEHICLES`, each of ours timed
+    right after a SUMO run of the same number of steps. Empty where SUMO or the case is
+    missing."""
+    from sumo_speed import sumo_world
+
+    world = next((w for w in worlds if world_key(w) == TARGET_CASE), None)
+    if world is None:
+        return {}
+    try:
+        with sumo_world(SUMO_MAX_VEHICLES, lanes=4, spacing=SPACING) as sumo:
+            paired = {}
+            for mode in modes:
+                step_fn = step_function(mode)
+                forward_seconds(step_fn, world)  # warm-up (and compilation)
+                backward_seconds(step_fn, world)
+                forward, backward = [], []
+                for _ in range(pairs):
+                    rate = sumo(STEPS)
+                    forward.append(world.vehicle_steps / forward_seconds(step_fn, world) / rate)
+                    rate = sumo(STEPS)
+                    backward.append(world.vehicle_steps / backward_seconds(step_fn, world) / rate)
+                paired[mode] = Paired(forward, backward)
+            return paired
+    except ImportError:
+        return {}
+
+
+def world_key(world: World) -> tuple[str, int, int]:
+    return (world.name, world.state.batch_size, world.state.num_vehicles)
+
+
 def table(rows: list[Row]) -> str:
     """The results as a markdown table, with the ratios to SUMO measured in the same run."""
     lines = [
@@ -331,14 +380,24 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def target_lines(rows: list[Row]) -> list[str]:
-    """Issue 13's targets, one line per mode and target: met, or missed by what factor."""
+def target_lines(rows: list[Row], paired: dict[str, Paired]) -> list[str]:
+    """Issue 13's targets, one line per mode and target: met, or missed by what factor. The
+    ratios to SUMO are the paired ones (:func:`paired_with_sumo`) where measured."""
     lines = []
     for mode in dict.fromkeys(r.mode for r in rows):
         case = {(r.road, r.batch, r.vehicles): r for r in rows if r.mode == mode}
         target = case.get(TARGET_CASE)
-        if target is not None and target.sumo is not None:
-            what = f"{TARGET_CASE[1]}×{TARGET_CASE[2]} {TARGET_CASE[0]}"
+        what = f"{TARGET_CASE[1]}×{TARGET_CASE[2]} {TARGET_CASE[0]}"
+        if mode in paired:
+            for name, ratios, goal in (
+                ("forward", paired[mode].forward, TARGET_FORWARD_VS_SUMO),
+                ("forward+backward", paired[mode].backward, TARGET_BACKWARD_VS_SUMO),
+            ):
+                value = statistics.median(ratios)
+                lines.append(
+                    _versus(mode, f"{name} {what} / SUMO ({Paired.describe(ratios)})", value, goal)
+                )
+        elif target is not None and target.sumo is not None:
             lines.append(
                 _versus(
                     mode,
@@ -389,13 +448,16 @@ def _versus(mode: str, what: str, value: float, target: float) -> str:
 
 def write_report(
     rows: list[Row],
+    paired: dict[str, Paired],
     path: Path,
     notes: str,
     device: str,
     load_before: tuple[float, float, float],
     load_after: tuple[float, float, float],
 ) -> None:
-    """Write the markdown report: method, machine, table, targets and ``notes``."""
+    """Write the markdown report: method, machine, table, targets and ``notes``, followed by the
+    sections of the page already at ``path`` that this report does not write (hand-written
+    provenance, figures from other machines)."""
     text = "\n".join(
         [
             "# Simulator throughput",
@@ -418,14 +480,26 @@ def write_report(
             "",
             "## Targets",
             "",
-            *target_lines(rows),
+            "The ratios to SUMO of the targets alternate our rollouts with SUMO runs of the "
+            "same 100 steps on one world of 1000 vehicles, and give the median ratio: a change "
+            "of the machine's load between measurements cancels out.",
+            "",
+            *target_lines(rows, paired),
             "",
             notes,
-            "",
         ]
     )
+    kept = kept_sections(path.read_text() if path.exists() else "", text)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
+    path.write_text(text + "".join(f"\n{section}" for section in kept))
+
+
+def kept_sections(old_page: str, new_page: str) -> list[str]:
+    """The ``## `` sections of ``old_page`` whose headings ``new_page`` does not have, in order,
+    each ending in one newline."""
+    headings = set(re.findall(r"^## .*$", new_page, re.M))
+    sections = re.split(r"^(?=## )", old_page, flags=re.M)[1:]
+    return [s.rstrip("\n") + "\n" for s in sections if s.splitlines()[0] not in headings]
 
 
 def commit() -> str:
@@ -484,12 +558,14 @@ def main() -> None:
         else:
             print(f"fused step not timed: {fused.unavailable_reason()}")
     load_before = os.getloadavg()
-    rows = benchmark(make_worlds(sizes, args.device), modes, budget_s=0.3 if args.quick else 3.0)
+    worlds = make_worlds(sizes, args.device)
+    rows = benchmark(worlds, modes, budget_s=0.3 if args.quick else 3.0)
     rows = with_sumo(rows)
+    paired = {} if args.quick else paired_with_sumo(worlds, modes, PAIRS)
     print(table(rows))
-    print("\n".join(target_lines(rows)))
+    print("\n".join(target_lines(rows, paired)))
     if args.out is not None:
-        write_report(rows, args.out, NOTES, args.device, load_before, os.getloadavg())
+        write_report(rows, paired, args.out, NOTES, args.device, load_before, os.getloadavg())
         print(f"wrote {args.out}")
 
 

@@ -2,8 +2,9 @@
 
 One SUMO world (libsumo, in process) of ``N`` IDM vehicles on a straight road of ``lanes`` lanes,
 spaced like the difftraffic worlds, stepped ``steps`` times at dt = 0.1 s after a warm-up; the
-vehicle type is the exact-IDM one of ``validate_sumo.py``. Returns vehicle-steps per second, or
-``None`` where SUMO is not installed (``pip install 'difftraffic[bench]'``; ``make bench`` does).
+vehicle type is the exact-IDM one of ``validate_sumo.py``. Returns vehicle-steps per second (the
+median of several runs), or ``None`` where SUMO is not installed
+(``pip install 'difftraffic[bench]'``; ``make bench`` does).
 
 Usage::
 
@@ -14,26 +15,31 @@ from __future__ import annotations
 
 import argparse
 import math
+import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from validate_sumo import IDM_VTYPE, sumo_binary, write_network
 
 DT = 0.1
-DRIVE_ROOM = 3000.0
-"""Road (m) ahead of the first vehicle, so nobody leaves it during a measurement."""
+DRIVE_ROOM = 6000.0
+"""Road (m) ahead of the first vehicle, so nobody leaves it during the measurements."""
+REPEATS = 5
+"""Runs of ``steps`` steps whose median :func:`sumo_rate` reports (one run varies with load)."""
+
+Measure = Callable[..., float]
 
 
-def sumo_rate(
-    vehicles: int, lanes: int = 4, spacing: float = 30.0, steps: int = 100, read_state: bool = False
-) -> float | None:
-    """Vehicle-steps/s of one SUMO world (see the module docstring); ``read_state`` also reads
-    every vehicle's position and speed each step, as a controller would."""
-    try:
-        import libsumo
-    except ImportError:
-        return None
+@contextmanager
+def sumo_world(vehicles: int, lanes: int = 4, spacing: float = 30.0) -> Iterator[Measure]:
+    """One SUMO world (see the module docstring), warmed up; yields ``measure(steps,
+    read_state=False)``, which steps it ``steps`` times and returns vehicle-steps/s. Raises
+    ``ImportError`` where libsumo is not installed."""
+    import libsumo
+
     per_lane = math.ceil(vehicles / lanes)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -55,19 +61,40 @@ def sumo_rate(
             for _ in range(5):
                 libsumo.simulationStep()
             running = libsumo.vehicle.getIDCount()
-            start = time.perf_counter()
-            for _ in range(steps):
-                libsumo.simulationStep()
-                if read_state:
-                    for vehicle in libsumo.vehicle.getIDList():
-                        libsumo.vehicle.getPosition(vehicle)
-                        libsumo.vehicle.getSpeed(vehicle)
-            elapsed = time.perf_counter() - start
+            if running != vehicles:
+                raise RuntimeError(f"SUMO inserted {running} of {vehicles} vehicles")
+
+            def measure(steps: int, read_state: bool = False) -> float:
+                start = time.perf_counter()
+                for _ in range(steps):
+                    libsumo.simulationStep()
+                    if read_state:
+                        for vehicle in libsumo.vehicle.getIDList():
+                            libsumo.vehicle.getPosition(vehicle)
+                            libsumo.vehicle.getSpeed(vehicle)
+                return vehicles * steps / (time.perf_counter() - start)
+
+            yield measure
         finally:
             libsumo.close()
-    if running != vehicles:
-        raise RuntimeError(f"SUMO inserted {running} of {vehicles} vehicles")
-    return vehicles * steps / elapsed
+
+
+def sumo_rate(
+    vehicles: int,
+    lanes: int = 4,
+    spacing: float = 30.0,
+    steps: int = 100,
+    read_state: bool = False,
+    repeats: int = REPEATS,
+) -> float | None:
+    """Vehicle-steps/s of one SUMO world: the median of ``repeats`` runs of ``steps`` steps
+    (see the module docstring); ``read_state`` also reads every vehicle's position and speed
+    each step, as a controller would. ``None`` where SUMO is not installed."""
+    try:
+        with sumo_world(vehicles, lanes, spacing) as measure:
+            return statistics.median(measure(steps, read_state) for _ in range(repeats))
+    except ImportError:
+        return None
 
 
 def main() -> None:
