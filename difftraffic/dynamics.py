@@ -35,6 +35,7 @@ from difftraffic.lane_change import (
     finish_lane_changes,
     mobil_directions,
     start_lane_changes,
+    with_target_lanes,
 )
 from difftraffic.neighbors import (
     LeaderMethod,
@@ -43,6 +44,7 @@ from difftraffic.neighbors import (
     box_occupancy,
     compute_neighbors,
     find_leaders,
+    lane_end_ahead,
     lane_occupancy,
     leader_gap_and_speed,
     swept_collisions,
@@ -233,7 +235,7 @@ def step(
     if path not in ("auto", "eager", "fused"):
         raise ValueError(f"path must be 'auto', 'eager' or 'fused', got {path!r}")
     if path != "eager":
-        why_not = _why_not_fused(state, drivers, lane_changes)
+        why_not = _why_not_fused(state, road, drivers, lane_changes)
         if not why_not:
             # _why_not_fused checked that the drivers are IDMParams.
             new_state, acceleration, new_neighbors, collided = fused.fused_step(
@@ -251,18 +253,24 @@ def step(
         if path == "fused":
             raise ValueError(f"path='fused' cannot run this step: {why_not}")
     if neighbors is None:
-        neighbors = compute_neighbors(state, road, leader_method)
+        neighbors = _leaders(state, road, leader_method, lane_changes)
     active, is_av = state.active, state.is_av
 
     gap, v_lead = leader_gap_and_speed(state, neighbors, road)
+    leaving = None
+    if lane_changes is not None:
+        leaving = active & ~is_av & lane_changes.enabled & (state.heading != 0)
+    follow_gap, v_lead, has_leader = lane_end_ahead(
+        state, road, gap, v_lead, neighbors.has_leader, leaving
+    )
     human_acc = drivers.acceleration(
-        state.v, v_lead, gap.clamp_min(MIN_GAP), neighbors.has_leader, dt, generator
+        state.v, v_lead, follow_gap.clamp_min(MIN_GAP), has_leader, dt, generator
     )
     acceleration = torch.where(active, torch.where(is_av, av_acceleration, human_acc), zeros)
 
     human_heading = state.heading
     if lane_changes is not None:
-        occupancy = lane_occupancy(state, road)
+        occupancy = with_target_lanes(lane_occupancy(state, road), state, road, lane_changes)
         direction = mobil_directions(state, road, drivers, dt, lane_changes, occupancy)
         human_heading = start_lane_changes(state, road, lane_changes, direction)
     v_next = torch.relu(state.v + acceleration * dt)
@@ -289,6 +297,8 @@ def step(
         x, y = new_state.x, new_state.y
         new_box = BodyBox.of(x, y, state.length, state.width, cos_next, sin_next)
         occupancy = box_occupancy(new_box, active, road)
+        if lane_changes is not None:
+            occupancy = with_target_lanes(occupancy, new_state, road, lane_changes)
         new_neighbors = find_leaders(x, occupancy, road.ring_length, leader_method)
         collided = box_collisions(x, new_box, new_neighbors, road.ring_length) | swept_collisions(
             state, gap, torch.where(active, moved, zeros), neighbors, occupancy, road
@@ -296,10 +306,25 @@ def step(
     return StepResult(new_state, new_neighbors, collided, acceleration)
 
 
-def _why_not_fused(state: TrafficState, drivers: Drivers, lane_changes: MOBIL | None) -> str:
+def _leaders(
+    state: TrafficState, road: Road, method: LeaderMethod, lane_changes: MOBIL | None
+) -> Neighbors:
+    """Leaders of ``state``; with lane changes, drivers changing lane lead in their target lane
+    too (:func:`difftraffic.lane_change.with_target_lanes`)."""
+    if lane_changes is None:
+        return compute_neighbors(state, road, method)
+    occupancy = with_target_lanes(lane_occupancy(state, road), state, road, lane_changes)
+    return find_leaders(state.x, occupancy, road.ring_length, method)
+
+
+def _why_not_fused(
+    state: TrafficState, road: Road, drivers: Drivers, lane_changes: MOBIL | None
+) -> str:
     """Why the fused step cannot run these inputs ('' when it can)."""
     if lane_changes is not None:
         return "MOBIL lane changes run on the eager step"
+    if road.lane_ends is not None:
+        return "roads with lane ends run on the eager step"
     if torch.compiler.is_compiling():
         return "torch.compile traces the eager step"
     if state.x.device.type != "cpu":

@@ -52,9 +52,10 @@ from difftraffic.errors import check_range
 from difftraffic.road import Road
 from difftraffic.state import TrafficState, longitudinal_extent
 
-MAX_LANE_CHANGE_ANGLE = 0.25
-"""Largest heading (rad, about 14 degrees) a human driver takes to change lane, reached below
-``lane_width / (duration sin(0.25))`` (3.2 m/s for 4 m lanes and 2 s)."""
+MAX_LANE_CHANGE_ANGLE = 0.5
+"""Largest heading (rad, about 29 degrees) a human driver takes to change lane, reached below
+``lane_width / (duration sin(0.5))`` (4.2 m/s for 4 m lanes and 2 s): a car merging from a
+queue noses in at a steep angle rather than crawling sideways."""
 
 DETERMINISTIC_DRIVERS_ONLY = (
     "MOBIL lane changes need deterministic car-following drivers: set every Krauss sigma to 0 "
@@ -195,6 +196,7 @@ class _Geometry(NamedTuple):
     rear: Tensor  # rear_x - x: the rear overhang (m, <= 0)
     front: Tensor  # front_x - x (m)
     ring_length: float | None
+    lane_ends: Tensor  # [L] where each lane ends (m, inf where it goes on)
 
 
 def _gap(geometry: _Geometry, follower: Tensor, leader: Tensor) -> Tensor:
@@ -213,12 +215,19 @@ def _acceleration(
     follower: Tensor,
     leader: Tensor,
     has_leader: Tensor,
+    lane: Tensor,
 ) -> Tensor:
-    """``[B, N]`` acceleration (m/s^2) of vehicles ``follower`` behind ``leader`` (free road where
-    ``has_leader`` is False); ``drivers`` are the followers' own (slot ``k`` holds vehicle
-    ``follower[:, k]``'s parameters)."""
+    """``[B, N]`` acceleration (m/s^2) of vehicles ``follower`` in ``lane`` behind ``leader``
+    (free road where ``has_leader`` is False), or behind the lane's end where that is nearer;
+    ``drivers`` are the followers' own (slot ``k`` holds vehicle ``follower[:, k]``'s
+    parameters)."""
     gap = _gap(geometry, follower, leader)
     v_follower, v_leader = geometry.v.gather(1, follower), geometry.v_along.gather(1, leader)
+    to_end = geometry.lane_ends[lane] - geometry.x.gather(1, follower)
+    end_nearer = torch.isfinite(to_end) & (~has_leader | (to_end < gap))
+    gap = torch.where(end_nearer, to_end, gap)
+    v_leader = torch.where(end_nearer, 0.0, v_leader)
+    has_leader = has_leader | end_nearer
     return drivers.acceleration(v_follower, v_leader, gap.clamp_min(MIN_GAP), has_leader, dt)
 
 
@@ -253,15 +262,17 @@ def _judge(
     new_own = drivers.take_vehicles(new_follower)
     old_own = drivers.take_vehicles(old_follower)
 
-    def acc(own: Drivers, follower: Tensor, lead: Tensor, leads: Tensor) -> Tensor:
-        return _acceleration(own, geometry, dt, follower, lead, leads)
+    def acc(own: Drivers, follower: Tensor, lead: Tensor, leads: Tensor, in_lane: Tensor) -> Tensor:
+        return _acceleration(own, geometry, dt, follower, lead, leads, in_lane)
 
-    own_gain = acc(drivers, me, new_leader, has_new_leader) - acc(drivers, me, leader, has_leader)
-    new_after = acc(new_own, new_follower, me, torch.ones_like(has_new))
-    new_before = acc(new_own, new_follower, new_leader, has_new_leader)
+    own_before = acc(drivers, me, leader, has_leader, lane)
+    own_gain = acc(drivers, me, new_leader, has_new_leader, target) - own_before
+    new_after = acc(new_own, new_follower, me, torch.ones_like(has_new), target)
+    new_before = acc(new_own, new_follower, new_leader, has_new_leader, target)
     new_gain = torch.where(has_new, new_after - new_before, 0)
-    old_after = acc(old_own, old_follower, leader, has_leader)
-    old_gain = torch.where(has_old, old_after - acc(old_own, old_follower, me, has_old), 0)
+    old_after = acc(old_own, old_follower, leader, has_leader, lane)
+    old_before = acc(old_own, old_follower, me, has_old, lane)
+    old_gain = torch.where(has_old, old_after - old_before, 0)
     bias = direction * params.keep_right  # a handicap to the left, a head start to the right
     gain = own_gain + params.politeness * (new_gain + old_gain) - params.threshold - bias
     clear_ahead = ~has_new_leader | (_gap(geometry, me, new_leader) > 0)
@@ -288,7 +299,8 @@ def mobil_directions(
             ``sigma > 0``).
         dt: the step (s).
         params: MOBIL parameters, broadcastable to ``[B, N]``, in the state's dtype.
-        occupancy: ``[B, N, L]`` bool lane membership of ``state``.
+        occupancy: ``[B, N, L]`` bool lane membership of ``state`` (vehicles changing lane are
+            added to their target lanes, see :func:`with_target_lanes`).
     """
     if drivers.needs_generator:
         raise ValueError(DETERMINISTIC_DRIVERS_ONLY)
@@ -297,12 +309,12 @@ def mobil_directions(
         human = state.active & ~state.is_av & params.enabled
         changing = human & (state.heading != 0)
         lane = road.nearest_lane(state.y)
-        intent = occupancy | _lane_mask(_target_lane(state, road), road, changing)
+        intent = with_target_lanes(occupancy, state, road, params)
         cos_h, sin_h = torch.cos(state.heading), torch.sin(state.heading)
         rear_x, front_x = longitudinal_extent(state.x, state.length, state.width, cos_h, sin_h)
         geometry = _Geometry(
             road.wrap(state.x), state.v, state.v * cos_h, rear_x - state.x, front_x - state.x,
-            road.ring_length,
+            road.ring_length, road.lane_end_x(state.x),
         )  # fmt: skip
         deciding = human & ~changing
 
@@ -315,6 +327,7 @@ def mobil_directions(
             target = lane + direction
             possible = deciding & (target >= 0) & (target < road.num_lanes)
             target = target.clamp(0, road.num_lanes - 1)
+            possible = possible & (geometry.lane_ends[target] > geometry.x)  # not ended here
             lanes = lane_neighbors(geometry.x, members, road.ring_length)
             if members_behind is not None:
                 behind = lane_neighbors(geometry.x, members_behind, road.ring_length)
@@ -335,6 +348,15 @@ def mobil_directions(
         left = left & judge(1, entering_left, intent)[0]
         right = right & judge(-1, entering, entering_left)[0]
         return left.long() - right.long()
+
+
+def with_target_lanes(occupancy: Tensor, state: TrafficState, road: Road, params: MOBIL) -> Tensor:
+    """``[B, N, L]`` lane membership ``occupancy`` of ``state`` with every human driver that is
+    changing lane (MOBIL enabled, heading not 0) also a member of the lane it moves to, from
+    the first step of its change: its new followers react to it at once, as they would to a
+    car that signals and noses in, rather than only once its body crosses the lane line."""
+    changing = state.active & ~state.is_av & params.enabled & (state.heading != 0)
+    return occupancy | _lane_mask(_target_lane(state, road), road, changing)
 
 
 def _lane_mask(lane: Tensor, road: Road, where: Tensor) -> Tensor:

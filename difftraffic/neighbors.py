@@ -266,6 +266,33 @@ def leader_gap_and_speed(
     return gap, (state.v * cos_h).gather(1, neighbors.leader)
 
 
+def lane_end_ahead(
+    state: TrafficState,
+    road: Road,
+    gap: Tensor,
+    v_lead: Tensor,
+    has_leader: Tensor,
+    leaving: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(gap, v_lead, has_leader)`` with the ends of lanes (``road.lane_ends``) as standing
+    leaders: where the lane of a vehicle's nearest centre ends ahead of it, nearer than its
+    leader's rear, the leader becomes the end (gap = end - x, speed 0). Vehicles ``leaving``
+    (``[B, N]`` bool: changing lane away) are exempt. Shapes ``[B, N]``; the gap to an end is
+    differentiable in ``x``."""
+    if road.lane_ends is None:
+        return gap, v_lead, has_leader
+    end = road.lane_end_x(state.x)[road.nearest_lane(state.y)]
+    to_end = end - state.x
+    nearer = torch.isfinite(end) & (~has_leader | (to_end < gap))
+    if leaving is not None:
+        nearer = nearer & ~leaving
+    return (
+        torch.where(nearer, to_end, gap),
+        torch.where(nearer, torch.zeros_like(v_lead), v_lead),
+        has_leader | nearer,
+    )
+
+
 def box_collisions(
     x: Tensor, box: BodyBox, neighbors: Neighbors, ring_length: float | None
 ) -> Tensor:

@@ -15,6 +15,7 @@ Lane membership (which lanes a vehicle is a leader candidate in) follows one of 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, get_args, overload
 
@@ -47,6 +48,10 @@ class Road:
         lane_membership: which lanes a vehicle is a leader candidate in: ``"body"`` (every lane
             its body overlaps) or ``"center"`` (the lane of the nearest centre only; the GI-PPO
             authors' rule). See :meth:`member_lanes`.
+        lane_ends: per lane, the ``x`` (m) where it ends, ``math.inf`` for a lane that goes on;
+            ``None`` (default): every lane goes on. A straight road only, and at least one
+            lane must go on. Human drivers treat a lane's end as a standing obstacle and leave
+            the lane before it (:mod:`difftraffic.lane_change`); see :meth:`lane_end_x`.
     """
 
     num_lanes: int = 1
@@ -54,6 +59,7 @@ class Road:
     speed_limit: float = 20.0
     ring_length: float | None = None
     lane_membership: LaneMembership = "body"
+    lane_ends: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.num_lanes, int) or self.num_lanes < 1:
@@ -63,6 +69,26 @@ class Road:
         if self.ring_length is not None:
             check_positive("Road.ring_length", self.ring_length, "m")
         check_lane_membership("Road.lane_membership", self.lane_membership)
+        if self.lane_ends is not None:
+            self._check_lane_ends(self.lane_ends)
+
+    def _check_lane_ends(self, ends: tuple[float, ...]) -> None:
+        if not isinstance(ends, tuple) or len(ends) != self.num_lanes:
+            raise ValueError(
+                f"Road.lane_ends must be a tuple of {self.num_lanes} positions (m), one per "
+                f"lane (math.inf for a lane that goes on), got {ends!r}"
+            )
+        for lane, end in enumerate(ends):
+            if not isinstance(end, (int, float)) or math.isnan(end) or end <= 0:
+                raise ValueError(
+                    f"Road.lane_ends[{lane}] must be a position > 0 m or math.inf, got {end!r}"
+                )
+        if self.ring_length is not None:
+            raise ValueError("Road.lane_ends needs a straight road; a ring road has no ends")
+        if all(math.isfinite(end) for end in ends):
+            raise ValueError(
+                f"Road.lane_ends must leave at least one lane going on (math.inf), got {ends!r}"
+            )
 
     @classmethod
     def straight(
@@ -71,9 +97,10 @@ class Road:
         lane_width: float = 4.0,
         speed_limit: float = 20.0,
         lane_membership: LaneMembership = "body",
+        lane_ends: tuple[float, ...] | None = None,
     ) -> Road:
-        """A straight open road (no wrap-around)."""
-        return cls(num_lanes, lane_width, speed_limit, None, lane_membership)
+        """A straight open road (no wrap-around); ``lane_ends`` as in :class:`Road`."""
+        return cls(num_lanes, lane_width, speed_limit, None, lane_membership, lane_ends)
 
     @classmethod
     def ring(
@@ -141,6 +168,12 @@ class Road:
         lane = self.nearest_lane(0.5 * (y_low + y_high))
         lanes = torch.arange(self.num_lanes, device=lane.device)
         return lane.unsqueeze(-1) == lanes
+
+    def lane_end_x(self, like: Tensor) -> Tensor:
+        """``[L]`` where each lane ends (m; ``inf`` for one that goes on), with ``like``'s dtype
+        and device."""
+        ends = self.lane_ends or (math.inf,) * self.num_lanes
+        return torch.tensor(ends, dtype=like.dtype, device=like.device)
 
     def wrap(self, x: Tensor) -> Tensor:
         """``x`` reduced to ``[0, ring_length)`` on a ring road; unchanged on a straight road."""

@@ -361,6 +361,17 @@ def check_placement(state: TrafficState, road: Road) -> None:
             f"y in [{low_y[world, vehicle].item():.3f}, {high_y[world, vehicle].item():.3f}] m, "
             f"valid range [0, {road.width}] m"
         )
+    if road.lane_ends is not None:
+        end = road.lane_end_x(state.x)[road.nearest_lane(state.y)]
+        beyond = state.active & (state.x > end)
+        if bool(beyond.any()):
+            world, vehicle = (int(i) for i in torch.nonzero(beyond)[0])
+            lane = int(road.nearest_lane(state.y[world, vehicle]))
+            raise ValueError(
+                f"vehicle {vehicle} in world {world} starts at x = "
+                f"{state.x[world, vehicle].item():.3f} m, beyond the end of its lane {lane} "
+                f"(Road.lane_ends[{lane}] = {road.lane_ends[lane]} m)"
+            )
     by_body = replace(road, lane_membership="body")
     overlapping = detect_collisions(state, compute_neighbors(state, by_body), by_body)
     if bool(overlapping.any()):
