@@ -23,13 +23,16 @@ ping-pong of parallel updates), and two cars could enter the same gap from both 
 change is safe for the state it starts from, the changes decided before it included.
 
 **Lateral motion.** A lane change is not instantaneous: the driver turns its heading to ``±theta``
-with ``sin(theta) = lane_width / (duration v)`` (at most :data:`MAX_LANE_CHANGE_ANGLE`) and keeps it
+with ``sin(theta) = lane_width / (duration v)`` (at most :func:`steepest_turn`, the turn that keeps
+its body's bounding box in its lane, 0.21 rad for a 5 x 2 m car in a 4 m lane) and keeps it
 until its front reaches the target lane's centre, where it is put exactly on the centre with
 heading 0. At constant speed the change takes ``duration`` seconds; slower drivers take longer,
-and a stopped one waits. Lane membership follows the body as for every vehicle
-(:mod:`difftraffic.road`): under ``"body"`` a changing car leads in both lanes while it straddles
-them. The heading is a vehicle's only lane-change state: a driver with lane changes enabled and a
-non-zero heading is changing lane, towards the side its heading points to.
+and a stopped one waits. A changing car is a member of its target lane from the first step of
+its change (:func:`with_target_lanes`): the cars behind it there follow it at once, as they
+would a car that signals and noses in; otherwise lane membership follows the body as for every
+vehicle (:mod:`difftraffic.road`). The heading is a vehicle's only lane-change state: a
+driver with lane changes enabled and a non-zero heading is changing lane, towards the side its
+heading points to.
 
 **What the gradient carries.** The decision (who changes, when, which way) and the angle are
 discrete or computed on detached values: no gradient reaches the MOBIL parameters, and none
@@ -53,9 +56,8 @@ from difftraffic.road import Road
 from difftraffic.state import TrafficState, longitudinal_extent
 
 MAX_LANE_CHANGE_ANGLE = 0.5
-"""Largest heading (rad, about 29 degrees) a human driver takes to change lane, reached below
-``lane_width / (duration sin(0.5))`` (4.2 m/s for 4 m lanes and 2 s): a car merging from a
-queue noses in at a steep angle rather than crawling sideways."""
+"""Largest heading (rad, about 29 degrees) a human driver takes to change lane; a tighter bound
+comes from the car's size (:func:`steepest_turn`)."""
 
 DETERMINISTIC_DRIVERS_ONLY = (
     "MOBIL lane changes need deterministic car-following drivers: set every Krauss sigma to 0 "
@@ -339,6 +341,8 @@ def mobil_directions(
         right, right_gain, right_target = judge(-1, intent)
         left = left & (~right | (left_gain >= right_gain))
         right = right & ~left
+        if not torch.compiler.is_compiling() and not bool((left | right).any()):
+            return torch.zeros_like(lane)  # nobody moves: most steps
         # Judged again as if the drivers decided one after another, moves to the left before
         # moves to the right and, within a direction, front to back: each sees the moves
         # decided before its own in place (ahead of it, and for moves to the right the moves
@@ -382,11 +386,24 @@ def _target_lane(state: TrafficState, road: Road) -> Tensor:
 def start_lane_changes(state: TrafficState, road: Road, params: MOBIL, direction: Tensor) -> Tensor:
     """``[B, N]`` heading (rad) of human drivers after starting the changes ``direction``
     (from :func:`mobil_directions`): ``direction * theta`` where a change starts, unchanged
-    elsewhere. ``theta`` is computed from detached speeds: a constant for the gradient."""
+    elsewhere. ``theta`` is computed from detached values: a constant for the gradient."""
     v = state.v.detach()
     sine = road.lane_width / (params.duration * v)
-    theta = torch.asin(sine.clamp(max=math.sin(MAX_LANE_CHANGE_ANGLE)))
-    return torch.where(direction != 0, direction * theta, state.heading)
+    theta = torch.asin(sine.clamp(max=1.0))
+    widest = steepest_turn(state.length.detach(), state.width.detach(), road.lane_width)
+    return torch.where(direction != 0, direction * torch.minimum(theta, widest), state.heading)
+
+
+def steepest_turn(length: Tensor, width: Tensor, lane_width: float) -> Tensor:
+    """``[B, N]`` the largest heading (rad) a car can turn to from its lane centre with its body's
+    bounding box still inside its lane: its front bumper is its reference point, so its rear
+    swings out to the other side, ``length sin(theta) + width cos(theta) / 2 <= lane_width / 2``
+    (0.21 rad for a 5 x 2 m car in a 4 m lane); at most :data:`MAX_LANE_CHANGE_ANGLE`, and
+    0.05 rad for a car too wide for the rule."""
+    reach = torch.sqrt(length**2 + (width / 2) ** 2)
+    fits = (lane_width / 2 / reach).clamp(max=1.0)
+    theta = torch.asin(fits) - torch.atan2(width / 2, length)
+    return theta.clamp(0.05, MAX_LANE_CHANGE_ANGLE)
 
 
 def finish_lane_changes(

@@ -23,7 +23,7 @@ from difftraffic import (
 )
 from difftraffic.idm import idm_acceleration
 from difftraffic.lane_change import lane_neighbors, mobil_directions
-from difftraffic.neighbors import lane_occupancy
+from difftraffic.neighbors import lane_end_ahead, lane_occupancy
 from difftraffic.state import TrafficState
 
 DT = 0.1
@@ -295,3 +295,91 @@ def test_autonomous_vehicles_never_change_lane_by_mobil():
     state, _ = scenario.sample(1, seed=0, dtype=torch.float64)
     assert scenario.lane_changes(state.x) is None
     assert isinstance(state, TrafficState) and math.isclose(float(state.y[0, 1]), 2.0)
+
+
+# --- lane ends -----------------------------------------------------------------------------------
+
+
+def test_bad_lane_ends_fail_clearly():
+    with pytest.raises(ValueError, match=r"Road.lane_ends must be a tuple of 2 positions"):
+        Road.straight(2, lane_ends=(math.inf,))
+    with pytest.raises(ValueError, match=r"Road.lane_ends\[1\] must be a position > 0 m"):
+        Road.straight(2, lane_ends=(math.inf, -5.0))
+    with pytest.raises(ValueError, match="at least one lane going on"):
+        Road.straight(2, lane_ends=(100.0, 200.0))
+    with pytest.raises(ValueError, match="needs a straight road"):
+        Road(2, ring_length=300.0, lane_ends=(math.inf, 100.0))
+    road = Road.straight(2, lane_ends=(math.inf, 100.0))
+    with pytest.raises(ValueError, match=r"beyond the end of its lane 1 \(Road.lane_ends\[1\]"):
+        ScenarioBuilder(road).vehicle(1, 120.0).build().sample(1, seed=0)
+
+
+def _merging(lane_change: MOBIL | None) -> ScenarioBuilder:
+    """Cars in both lanes of a road whose lane 1 ends at 400 m."""
+    road = Road.straight(2, speed_limit=30.0, lane_ends=(math.inf, 400.0))
+    driver = Driver(v0=25.0, lane_change=lane_change)
+    builder = ScenarioBuilder(road, dt=DT)
+    builder.platoon(0, 6, start=0.0, spacing=35.0, speed=20.0, driver=driver)
+    return builder.platoon(1, 6, start=15.0, spacing=35.0, speed=20.0, driver=driver)
+
+
+def test_without_lane_changes_cars_stop_before_their_lane_ends():
+    scenario = _merging(None).build()
+    states, collided = scenario.simulate(900, dtype=torch.float64, seed=0)
+    final = states[-1]
+    in_ending_lane = scenario.road.nearest_lane(final.y[0]) == 1
+    assert int(in_ending_lane.sum()) == 6
+    front = final.x[0][in_ending_lane]
+    assert float(front.max()) <= 400.0 and float(front.max()) > 390.0  # stopped at the end
+    assert float(final.v[0][in_ending_lane].max()) < 0.1
+    assert not bool(collided.any())
+
+
+def test_with_mobil_every_car_merges_before_the_end_safely():
+    scenario = _merging(MOBIL()).build()
+    states, collided = scenario.simulate(900, dtype=torch.float64, seed=0)
+    road = scenario.road
+    for state in states:  # nobody in the ending lane beyond its end unless merging out of it
+        ending = (road.nearest_lane(state.y[0]) == 1) & (state.heading[0] == 0)
+        assert bool((state.x[0][ending] <= 400.0).all())
+    final = states[-1]
+    assert bool((road.nearest_lane(final.y[0]) == 0).all())  # all merged
+    assert float(final.x[0].min()) > 400.0  # and passed the drop
+    assert not bool(collided.any())
+
+
+def test_nobody_moves_into_a_lane_that_ends_just_ahead():
+    road = Road.straight(2, speed_limit=30.0, lane_ends=(math.inf, 410.0))
+    overtaker = Driver(v0=30.0, lane_change=MOBIL(politeness=0.0, threshold=0.0))
+    scenario = (
+        ScenarioBuilder(road, dt=DT)
+        .vehicle(0, 420.0, 5.0, driver=Driver(v0=5.0))
+        .vehicle(0, 395.0, 20.0, driver=overtaker)  # a slow car ahead, lane 1 ends in 15 m
+        .build()
+    )
+    state, drivers = scenario.sample(1, dtype=torch.float64, seed=0)
+    params = scenario.lane_changes(state.x)
+    direction = mobil_directions(state, road, drivers, DT, params, lane_occupancy(state, road))
+    assert int(direction[0, 1]) == 0
+    open_road = Road.straight(2, speed_limit=30.0)  # the same without the end: it would go
+    direction = mobil_directions(
+        state, open_road, drivers, DT, params, lane_occupancy(state, open_road)
+    )
+    assert int(direction[0, 1]) == 1
+
+
+def test_the_lane_end_gap_is_differentiable_in_position():
+    road = Road.straight(2, lane_ends=(math.inf, 100.0))
+    base = ScenarioBuilder(road).vehicle(1, 60.0, 10.0).vehicle(0, 90.0, 10.0).build()
+    state, _ = base.sample(1, dtype=torch.float64, seed=0)
+    no_leader = torch.zeros_like(state.active)
+
+    def gap_to_end(x: torch.Tensor) -> torch.Tensor:
+        far = torch.full_like(x, 1e3)
+        return lane_end_ahead(state.replace(x=x), road, far, far, no_leader)[0]
+
+    x = state.x.clone().requires_grad_(True)
+    assert torch.autograd.gradcheck(gap_to_end, (x,))
+    gap = gap_to_end(state.x)
+    assert float(gap[0, 0]) == 40.0  # lane 1 ends 40 m ahead of the first car
+    assert float(gap[0, 1]) == 1e3  # lane 0 goes on: the leader's gap is kept
