@@ -169,6 +169,24 @@ class WorldSnapshot:
         return corners[..., 0], corners[..., 1]
 
 
+def lane_markings(road: Road) -> list[tuple[float, float, float, bool]]:
+    """The lines of a straight road as ``(y, x_from, x_to, dashed)`` (m): dashed between two
+    lanes where both go on, solid along the road's edges, including the edge a lane's end
+    leaves (see ``Road.lane_ends``)."""
+    ends = road.lane_ends or (math.inf,) * road.num_lanes
+    markings = []
+    for boundary in range(road.num_lanes + 1):
+        y = boundary * road.lane_width
+        below = ends[boundary - 1] if boundary > 0 else -math.inf
+        above = ends[boundary] if boundary < road.num_lanes else -math.inf
+        both, either = min(below, above), max(below, above)
+        if both > -math.inf:
+            markings.append((y, -math.inf, both, True))
+        if either > both:
+            markings.append((y, max(both, -math.inf), either, False))
+    return markings
+
+
 class Renderer:
     """Draws one world of a state: road, lane markings, vehicles, a text overlay.
 
@@ -302,14 +320,36 @@ class Renderer:
                 np.array([0.0, 0.0, road.width, road.width]),
             )
             draw.polygon(self._surface, palette.ASPHALT, corners)
+            self._draw_lane_ends(camera)
         line_width = max(1, round(MARKING_WIDTH * camera.zoom))
-        for boundary in range(road.num_lanes + 1):
-            y = boundary * road.lane_width
-            if boundary in (0, road.num_lanes):
-                self._draw_line(camera.polyline(*camera.visible_x_range(), y), line_width)
-            else:
-                for x_start, x_end in self._dashes(camera):
-                    self._draw_line(camera.polyline(x_start, x_end, y), line_width)
+        visible_start, visible_end = camera.visible_x_range()
+        for y, x_from, x_to, dashed in lane_markings(road):
+            x_from, x_to = max(x_from, visible_start), min(x_to, visible_end)
+            if x_from >= x_to:
+                continue
+            if not dashed:
+                self._draw_line(camera.polyline(x_from, x_to, y), line_width)
+                continue
+            for dash_start, dash_end in self._dashes(camera):
+                dash_start, dash_end = max(dash_start, x_from), min(dash_end, x_to)
+                if dash_start < dash_end:
+                    self._draw_line(camera.polyline(dash_start, dash_end, y), line_width)
+
+    def _draw_lane_ends(self, camera: Camera) -> None:
+        """Grass over each ended lane beyond its end, and a line across the lane at the end."""
+        road = self.road
+        _, visible_end = camera.visible_x_range()
+        line_width = max(1, round(MARKING_WIDTH * camera.zoom))
+        for lane, end in enumerate(road.lane_ends or ()):
+            if not math.isfinite(end) or end >= visible_end:
+                continue
+            low, high = lane * road.lane_width, (lane + 1) * road.lane_width
+            corners = camera.to_screen(
+                np.array([end, visible_end, visible_end, end]), np.array([low, low, high, high])
+            )
+            self._pygame.draw.polygon(self._surface, palette.BACKGROUND, corners)
+            cap = camera.to_screen(np.array([end, end]), np.array([low, high]))
+            self._draw_line(cap, line_width)
 
     def _dashes(self, camera: Camera) -> list[tuple[float, float]]:
         """Road ``x`` intervals (m) of the dashes between lanes, anchored to the road so that

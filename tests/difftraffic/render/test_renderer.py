@@ -176,3 +176,40 @@ def test_bad_world_and_follow_name_the_valid_range(state) -> None:
         renderer(follow=9).render(state)
     with pytest.raises(ValueError, match="zoom must be finite and > 0"):
         RenderConfig(zoom=-1.0)
+
+
+def test_a_lane_end_is_grass_beyond_it_with_solid_edges(make_state) -> None:
+    # Lane 2 of 3 ends at x = 60 m, on screen (the camera shows x from about 15 to 79 m).
+    ending = Road.straight(num_lanes=3, lane_ends=(math.inf, math.inf, 60.0))
+    frame = Renderer(
+        ending, RenderConfig(width=WIDTH, height=HEIGHT, zoom=ZOOM, overlay=False)
+    ).render(make_state([AV_X], [AV_Y], is_av=[True]))
+    top_lane = ending.lane_center(2)
+    assert (patch(frame, *pixel_of(70.0, top_lane)) == palette.BACKGROUND).all()
+    assert (patch(frame, *pixel_of(30.0, top_lane)) == palette.ASPHALT).all()
+    # The line between lanes 1 and 2: dashed before the end, solid (the road's edge) after it.
+    row, before = pixel_of(20.0, 2 * ending.lane_width)
+    _, after = pixel_of(63.0, 2 * ending.lane_width)
+    _, far = pixel_of(76.0, 2 * ending.lane_width)
+    solid_after = (frame[row - 1 : row + 2, after:far] == palette.MARKING).all(axis=2).any(0)
+    assert solid_after.all()
+    dashed_before = (frame[row - 1 : row + 2, before : after - 40] == palette.MARKING).all(axis=2)
+    assert 0.1 < dashed_before.any(0).mean() < 0.5
+
+
+def test_lane_markings_follow_the_lane_ends() -> None:
+    from difftraffic.render.renderer import lane_markings
+
+    plain = lane_markings(Road.straight(num_lanes=2))
+    assert plain == [
+        (0.0, -math.inf, math.inf, False),
+        (4.0, -math.inf, math.inf, True),
+        (8.0, -math.inf, math.inf, False),
+    ]
+    ending = lane_markings(Road.straight(num_lanes=2, lane_ends=(math.inf, 100.0)))
+    assert ending == [
+        (0.0, -math.inf, math.inf, False),
+        (4.0, -math.inf, 100.0, True),
+        (4.0, 100.0, math.inf, False),
+        (8.0, -math.inf, 100.0, False),
+    ]
