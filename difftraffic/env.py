@@ -30,6 +30,7 @@ from difftraffic.car_following import Drivers
 from difftraffic.dynamics import StepPath
 from difftraffic.dynamics import step as simulation_step
 from difftraffic.errors import check_device, check_simulation_dtype
+from difftraffic.lane_change import MOBIL
 from difftraffic.neighbors import Neighbors, compute_neighbors
 from difftraffic.render.renderer import RENDER_MODES
 from difftraffic.road import Road
@@ -40,7 +41,12 @@ if TYPE_CHECKING:
 
 
 class TrafficTask(Protocol):
-    """What a task gives :class:`TrafficEnv`: initial worlds, controls, observation, reward."""
+    """What a task gives :class:`TrafficEnv`: initial worlds, controls, observation, reward.
+
+    A task whose human drivers change lanes also has an attribute ``lane_changes``: their
+    :class:`difftraffic.MOBIL` parameters (e.g. ``Scenario.lane_changes``), which the
+    environment passes to every step; without it humans keep their lanes.
+    """
 
     road: Road
     action_dim: int
@@ -146,6 +152,7 @@ class TrafficEnv(VectorEnv):
         self.state: TrafficState | None = None
         self.drivers: Drivers | None = None
         self.neighbors: Neighbors | None = None
+        self.lane_changes: MOBIL | None = None
         self.elapsed = torch.zeros(num_envs, dtype=torch.long, device=self.device)
         self.last_reward: Tensor | None = None
         self.render_world = 0
@@ -174,7 +181,9 @@ class TrafficEnv(VectorEnv):
         self.state, self.drivers = self.task.initial(
             self.num_envs, self.generator, self.device, self.dtype
         )
-        self.neighbors = compute_neighbors(self.state, self.task.road)
+        lane_changes = getattr(self.task, "lane_changes", None)
+        self.lane_changes = None if lane_changes is None else lane_changes.to(self.state.x)
+        self.neighbors = self._leaders()
         self.elapsed.zero_()
         self.last_reward = None
         return self._out(self.task.observe(self.state)), {}
@@ -204,6 +213,7 @@ class TrafficEnv(VectorEnv):
             self.neighbors,
             generator=self.generator,
             path=self.step_path,
+            lane_changes=self.lane_changes,
         )
         reward, terminated, reasons = self.task.evaluate(result.state, result.collided)
         self.elapsed += 1
@@ -267,6 +277,13 @@ class TrafficEnv(VectorEnv):
 
     # -- internals -----------------------------------------------------------------------------
 
+    def _leaders(self) -> Neighbors | None:
+        """Leaders of the current state; ``None`` with lane changes, whose drivers changing lane
+        also lead in their target lane: the step finds them."""
+        if self.lane_changes is not None or self.state is None:
+            return None
+        return compute_neighbors(self.state, self.task.road)
+
     def _autoreset(self, done: Tensor, obs: Tensor) -> Tensor:
         fresh_state, fresh_drivers = self.task.initial(
             self.num_envs, self.generator, self.device, self.dtype
@@ -274,7 +291,7 @@ class TrafficEnv(VectorEnv):
         state, drivers = self.require_worlds()
         self.state = _select_worlds(done, fresh_state, state)
         self.drivers = fresh_drivers.select_worlds(done, drivers)
-        self.neighbors = compute_neighbors(self.state, self.task.road)
+        self.neighbors = self._leaders()
         self.elapsed = torch.where(done, torch.zeros_like(self.elapsed), self.elapsed)
         return torch.where(done.unsqueeze(1), self.task.observe(fresh_state), obs)
 

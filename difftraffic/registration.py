@@ -15,14 +15,22 @@ def env_id(variant: str) -> str:
 RING_ENV_ID = "difftraffic/Ring-v0"
 """Mixed autonomy on the Sugiyama ring (:class:`difftraffic.scenarios.ring.RingTask`)."""
 
+BOTTLENECK_ENV_ID = "difftraffic/Bottleneck-v0"
+"""Automated cars at a lane drop (:class:`difftraffic.scenarios.bottleneck.BottleneckTask`)."""
+
 
 def register_envs() -> None:
-    """Register every pace-car variant and the ring (idempotent)."""
-    if RING_ENV_ID not in gymnasium.registry:
+    """Register every pace-car variant, the ring and the bottleneck (idempotent)."""
+    for env, module, name in (
+        (RING_ENV_ID, "ring_env", "ring"),
+        (BOTTLENECK_ENV_ID, "bottleneck_env", "bottleneck"),
+    ):
+        if env in gymnasium.registry:
+            continue
         gymnasium.register(
-            id=RING_ENV_ID,
-            entry_point="difftraffic.scenarios.ring_env:RingGymEnv",
-            vector_entry_point="difftraffic.scenarios.ring_env:make_ring_vector_env",
+            id=env,
+            entry_point=f"difftraffic.scenarios.{module}:{name.capitalize()}GymEnv",
+            vector_entry_point=f"difftraffic.scenarios.{module}:make_{name}_vector_env",
             max_episode_steps=None,
         )
     for variant, _ in PACE_CAR_VARIANTS.items():

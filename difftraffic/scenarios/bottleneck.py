@@ -246,3 +246,126 @@ def queued(state: TrafficState, config: BottleneckConfig) -> Tensor:
     """``[B]`` cars upstream of the lane drop slower than :data:`QUEUED_SPEED`."""
     slow = state.active & (state.x < config.drop_at) & (state.v < QUEUED_SPEED)
     return slow.sum(1)
+
+
+class BottleneckTask:
+    """Automated cars in the through lane of a lane drop, driven to raise the flow past it.
+
+    Two lanes merge into one at ``config.drop_at``; a platoon of human drivers (IDM with MOBIL,
+    ``config.driver``) fills both lanes upstream, with ``autonomous`` automated cars spread over
+    the through lane (lane 0). Each AV's action is its acceleration (times
+    ``max_acceleration``); it keeps its lane. The reward of a step is the mean speed of every
+    car over ``speed_scale``: the faster the platoon gets through the merge, the more it
+    collects (an AV that opens a gap for a merging car can raise it). An AV's collision ends
+    the episode with reward -1.
+
+    Observation, per AV: its speed, the speed difference to the car ahead of it in lane 0
+    (counting cars merging into it), the gap to that car, its distance to the drop; then the
+    fraction of cars past the drop. Speeds over ``speed_scale``, distances over
+    ``config.length``.
+    """
+
+    def __init__(
+        self,
+        config: BottleneckConfig = BottleneckConfig(length=800.0, drop_at=500.0),  # noqa: B008
+        humans_per_lane: int = 10,
+        autonomous: int = 2,
+        spacing: float = 25.0,
+        speed: float = 20.0,
+        max_acceleration: float = 3.0,
+        max_episode_steps: int = 600,
+        speed_scale: float = 30.0,
+    ) -> None:
+        for name, count in (("humans_per_lane", humans_per_lane), ("autonomous", autonomous)):
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {count!r}")
+        for name, value in (
+            ("spacing", spacing),
+            ("max_acceleration", max_acceleration),
+            ("speed_scale", speed_scale),
+        ):
+            check_positive(name, value)
+        if not isinstance(max_episode_steps, int) or max_episode_steps < 1:
+            raise ValueError(
+                f"max_episode_steps must be an integer >= 1, got {max_episode_steps!r}"
+            )
+        self.config = config
+        self.road = config.road
+        self.action_dim = autonomous
+        self.obs_dim = 4 * autonomous + 1
+        self.max_acceleration, self.speed_scale = max_acceleration, speed_scale
+        self._max_episode_steps = max_episode_steps
+        builder = ScenarioBuilder(self.road, dt=config.dt, length=config.vehicle_length)
+        through = humans_per_lane + autonomous
+        every = through / autonomous
+        self.av_slots = [round(k * every + every / 2) for k in range(autonomous)]
+        for k in range(through):
+            builder.vehicle(0, k * spacing + config.vehicle_length, speed,
+                            autonomous=k in self.av_slots, driver=config.driver)  # fmt: skip
+        builder.platoon(1, humans_per_lane, start=config.vehicle_length + spacing / 2,
+                        spacing=spacing, speed=speed, driver=config.driver)  # fmt: skip
+        if (through - 1) * spacing + config.vehicle_length >= config.drop_at:
+            raise ValueError(
+                f"the platoon ({through} cars {spacing} m apart) must start before drop_at = "
+                f"{config.drop_at} m"
+            )
+        self.scenario = builder.build()
+        self.lane_changes = self.scenario.lane_changes(torch.zeros(1))
+
+    @property
+    def dt(self) -> float:
+        return self.config.dt
+
+    @property
+    def max_episode_steps(self) -> int:
+        return self._max_episode_steps
+
+    def initial(
+        self, batch_size: int, generator: torch.Generator, device: torch.device | str | None,
+        dtype: torch.dtype,
+    ) -> tuple[TrafficState, Drivers]:  # fmt: skip
+        """The platoon upstream of the drop, drivers drawn per world from ``generator``."""
+        return self.scenario.sample(batch_size, generator=generator, device=device, dtype=dtype)
+
+    def controls(self, state: TrafficState, action: Tensor) -> tuple[Tensor, Tensor]:
+        """``[B, K]`` actions -> ``[B, N]`` AV accelerations (m/s^2) and steering (0)."""
+        acceleration = torch.zeros_like(state.x)
+        acceleration[:, self.av_slots] = action.clamp(-1.0, 1.0) * self.max_acceleration
+        return acceleration, torch.zeros_like(state.x)
+
+    def ahead_in_through_lane(self, state: TrafficState) -> tuple[Tensor, Tensor]:
+        """``([B, K] gap (m), [B, K] speed (m/s))`` of the car ahead of each AV in lane 0,
+        cars changing into it included; a gap of the road's length where there is none."""
+        assert self.lane_changes is not None
+        members = with_target_lanes(lane_occupancy(state, self.road), state, self.road,
+                                    self.lane_changes.to(state.x))[..., 0]  # fmt: skip
+        av_x = state.x[:, self.av_slots].unsqueeze(-1)  # [B, K, 1]
+        rear = (state.x - state.length).unsqueeze(1)  # [B, 1, N]
+        ahead = members.unsqueeze(1) & (state.x.unsqueeze(1) > av_x)
+        gap = torch.where(ahead, rear - av_x, self.config.length)
+        nearest, index = gap.min(-1)
+        return nearest, state.v.gather(1, index)
+
+    def observe(self, state: TrafficState) -> Tensor:
+        gap, lead_speed = self.ahead_in_through_lane(state)
+        own = state.v[:, self.av_slots]
+        to_drop = self.config.drop_at - state.x[:, self.av_slots]
+        passed = (state.active & (state.x > self.config.drop_at)).to(state.x.dtype).mean(-1)
+        features = torch.stack(
+            [
+                own / self.speed_scale,
+                (lead_speed - own) / self.speed_scale,
+                gap / self.config.length,
+                to_drop / self.config.length,
+            ],
+            -1,
+        )
+        return torch.cat([features.flatten(1), passed.unsqueeze(-1)], -1)
+
+    def evaluate(
+        self, state: TrafficState, collided: Tensor
+    ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        reward = state.v.mean(-1) / self.speed_scale
+        terminated = collided[:, self.av_slots].any(-1)
+        reward = torch.where(terminated, torch.full_like(reward, -1.0), reward)
+        return reward, terminated, {"collision": terminated}
