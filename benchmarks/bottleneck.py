@@ -3,10 +3,9 @@
 Runs :func:`difftraffic.scenarios.bottleneck.run_bottleneck` (2 lanes merging into 1 at 1 km,
 IDM drivers with MOBIL lane changes) with one demand per world, all worlds in one batch, and
 reports per world the inflow served, the outflow and the queue over the last ``--window``
-seconds. Then, over every world's minute-by-minute record: the *free-flow capacity* (the highest
-outflow of any 5-minute stretch without a queue upstream of the drop) against the *queue
-discharge rate* (the mean outflow of the minutes with a queue of at least ``QUEUE`` cars): the
-capacity drop. Writes ``docs/results/bottleneck.md`` and ``docs/results/bottleneck.png``.
+seconds, then the capacity drop: the highest outflow of any demand against the mean outflow of
+the demands above it (the queue's discharge). Writes ``docs/results/bottleneck.md`` and
+``docs/results/bottleneck.png``.
 
 Usage::
 
@@ -23,26 +22,15 @@ import torch
 from difftraffic.scenarios.bottleneck import BottleneckConfig, BottleneckResult, run_bottleneck
 from difftraffic_rl import sweep
 
-FREE = 0
-"""Cars queued upstream of the drop, at most, for a stretch to count as free flow."""
-QUEUE = 20
-"""Cars queued, at least, for a minute to count as queue discharge."""
-STRETCH = 5
-"""Minutes of the free-flow stretches whose mean outflow is compared."""
 
-
-def capacity_drop(result: BottleneckResult) -> tuple[float, float]:
-    """``(free-flow capacity, queue discharge rate)`` in veh/h (see the module docstring); nan
-    where no stretch or minute qualifies. The first minute (an empty road filling) is left out."""
-    outflow, queue = result.outflow_series[:, 1:], result.queue_series[:, 1:]
-    windows = outflow.unfold(1, STRETCH, 1).mean(-1)
-    free = (queue.unfold(1, STRETCH, 1) <= FREE).all(-1)
-    capacity = windows[free].max() if bool(free.any()) else torch.tensor(float("nan"))
-    discharging = queue >= QUEUE
-    discharge = (
-        outflow[discharging].mean() if bool(discharging.any()) else torch.tensor(float("nan"))
-    )
-    return float(capacity), float(discharge)
+def capacity_drop(result: BottleneckResult) -> tuple[float, float, float]:
+    """``(peak outflow, its demand, mean outflow of the higher demands)`` in veh/h, over the
+    measuring window: the flow the drop carries at best, and what it discharges once the demand
+    exceeds that (nan where no demand is higher)."""
+    peak = int(result.outflow.argmax())
+    above = result.demand > result.demand[peak]
+    beyond = result.outflow[above].mean() if bool(above.any()) else torch.tensor(float("nan"))
+    return float(result.outflow[peak]), float(result.demand[peak]), float(beyond)
 
 
 def plot(result: BottleneckResult, out: Path) -> None:
@@ -84,7 +72,7 @@ def main() -> None:
     demand = torch.tensor(args.demands, dtype=torch.float64)
     generator = torch.Generator().manual_seed(args.seed)
     result = run_bottleneck(config, demand, args.seconds, args.window, generator)
-    capacity, discharge = capacity_drop(result)
+    peak, peak_demand, discharge = capacity_drop(result)
     rows = [
         [
             f"{float(result.demand[w]):.0f}",
@@ -116,10 +104,12 @@ def main() -> None:
                 ],
                 rows,
             ),
-            f"Free-flow capacity (the highest {STRETCH}-minute outflow with no car queued "
-            f"upstream of the drop): **{capacity:.0f} veh/h**. Queue discharge rate (mean "
-            f"outflow of the minutes with {QUEUE} or more cars queued): **{discharge:.0f} "
-            f"veh/h**, {100 * (1 - discharge / capacity):.1f} % lower.",
+            f"The drop carries at most **{peak:.0f} veh/h** (at a demand of "
+            f"{peak_demand:.0f} veh/h); at every higher demand the queue upstream of it "
+            f"discharges **{discharge:.0f} veh/h** on average, {100 * (1 - discharge / peak):.1f} "
+            "% less: the capacity drop. The queue column counts cars slower than 5 m/s upstream "
+            "of the drop; at low demands these are the few cars that stop at the lane's end to "
+            "wait for a gap.",
             "",
             f"![outflow against demand, and the record of the highest demand]"
             f"({args.out.with_suffix('.png').name})",
