@@ -1,15 +1,18 @@
 """The lane-drop bottleneck: outflow against inflow, and the capacity drop.
 
+(Not named ``bottleneck.py``: run as a script, this folder is first on ``sys.path`` and the name
+would hide the ``bottleneck`` package that pandas imports.)
+
 Runs :func:`difftraffic.scenarios.bottleneck.run_bottleneck` (2 lanes merging into 1 at 1 km,
 IDM drivers with MOBIL lane changes) with one demand per world, all worlds in one batch, and
 reports per world the inflow served, the outflow and the queue over the last ``--window``
 seconds, then the capacity drop: the highest outflow of any demand against the mean outflow of
-the demands above it (the queue's discharge). Writes ``docs/results/bottleneck.md`` and
-``docs/results/bottleneck.png``.
+the demands above it (the queue's discharge). Writes ``docs/results/lane_drop.md`` and
+``docs/results/lane_drop.png``.
 
 Usage::
 
-    python benchmarks/bottleneck.py      # demands 1000-3600 veh/h, 30 min each
+    python benchmarks/lane_drop.py      # demands 1000-3600 veh/h, 30 min each
 """
 
 from __future__ import annotations
@@ -65,7 +68,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=1800.0)
     parser.add_argument("--window", type=float, default=900.0)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("docs/results/bottleneck.md"))
+    parser.add_argument("--out", type=Path, default=Path("docs/results/lane_drop.md"))
     args = parser.parse_args()
     torch.set_num_threads(1)
     config = BottleneckConfig()
@@ -88,7 +91,7 @@ def main() -> None:
         [
             *sweep.report_preamble(
                 "Lane-drop bottleneck: outflow and the capacity drop",
-                f"python benchmarks/bottleneck.py --seconds {args.seconds:g} "
+                f"python benchmarks/lane_drop.py --seconds {args.seconds:g} "
                 f"--window {args.window:g} --seed {args.seed}",
                 f"{config.lanes} lanes merging into {config.lanes - 1} at {config.drop_at:g} m of "
                 f"a {config.length:g} m road, IDM drivers with MOBIL, one world per demand, "
