@@ -152,7 +152,7 @@ def _random_traffic(seed: int, lanes: int, per_lane: int, politeness: float, rin
     return builder.build()
 
 
-@settings(max_examples=10, deadline=None)
+@settings(max_examples=7, deadline=None)
 @given(
     seed=st.integers(0, 1000),
     lanes=st.integers(2, 3),

@@ -19,7 +19,7 @@ from difftraffic.scenarios.bottleneck import (
 def test_below_capacity_outflow_follows_inflow_and_above_it_a_queue_grows():
     config = BottleneckConfig(length=500.0, drop_at=300.0, slots=50)
     demand = torch.tensor([600.0, 4000.0], dtype=torch.float64)
-    result = run_bottleneck(config, demand, 300.0, 150.0, torch.Generator().manual_seed(0))
+    result = run_bottleneck(config, demand, 240.0, 120.0, torch.Generator().manual_seed(0))
     assert float(result.collisions.sum()) == 0
     low, high = 0, 1
     assert float(result.inflow[low]) == pytest.approx(600.0, rel=0.1)
@@ -28,7 +28,7 @@ def test_below_capacity_outflow_follows_inflow_and_above_it_a_queue_grows():
     assert float(result.queue_series[high, -1]) > 10  # cars wait upstream of the drop
     assert float(result.outflow[high]) < 3000.0  # one lane cannot carry the demand
     # Every car that left had entered: the minute records add up to no more than entered.
-    assert float(result.outflow_series[high].sum()) / 60 <= config.slots + 4000 * 300 / 3600
+    assert float(result.outflow_series[high].sum()) / 60 <= config.slots + 4000 * 240 / 3600
 
 
 def test_cars_enter_in_the_lane_with_most_room_and_only_with_room():
