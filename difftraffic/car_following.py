@@ -47,6 +47,20 @@ class Parameter(NamedTuple):
     search: tuple[float, float] | None = None
 
 
+def check_parameters(owner: str, values: object, parameters: Mapping[str, Parameter]) -> None:
+    """Raise ``ValueError`` naming ``owner.name`` unless every attribute of ``values`` listed in
+    ``parameters`` is finite and in its range."""
+    for name, spec in parameters.items():
+        check_range(
+            f"{owner}.{name}",
+            getattr(values, name),
+            spec.low,
+            spec.high,
+            low_inclusive=spec.low_inclusive,
+            unit=spec.unit,
+        )
+
+
 class CarFollowingModel:
     """Base of the car-following models: validation, dtype/device moves, world selection.
 
@@ -60,16 +74,7 @@ class CarFollowingModel:
     PARAMETERS: ClassVar[Mapping[str, Parameter]]
 
     def __post_init__(self) -> None:
-        cls = type(self).__name__
-        for name, spec in self.PARAMETERS.items():
-            check_range(
-                f"{cls}.{name}",
-                getattr(self, name),
-                spec.low,
-                spec.high,
-                low_inclusive=spec.low_inclusive,
-                unit=spec.unit,
-            )
+        check_parameters(type(self).__name__, self, self.PARAMETERS)
 
     def acceleration(
         self,

@@ -32,6 +32,7 @@ from difftraffic.idm import IDMParams
 from difftraffic.lane_change import (
     DETERMINISTIC_DRIVERS_ONLY,
     MOBIL,
+    changing_lane,
     finish_lane_changes,
     mobil_directions,
     start_lane_changes,
@@ -259,7 +260,7 @@ def step(
     gap, v_lead = leader_gap_and_speed(state, neighbors, road)
     leaving = None
     if lane_changes is not None:
-        leaving = active & ~is_av & lane_changes.enabled & (state.heading != 0)
+        leaving = changing_lane(state, lane_changes)
     follow_gap, v_lead, has_leader = lane_end_ahead(
         state, road, gap, v_lead, neighbors.has_leader, leaving
     )
@@ -270,7 +271,7 @@ def step(
 
     human_heading = state.heading
     if lane_changes is not None:
-        occupancy = with_target_lanes(lane_occupancy(state, road), state, road, lane_changes)
+        occupancy = lane_occupancy(state, road)  # mobil_directions adds the target lanes
         direction = mobil_directions(state, road, drivers, dt, lane_changes, occupancy)
         human_heading = start_lane_changes(state, road, lane_changes, direction)
     v_next = torch.relu(state.v + acceleration * dt)
@@ -281,7 +282,7 @@ def step(
     x_next = road.wrap(state.x + moved)
     y_next = state.y + v_next * sin_next * dt
     if lane_changes is not None:
-        changing = active & ~is_av & lane_changes.enabled & (heading_next != 0)
+        changing = changing_lane(state.replace(heading=heading_next), lane_changes)
         y_next, heading_next = finish_lane_changes(state.y, y_next, heading_next, changing, road)
         cos_next, sin_next = torch.cos(heading_next), torch.sin(heading_next)
 

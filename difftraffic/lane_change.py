@@ -50,8 +50,8 @@ from typing import Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor
 
-from difftraffic.car_following import Drivers, Parameter, Scalar
-from difftraffic.errors import check_range
+from difftraffic.car_following import Drivers, Parameter, Scalar, check_parameters
+from difftraffic.neighbors import behind_end
 from difftraffic.road import Road
 from difftraffic.state import TrafficState, longitudinal_extent
 
@@ -103,15 +103,7 @@ class MOBIL:
     enabled: Tensor | bool = True
 
     def __post_init__(self) -> None:
-        for name, spec in self.PARAMETERS.items():
-            check_range(
-                f"MOBIL.{name}",
-                getattr(self, name),
-                spec.low,
-                spec.high,
-                low_inclusive=spec.low_inclusive,
-                unit=spec.unit,
-            )
+        check_parameters("MOBIL", self, self.PARAMETERS)
         enabled = self.enabled
         if not isinstance(enabled, bool) and not (
             isinstance(enabled, Tensor) and enabled.dtype == torch.bool
@@ -226,10 +218,7 @@ def _acceleration(
     gap = _gap(geometry, follower, leader)
     v_follower, v_leader = geometry.v.gather(1, follower), geometry.v_along.gather(1, leader)
     to_end = geometry.lane_ends[lane] - geometry.x.gather(1, follower)
-    end_nearer = torch.isfinite(to_end) & (~has_leader | (to_end < gap))
-    gap = torch.where(end_nearer, to_end, gap)
-    v_leader = torch.where(end_nearer, 0.0, v_leader)
-    has_leader = has_leader | end_nearer
+    gap, v_leader, has_leader = behind_end(to_end, gap, v_leader, has_leader)
     return drivers.acceleration(v_follower, v_leader, gap.clamp_min(MIN_GAP), has_leader, dt)
 
 
@@ -301,15 +290,15 @@ def mobil_directions(
             ``sigma > 0``).
         dt: the step (s).
         params: MOBIL parameters, broadcastable to ``[B, N]``, in the state's dtype.
-        occupancy: ``[B, N, L]`` bool lane membership of ``state`` (vehicles changing lane are
-            added to their target lanes, see :func:`with_target_lanes`).
+        occupancy: ``[B, N, L]`` bool lane membership of ``state``; vehicles changing lane are
+            added to their target lanes here (:func:`with_target_lanes`).
     """
     if drivers.needs_generator:
         raise ValueError(DETERMINISTIC_DRIVERS_ONLY)
     with torch.no_grad():
         state = state.detach()
         human = state.active & ~state.is_av & params.enabled
-        changing = human & (state.heading != 0)
+        changing = changing_lane(state, params)
         lane = road.nearest_lane(state.y)
         intent = with_target_lanes(occupancy, state, road, params)
         cos_h, sin_h = torch.cos(state.heading), torch.sin(state.heading)
@@ -359,8 +348,13 @@ def with_target_lanes(occupancy: Tensor, state: TrafficState, road: Road, params
     changing lane (MOBIL enabled, heading not 0) also a member of the lane it moves to, from
     the first step of its change: its new followers react to it at once, as they would to a
     car that signals and noses in, rather than only once its body crosses the lane line."""
-    changing = state.active & ~state.is_av & params.enabled & (state.heading != 0)
-    return occupancy | _lane_mask(_target_lane(state, road), road, changing)
+    return occupancy | _lane_mask(_target_lane(state, road), road, changing_lane(state, params))
+
+
+def changing_lane(state: TrafficState, params: MOBIL) -> Tensor:
+    """``[B, N]`` bool: human drivers with lane changes enabled that are changing lane (a
+    non-zero heading)."""
+    return state.active & ~state.is_av & params.enabled & (state.heading != 0)
 
 
 def _lane_mask(lane: Tensor, road: Road, where: Tensor) -> Tensor:

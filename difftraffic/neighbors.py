@@ -281,11 +281,18 @@ def lane_end_ahead(
     differentiable in ``x``."""
     if road.lane_ends is None:
         return gap, v_lead, has_leader
-    end = road.lane_end_x(state.x)[road.nearest_lane(state.y)]
-    to_end = end - state.x
-    nearer = torch.isfinite(end) & (~has_leader | (to_end < gap))
+    to_end = road.lane_end_x(state.x)[road.nearest_lane(state.y)] - state.x
     if leaving is not None:
-        nearer = nearer & ~leaving
+        to_end = torch.where(leaving, torch.inf, to_end)
+    return behind_end(to_end, gap, v_lead, has_leader)
+
+
+def behind_end(
+    to_end: Tensor, gap: Tensor, v_lead: Tensor, has_leader: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(gap, v_lead, has_leader)`` with a standing leader ``to_end`` (m) ahead (``inf``:
+    none) where it is nearer than the leader's rear. Shapes ``[B, N]``."""
+    nearer = torch.isfinite(to_end) & (~has_leader | (to_end < gap))
     return (
         torch.where(nearer, to_end, gap),
         torch.where(nearer, torch.zeros_like(v_lead), v_lead),

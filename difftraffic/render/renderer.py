@@ -183,7 +183,7 @@ def lane_markings(road: Road) -> list[tuple[float, float, float, bool]]:
         if both > -math.inf:
             markings.append((y, -math.inf, both, True))
         if either > both:
-            markings.append((y, max(both, -math.inf), either, False))
+            markings.append((y, both, either, False))
     return markings
 
 

@@ -230,7 +230,8 @@ def run_bottleneck(
                 neighbors = None
             collisions += result.collided.sum(1)
             series[:, t // per_minute] += leaving.sum(1)
-            queue[:, t // per_minute] = queued(state, config).to(queue.dtype)
+            if (t + 1) % per_minute == 0 or t == steps - 1:  # the queue at each minute's end
+                queue[:, t // per_minute] = queued(state, config).to(queue.dtype)
             if t >= measured_from:
                 entered += entering.to(demand.dtype)
                 left += leaving.sum(1)
