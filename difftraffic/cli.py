@@ -413,14 +413,17 @@ def _add_calibrate(commands: Any) -> None:
     )
     calibrate.add_argument("--out", default="fitted.csv", help="output, .csv or .json")
     calibrate.add_argument(
-        "--starts", type=_positive_int, default=16, help="starts per driver (default 16)"
+        "--starts",
+        type=_positive_int,
+        default=None,
+        help="starts per driver (default 16 for idm, 128 for krauss)",
     )
     calibrate.add_argument(
         "--schedule",
-        default="100:10,all:20",
+        default=None,
         help="fit stages WINDOW:ITERATIONS, comma-separated: at most ITERATIONS "
         "Levenberg-Marquardt iterations on replay windows of WINDOW steps (or all) "
-        "(default 100:10,all:20)",
+        "(default 100:10,all:20 for idm, 100:3,100:10,all:20 for krauss)",
     )
     calibrate.add_argument(
         "--derivatives",
@@ -468,7 +471,7 @@ def calibrate_command(args: argparse.Namespace) -> None:
         objective=args.objective,
         bounds=bounds,
         starts=args.starts,
-        schedule=parse_schedule(args.schedule),
+        schedule=None if args.schedule is None else parse_schedule(args.schedule),
         time_limit=args.time_limit,
         derivatives=args.derivatives,
         seed=args.seed,

@@ -7,8 +7,10 @@ import dataclasses
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from torch import Tensor
 
 from difftraffic import Driver, KraussDriver, Road, ScenarioBuilder, step
 from difftraffic.calibration import (
@@ -191,6 +193,58 @@ def test_krauss_calibration_recovers_what_the_data_identifies(tmp_path: Path) ->
     top_speeds = data.speed.max(-1).values
     assert (result.params["v0"][1:] > top_speeds[1:]).all()
     assert float(result.gap_rmse.max()) < 0.05
+
+
+def _drawn_krauss_platoon(path: Path, drivers: int = 12, seed: int = 1) -> dict[str, Tensor]:
+    """``drivers`` Krauss followers drawn from realistic ranges (b shared: 4.5 m/s^2) behind a
+    lead car that slows to a stop, waits, speeds up to 30 m/s and brakes hard (the platoons of
+    ``benchmarks/calibration.py``), written as a trajectory CSV; returns the true parameters
+    ``{name: [drivers]}`` in the order of the file's followers."""
+    generator = torch.Generator().manual_seed(seed)
+    ranges = {"v0": (24.0, 34.0), "T": (0.8, 1.8), "a": (1.0, 2.5), "b": (4.5, 4.5)}
+    truth = {
+        n: low + (high - low) * torch.rand(drivers, generator=generator, dtype=torch.float64)
+        for n, (low, high) in {**ranges, "s0": (1.5, 3.0)}.items()
+    }
+    builder = ScenarioBuilder(Road.straight(num_lanes=1, speed_limit=40.0), dt=DT)
+    builder = builder.vehicle(lane=0, x=600.0, speed=10.0, autonomous=True)
+    x = 600.0
+    for d in range(drivers):
+        x -= 5.0 + 15.0 + 15.0 * float(torch.rand((), generator=generator))
+        v0, T, a, b, s0 = (float(truth[n][d]) for n in NAMES)
+        driver = KraussDriver(v0=v0, T=T, a=a, b=b, s0=s0)
+        builder = builder.vehicle(lane=0, x=x, speed=10.0, driver=driver)
+    scenario = builder.build()
+    state, models = scenario.sample(batch_size=1, seed=0, dtype=torch.float64)
+    times = [0, 5, 11, 16, 28, 40, 46, 50, 60]  # s
+    speeds = [10, 10, 0, 0, 30, 30, 6, 6, 16]  # m/s
+    states = [state]
+    for k in range(600 - 1):
+        target = float(np.interp((k + 1) * DT, times, speeds))
+        acceleration = torch.where(state.is_av, (target - state.v) / DT, 0.0)
+        state = step(state, scenario.road, models, DT, av_acceleration=acceleration).state
+        states.append(state)
+    names = [f"car{slot}" for slot in range(drivers + 1)]
+    write_trajectories(path, states, scenario.road, DT, vehicle_ids=names)
+    order = [int(v.removeprefix("car")) - 1 for v in read_trajectories(path).vehicle_ids]
+    return {n: truth[n][order] for n in NAMES}
+
+
+def test_krauss_defaults_escape_the_local_minima_of_a_realistic_platoon(tmp_path: Path) -> None:
+    """Krauss's error surface has kinks and plateaus: with the model's default starts every
+    parameter that moves the replayed gap by more than 1 cm when changed by 2 % comes back
+    within 2 % for all 12 drivers (16 starts left drivers of this platoon stuck)."""
+    path = tmp_path / "krauss_platoon.csv"
+    truth = _drawn_krauss_platoon(path)
+    data = read_trajectories(path)
+    result = calibrate(data, model="krauss", progress=False)
+    reference, _ = replay(data, model_class("krauss")(**truth))
+    for name in NAMES:
+        moved, _ = replay(data, model_class("krauss")(**{**truth, name: truth[name] * 1.02}))
+        identified = ((moved - reference) ** 2).mean(-1).sqrt() > 0.01
+        relative = ((result.params[name] - truth[name]).abs() / truth[name])[identified]
+        assert float(relative.max()) < 0.02, (name, relative)
+    assert float(result.gap_rmse.max()) < 0.01
 
 
 @pytest.mark.parametrize("model", ["idm", "krauss"])
