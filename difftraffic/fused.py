@@ -154,7 +154,7 @@ def _structs(dtype: torch.dtype) -> tuple[type[ctypes.Structure], type[ctypes.St
         _fields_ += [("ring", integer), ("center", integer)]
         _fields_ += [(name, pointer) for name in arrays]
         _fields_ += [(name, Param) for name in _PARAMETERS]
-        _fields_ += [("leader", pointer), ("has_leader", pointer)]
+        _fields_ += [("leader", pointer), ("has_leader", pointer), ("order_start", pointer)]
         _fields_ += [(name, pointer) for name in outputs]
 
     return Param, Step
@@ -274,6 +274,7 @@ class _Frame:
             *params,
             self.leader.data_ptr(),
             self.has_leader.data_ptr(),
+            self.order.data_ptr(),
             *(t.data_ptr() for t in outputs),
         )
 
@@ -290,10 +291,7 @@ def _forward(frame: _Frame, inputs: list[Tensor], params: tuple[Any, ...]) -> li
     keep: list[Tensor] = []
     c_params = _c_params(params, x, keep)
     outputs = [torch.empty_like(x) for _ in range(5)]
-    outputs += [
-        torch.empty_like(frame.leader),
-        frame.order.clone(memory_format=torch.contiguous_format),
-    ]
+    outputs += [torch.empty_like(frame.leader), torch.empty_like(frame.order)]
     outputs += [torch.empty_like(frame.has_leader), torch.empty_like(frame.has_leader)]
     function = getattr(_library(), "difftraffic_step" + _suffix(x.dtype))
     function(ctypes.byref(frame.spec(inputs, c_params, outputs)), ctypes.c_int(_threads(len(x))))
@@ -386,7 +384,7 @@ def fused_step(
         state.active.contiguous(),
         leader.contiguous(),
         has_leader.contiguous(),
-        order,
+        order.contiguous(),
     )
     inputs = [getattr(state, name) for name in _FLOAT_FIELDS]
     # The C pass reads [B, N] buffers of the state's dtype: broadcast the controls and cast them

@@ -211,11 +211,34 @@ typedef struct {
     FN(Param) v0, T, a, b, delta, s0;
     const int64_t *leader;
     const uint8_t *has_leader;
+    const int64_t *order_start; /* the rank order of the last search */
     /* state at t + dt and what the step found */
     REAL *x_next, *y_next, *v_next, *heading_next, *acceleration;
-    int64_t *leader_next, *order; /* order: in/out, the rank order of the last search */
+    int64_t *leader_next, *order; /* order: order_start repaired for this step's positions */
     uint8_t *has_leader_next, *collided;
 } FN(Step);
+
+/* The start lanes of the `count` vehicles of ranks order[0 .. count) of world offset o, then
+ * crossed_fronts among them, in the lanes they shared at the step's start and at its end. */
+static void FN(crossed_in_ranks)(const FN(Step) * s, int64_t o, const int64_t *order,
+                                 int64_t count, const REAL *end, int64_t *first_start,
+                                 int64_t *last_start, const int64_t *lane_first,
+                                 const int64_t *lane_last, uint8_t *hit, REAL *scratch) {
+    for (int64_t r = 0; r < count; r++) {
+        int64_t i = order[r];
+        REAL c, sn, low, high;
+        FN(cos_sin)(s->heading[o + i], &c, &sn);
+        FN(extent_y)(s->y[o + i], s->length[o + i], s->width[o + i], c, sn, &low, &high);
+        first_start[i] = last_start[i] = -1;
+        if (s->active[o + i])
+            FN(member_lanes)(low, high, s->L, s->lane_width, s->center, &first_start[i],
+                             &last_start[i]);
+    }
+    FN(crossed_fronts)(count, s->L, order, end, first_start, last_start, s->ring, s->ring_length,
+                       hit, scratch);
+    FN(crossed_fronts)(count, s->L, order, end, lane_first, lane_last, s->ring, s->ring_length,
+                       hit, scratch);
+}
 
 /* Scratch per world: rear, front, rear_next, front_next, key, gap, moved, key_start, end
  * (9 N REAL) and 2 L REAL; lane_first, lane_last, their values at the start (4 N int64) and
@@ -305,23 +328,39 @@ static void FN(step_world)(const FN(Step) * s, int64_t b, REAL *rs, int64_t *is)
     }
     int64_t *lead_n = s->leader_next + o, *order = s->order + o;
     uint8_t *has_n = s->has_leader_next + o, *hit = s->collided + o;
-    for (int64_t i = 0; i < N; i++) hit[i] = 0;
+    for (int64_t i = 0; i < N; i++) {
+        hit[i] = 0;
+        order[i] = s->order_start[o + i];
+    }
     /* crossings within the step, in lanes shared at its start or its end (swept_collisions) */
     FN(sort_order)(N, key_start, order);
     if (FN(any_crossing)(N, order, end, s->ring, s->ring_length)) {
-        for (int64_t i = 0; i < N; i++) {
-            REAL c, sn, low, high;
-            FN(cos_sin)(h[i], &c, &sn);
-            FN(extent_y)(y[i], len[i], wid[i], c, sn, &low, &high);
-            first_start[i] = last_start[i] = -1;
-            if (active[i])
-                FN(member_lanes)(low, high, s->L, s->lane_width, s->center, &first_start[i],
-                                 &last_start[i]);
+        if (s->ring) {
+            FN(crossed_in_ranks)(s, o, order, N, end, first_start, last_start, lane_first,
+                                 lane_last, hit, real_scratch);
+        } else {
+            /* On a straight road only the blocks of the start order whose ends are out of
+             * order can hold a crossing: past a rank where every end so far is below every end
+             * after it, nobody crossed anybody. key_start (sorted already) holds the suffix
+             * minima of the ends. */
+            REAL *suffix_min = key_start;
+            suffix_min[N - 1] = end[order[N - 1]];
+            for (int64_t r = N - 2; r >= 0; r--) {
+                REAL e = end[order[r]];
+                suffix_min[r] = e < suffix_min[r + 1] ? e : suffix_min[r + 1];
+            }
+            REAL prefix_max = -INFINITY;
+            int64_t lo = 0;
+            for (int64_t r = 0; r < N; r++) {
+                REAL e = end[order[r]];
+                prefix_max = e > prefix_max ? e : prefix_max;
+                if (r + 1 < N && !(prefix_max < suffix_min[r + 1])) continue;
+                if (r > lo)
+                    FN(crossed_in_ranks)(s, o, order + lo, r - lo + 1, end, first_start,
+                                         last_start, lane_first, lane_last, hit, real_scratch);
+                lo = r + 1;
+            }
         }
-        FN(crossed_fronts)(N, s->L, order, end, first_start, last_start, s->ring, s->ring_length,
-                           hit, real_scratch);
-        FN(crossed_fronts)(N, s->L, order, end, lane_first, lane_last, s->ring, s->ring_length,
-                           hit, real_scratch);
     }
     FN(find_leaders_world)(N, s->L, key, lane_first, lane_last, s->ring, order, lead_n, has_n,
                            scratch);

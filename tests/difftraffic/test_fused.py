@@ -160,6 +160,39 @@ def test_the_sorted_search_finds_the_eager_leaders_in_large_worlds(membership, r
     assert (keys[:, 1:] >= keys[:, :-1]).all()
 
 
+@pytest.mark.parametrize("ring", [False, True])
+def test_crossings_in_large_worlds_are_flagged_as_eager_flags_them(ring):
+    # 300 cars 8 m apart over 3 lanes, a few at 150 m/s: within a step many fronts pass
+    # others in separate places of the world (the fused step only looks inside the stretches of
+    # the start order whose end positions are out of order), some of them in shared lanes.
+    generator = torch.Generator().manual_seed(2)
+    batch, n = 2, 300
+    road = Road(3, 3.5, 30.0, 2500.0 if ring else None, "body")
+    x = torch.arange(n, dtype=torch.float64).expand(batch, n) * 8.0
+    lane = torch.randint(0, 3, (batch, n), generator=generator).double()
+    y = (lane + 0.5) * road.lane_width + torch.randn(batch, n, generator=generator).double()
+    fast_cars = torch.rand(batch, n, generator=generator) < 0.05
+    v = torch.where(fast_cars, 150.0, 10.0).double()
+    state = TrafficState(
+        x=x.clone(),
+        y=y,
+        v=v,
+        heading=torch.zeros(batch, n, dtype=torch.float64),
+        length=torch.full((batch, n), 5.0, dtype=torch.float64),
+        width=torch.full((batch, n), 2.0, dtype=torch.float64),
+        is_av=fast_cars,
+        active=torch.rand(batch, n, generator=generator) < 0.95,
+    )
+    neighbors = compute_neighbors(state, road)
+    acceleration = torch.zeros(batch, n, dtype=torch.float64)
+    args = (state, road, IDMParams(v0=30.0), 0.1, acceleration, acceleration)
+    with torch.no_grad():
+        eager = step(*args, neighbors, path="eager")
+        fast = step(*args, neighbors._replace(order=None), path="fused")
+    assert 10 < int(eager.collided.sum()) < batch * n // 2
+    assert torch.equal(fast.collided, eager.collided)
+
+
 def _gradcheck_inputs(seed: int) -> tuple[Road, TrafficState, list[torch.Tensor]]:
     """Two worlds of 6 cars on a 2-lane ring, two AVs steering, one unused slot; every float
     field, control and driver parameter a float64 leaf (parameters per car, per world or one)."""
