@@ -357,6 +357,36 @@ def paired_with_sumo(worlds: list[World], modes: list[str], pairs: int) -> dict[
         return {}
 
 
+PerVehicle = dict[str, dict[tuple[str, int, int], list[float]]]
+"""Per mode and case of :data:`LARGE_CASES`: paired per-vehicle rate ratios to
+:data:`TARGET_CASE`."""
+
+
+def paired_per_vehicle(worlds: list[World], modes: list[str], pairs: int) -> PerVehicle:
+    """Per mode, ``pairs`` ratios of each large case's per-vehicle forward rate to
+    :data:`TARGET_CASE`'s, each large rollout timed right after one of the target case, so that
+    a change of the machine's load between them cancels out (one-shot medians measured minutes
+    apart moved these ratios by 0.7-1.6x on this machine)."""
+    by_key = {world_key(w): w for w in worlds}
+    target = by_key.get(TARGET_CASE)
+    large = [by_key[case] for case in LARGE_CASES if case in by_key]
+    if target is None or not large:
+        return {}
+    result: PerVehicle = {}
+    for mode in modes:
+        step_fn = step_function(mode)
+        ratios: dict[tuple[str, int, int], list[float]] = {world_key(w): [] for w in large}
+        for world in (target, *large):
+            forward_seconds(step_fn, world)  # warm-up (and compilation)
+        for _ in range(pairs):
+            for world in large:
+                reference = target.vehicle_steps / forward_seconds(step_fn, target)
+                rate = world.vehicle_steps / forward_seconds(step_fn, world)
+                ratios[world_key(world)].append(rate / reference)
+        result[mode] = ratios
+    return result
+
+
 def world_key(world: World) -> tuple[str, int, int]:
     return (world.name, world.state.batch_size, world.state.num_vehicles)
 
@@ -380,9 +410,12 @@ def table(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
-def target_lines(rows: list[Row], paired: dict[str, Paired]) -> list[str]:
+def target_lines(
+    rows: list[Row], paired: dict[str, Paired], per_vehicle: PerVehicle | None = None
+) -> list[str]:
     """Issue 13's targets, one line per mode and target: met, or missed by what factor. The
-    ratios to SUMO are the paired ones (:func:`paired_with_sumo`) where measured."""
+    ratios to SUMO are the paired ones (:func:`paired_with_sumo`) and the per-vehicle ratios
+    those of :func:`paired_per_vehicle` where measured; else the table's."""
     lines = []
     for mode in dict.fromkeys(r.mode for r in rows):
         case = {(r.road, r.batch, r.vehicles): r for r in rows if r.mode == mode}
@@ -415,16 +448,13 @@ def target_lines(rows: list[Row], paired: dict[str, Paired]) -> list[str]:
                 )
             )
         for large in LARGE_CASES:
-            if target is not None and large in case:
-                lines.append(
-                    _versus(
-                        mode,
-                        f"forward {large[1]}×{large[2]} / {TARGET_CASE[1]}×"
-                        f"{TARGET_CASE[2]} per vehicle",
-                        case[large].forward / target.forward,
-                        1.0,
-                    )
-                )
+            what = f"forward {large[1]}×{large[2]} / {TARGET_CASE[1]}×{TARGET_CASE[2]} per vehicle"
+            ratios = (per_vehicle or {}).get(mode, {}).get(large)
+            if ratios:
+                value = statistics.median(ratios)
+                lines.append(_versus(mode, f"{what} ({Paired.describe(ratios)})", value, 1.0))
+            elif target is not None and large in case:
+                lines.append(_versus(mode, what, case[large].forward / target.forward, 1.0))
         single = case.get(SINGLE_WORLD_CASE)
         if single is not None and single.sumo is not None:
             sumo_step_us = SINGLE_WORLD_CASE[2] / single.sumo * 1e6
@@ -454,6 +484,7 @@ def write_report(
     device: str,
     load_before: tuple[float, float, float],
     load_after: tuple[float, float, float],
+    per_vehicle: PerVehicle | None = None,
 ) -> None:
     """Write the markdown report: method, machine, table, targets and ``notes``, followed by the
     sections of the page already at ``path`` that this report does not write (hand-written
@@ -482,9 +513,10 @@ def write_report(
             "",
             "The ratios to SUMO of the targets alternate our rollouts with SUMO runs of the "
             "same 100 steps on one world of 1000 vehicles, and give the median ratio: a change "
-            "of the machine's load between measurements cancels out.",
+            "of the machine's load between measurements cancels out. The per-vehicle ratios "
+            "alternate rollouts of the two world sizes the same way.",
             "",
-            *target_lines(rows, paired),
+            *target_lines(rows, paired, per_vehicle),
             "",
             notes,
         ]
@@ -562,10 +594,20 @@ def main() -> None:
     rows = benchmark(worlds, modes, budget_s=0.3 if args.quick else 3.0)
     rows = with_sumo(rows)
     paired = {} if args.quick else paired_with_sumo(worlds, modes, PAIRS)
+    per_vehicle = {} if args.quick else paired_per_vehicle(worlds, modes, PAIRS)
     print(table(rows))
-    print("\n".join(target_lines(rows, paired)))
+    print("\n".join(target_lines(rows, paired, per_vehicle)))
     if args.out is not None:
-        write_report(rows, paired, args.out, NOTES, args.device, load_before, os.getloadavg())
+        write_report(
+            rows,
+            paired,
+            args.out,
+            NOTES,
+            args.device,
+            load_before,
+            os.getloadavg(),
+            per_vehicle,
+        )
         print(f"wrote {args.out}")
 
 

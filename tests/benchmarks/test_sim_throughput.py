@@ -35,6 +35,23 @@ def test_targets_use_the_paired_median_ratio_over_the_one_shot_table():
     assert "60.00×" in unpaired[0] and unpaired[0].endswith("met")
 
 
+def test_per_vehicle_targets_use_the_paired_median_where_measured():
+    # One-shot table: 4096x40 at 0.8x the per-vehicle rate of 1024x16 (missed); alternations:
+    # median 1.1x (met).
+    road, batch, vehicles = bench.TARGET_CASE
+    large = bench.LARGE_CASES[0]
+    rows = [
+        bench.Row("fused", road, batch, vehicles, 30e6, 10e6, 1.0, None),
+        bench.Row("fused", *large, 24e6, 8e6, 1.0, None),
+    ]
+    per_vehicle = {"fused": {large: [0.9, 1.1, 1.2]}}
+    (line,) = bench.target_lines(rows, {}, per_vehicle)
+    assert "per vehicle (median of 3 alternations, range 0.9-1.2×): 1.10×" in line
+    assert line.endswith("met")
+    (one_shot,) = bench.target_lines(rows, {})
+    assert "0.80×" in one_shot and "missed by 1.25×" in one_shot
+
+
 def test_regenerating_the_page_keeps_hand_written_sections(tmp_path):
     page = tmp_path / "benchmarks.md"
     page.write_text(
