@@ -7,7 +7,8 @@ it for ``--seconds`` at highway-env's 15 Hz with highway-env's IDM and MOBIL set
 threshold 0.2 m/s^2, b_safe = 2 m/s^2, no keep-right bias) and lane changes of highway-env's
 measured duration. Reported per simulator: lane changes per car and minute (a car whose nearest
 lane centre changes), collisions, the mean speed at the end, and wall time. Here every seed
-runs as one world of a single batch. Writes ``docs/results/lane_changes.md``.
+runs as one world of a single batch. Then what lane changes cost this simulator: the same worlds
+with and without MOBIL, per vehicle-step. Writes ``docs/results/lane_changes.md``.
 
 Usage::
 
@@ -55,13 +56,15 @@ def situation(seed: int, per_lane: int) -> dict[str, np.ndarray]:
     }
 
 
-def run_ours(cars: list[dict[str, np.ndarray]], steps: int) -> dict[str, np.ndarray]:
-    """Every situation as one world of a batch; per world: changes, collisions, mean speed."""
+ROAD = Road.straight(LANES, LANE_WIDTH, SPEED_LIMIT)
+
+
+def worlds(cars: list[dict[str, np.ndarray]]) -> tuple[TrafficState, IDMParams]:
+    """Every situation as one world of a batch: the state and the drivers, ``[B, N]``."""
 
     def column(name: str) -> torch.Tensor:
         return torch.tensor(np.stack([c[name] for c in cars]), dtype=torch.float64)
 
-    road = Road.straight(LANES, LANE_WIDTH, SPEED_LIMIT)
     lane = column("lane")
     state = TrafficState(
         x=column("centre") + LENGTH / 2,
@@ -73,7 +76,13 @@ def run_ours(cars: list[dict[str, np.ndarray]], steps: int) -> dict[str, np.ndar
         is_av=torch.zeros_like(lane, dtype=torch.bool),
         active=torch.ones_like(lane, dtype=torch.bool),
     )
-    drivers = IDMParams(v0=column("desired"), **IDM)
+    return state, IDMParams(v0=column("desired"), **IDM)
+
+
+def run_ours(cars: list[dict[str, np.ndarray]], steps: int) -> dict[str, np.ndarray]:
+    """Every situation as one world of a batch; per world: changes, collisions, mean speed."""
+    road = ROAD
+    state, drivers = worlds(cars)
     changes = torch.zeros(len(cars))
     collisions = torch.zeros(len(cars), dtype=torch.bool)
     neighbors = None
@@ -127,12 +136,68 @@ def run_highway_env(cars: dict[str, np.ndarray], steps: int, seed: int) -> dict[
     }
 
 
+def seconds_per_vehicle_step(
+    state: TrafficState, drivers: IDMParams, steps: int, lane_changes: MOBIL | None, path: str
+) -> float:
+    """Wall time (s) per vehicle-step of ``steps`` steps from ``state`` (best of three)."""
+    times = []
+    for _ in range(3):
+        current, neighbors = state, None
+        start = time.perf_counter()
+        with torch.no_grad():
+            for _ in range(steps):
+                result = step(
+                    current,
+                    ROAD,
+                    drivers,
+                    DT,
+                    neighbors=neighbors,
+                    lane_changes=lane_changes,
+                    path=path,
+                )
+                current, neighbors = result.state, result.neighbors
+        times.append(time.perf_counter() - start)
+    return min(times) / steps / state.x.numel()
+
+
+def cost_of_lane_changes(cars: list[dict[str, np.ndarray]], batches: list[int]) -> list[list[str]]:
+    """Rows of the cost table: per batch (the situations tiled), µs per vehicle-step without
+    lane changes (the default path, then eager) and with MOBIL (eager, its only path), and the
+    ratios."""
+    rows = []
+    for batch in batches:
+        tiled = [cars[k % len(cars)] for k in range(batch)]
+        state, drivers = worlds(tiled)
+        steps = 150  # 10 s
+        default = seconds_per_vehicle_step(state, drivers, steps, None, "auto")
+        eager = seconds_per_vehicle_step(state, drivers, steps, None, "eager")
+        mobil = seconds_per_vehicle_step(state, drivers, steps, LANE_CHANGE, "auto")
+        rows.append(
+            [
+                f"{batch}×{state.x.shape[1]}",
+                f"{default * 1e6:.2f}",
+                f"{eager * 1e6:.2f}",
+                f"{mobil * 1e6:.2f}",
+                f"{mobil / default:.1f}×",
+                f"{mobil / eager:.1f}×",
+            ]
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--per-lane", type=int, default=15)
     parser.add_argument("--seconds", type=float, default=120.0)
     parser.add_argument("--out", type=Path, default=Path("docs/results/lane_changes.md"))
+    parser.add_argument(
+        "--cost-batches",
+        type=int,
+        nargs="+",
+        default=[5, 256],
+        help="batch sizes at which the cost of lane changes is timed",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     steps = round(args.seconds / DT)
@@ -140,6 +205,7 @@ def main() -> None:
     n = LANES * args.per_lane
     minutes = args.seconds / 60
     ours = run_ours(cars, steps)
+    costs = cost_of_lane_changes(cars, args.cost_batches)
     theirs = [run_highway_env(c, steps, seed) for c, seed in zip(cars, args.seeds, strict=True)]
     rows = []
     for index, seed in enumerate(args.seeds):
@@ -192,6 +258,24 @@ def main() -> None:
             f"of {len(cars)} worlds), {their_time * 1e6:.1f} µs in highway-env (one world at a "
             f"time): {their_time / our_time:.0f}x.",
             "",
+            "## What lane changes cost",
+            "",
+            "The same situations for 10 s (tiled to the batch), µs per vehicle-step, best of "
+            'three: without lane changes on the default path (`path="auto"`: the fused C '
+            "step) and on the eager path, and with MOBIL, which runs on the eager path only. "
+            "Issue 16's target: with lane changes within 2× of without.",
+            "",
+            sweep.markdown_table(
+                [
+                    "B×N",
+                    "without (default path)",
+                    "without (eager)",
+                    "with MOBIL",
+                    "with / without (default)",
+                    "with / without (eager)",
+                ],
+                costs,
+            ),
         ]
     )
     args.out.write_text(text)
