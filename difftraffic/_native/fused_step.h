@@ -341,8 +341,8 @@ static void FN(step_world)(const FN(Step) * s, int64_t b, REAL *rs, int64_t *is)
         } else {
             /* On a straight road only the blocks of the start order whose ends are out of
              * order can hold a crossing: past a rank where every end so far is below every end
-             * after it, nobody crossed anybody. key_start (sorted already) holds the suffix
-             * minima of the ends. */
+             * after it, nobody crossed anybody. key_start, no longer needed once the order is
+             * sorted, holds the suffix minima of the ends; ties stay in one stretch. */
             REAL *suffix_min = key_start;
             suffix_min[N - 1] = end[order[N - 1]];
             for (int64_t r = N - 2; r >= 0; r--) {
