@@ -81,7 +81,6 @@ def worlds(cars: list[dict[str, np.ndarray]]) -> tuple[TrafficState, IDMParams]:
 
 def run_ours(cars: list[dict[str, np.ndarray]], steps: int) -> dict[str, np.ndarray]:
     """Every situation as one world of a batch; per world: changes, collisions, mean speed."""
-    road = ROAD
     state, drivers = worlds(cars)
     changes = torch.zeros(len(cars))
     collisions = torch.zeros(len(cars), dtype=torch.bool)
@@ -89,8 +88,8 @@ def run_ours(cars: list[dict[str, np.ndarray]], steps: int) -> dict[str, np.ndar
     start = time.perf_counter()
     with torch.no_grad():
         for _ in range(steps):
-            result = step(state, road, drivers, DT, neighbors=neighbors, lane_changes=LANE_CHANGE)
-            moved = road.nearest_lane(result.state.y) != road.nearest_lane(state.y)
+            result = step(state, ROAD, drivers, DT, neighbors=neighbors, lane_changes=LANE_CHANGE)
+            moved = ROAD.nearest_lane(result.state.y) != ROAD.nearest_lane(state.y)
             changes += moved.sum(1)
             collisions |= result.collided.any(1)
             state, neighbors = result.state, result.neighbors

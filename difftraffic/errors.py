@@ -95,6 +95,12 @@ def check_range(
         )
 
 
+def check_count(name: str, value: object, low: int) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer (not a bool) of at least ``low``."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+
+
 def check_positive(name: str, value: Tensor | float, unit: str = "") -> None:
     """Raise ``ValueError`` unless every element is finite and strictly positive."""
     check_range(name, value, 0.0, low_inclusive=False, unit=unit)

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from difftraffic.car_following import Drivers
 from difftraffic.dynamics import step
-from difftraffic.errors import check_positive
+from difftraffic.errors import check_count, check_positive
 from difftraffic.lane_change import MOBIL, with_target_lanes
 from difftraffic.neighbors import Neighbors, lane_occupancy
 from difftraffic.road import Road
@@ -70,16 +70,14 @@ class BottleneckConfig:
     dt: float = 0.1
 
     def __post_init__(self) -> None:
-        if not isinstance(self.lanes, int) or self.lanes < 2:
-            raise ValueError(f"lanes must be an integer >= 2, got {self.lanes!r}")
+        check_count("lanes", self.lanes, 2)
         for name, unit in (("length", "m"), ("entry_speed", "m/s"), ("entry_gap", "m")):
             check_positive(name, getattr(self, name), unit)
         if not 0 < self.drop_at < self.length:
             raise ValueError(
                 f"drop_at must be in (0, {self.length}) m (inside the road), got {self.drop_at!r}"
             )
-        if not isinstance(self.slots, int) or self.slots < 2:
-            raise ValueError(f"slots must be an integer >= 2, got {self.slots!r}")
+        check_count("slots", self.slots, 2)
         if self.driver.lane_change is None:
             raise ValueError("driver.lane_change must be set: cars must merge before the drop")
 
@@ -277,19 +275,18 @@ class BottleneckTask:
         max_episode_steps: int = 600,
         speed_scale: float = 30.0,
     ) -> None:
-        for name, count in (("humans_per_lane", humans_per_lane), ("autonomous", autonomous)):
-            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {count!r}")
+        for name, count in (
+            ("humans_per_lane", humans_per_lane),
+            ("autonomous", autonomous),
+            ("max_episode_steps", max_episode_steps),
+        ):
+            check_count(name, count, 1)
         for name, value in (
             ("spacing", spacing),
             ("max_acceleration", max_acceleration),
             ("speed_scale", speed_scale),
         ):
             check_positive(name, value)
-        if not isinstance(max_episode_steps, int) or max_episode_steps < 1:
-            raise ValueError(
-                f"max_episode_steps must be an integer >= 1, got {max_episode_steps!r}"
-            )
         self.config = config
         self.road = config.road
         self.action_dim = autonomous

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from difftraffic.car_following import Drivers
-from difftraffic.errors import check_positive
+from difftraffic.errors import check_count, check_positive
 from difftraffic.road import LaneMembership, Road, check_lane_membership
 from difftraffic.scenario import (
     Driver,
@@ -85,9 +85,7 @@ class PaceCarConfig:
 
     def __post_init__(self) -> None:
         for name in ("num_lanes", "humans_per_lane", "max_episode_steps"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise ValueError(f"PaceCarConfig.{name} must be an integer >= 1, got {value!r}")
+            check_count(f"PaceCarConfig.{name}", getattr(self, name), 1)
         for name in (
             "target_speed", "dt", "max_acceleration", "max_steering", "human_spacing",
             "pace_car_lead", "max_lane_offset", "max_distance_to_humans",

@@ -21,7 +21,7 @@ from torch import Tensor
 
 from difftraffic.car_following import Drivers
 from difftraffic.dynamics import step
-from difftraffic.errors import check_non_negative, check_positive
+from difftraffic.errors import check_count, check_non_negative, check_positive
 from difftraffic.idm import IDMParams, equilibrium_gap, idm_acceleration
 from difftraffic.road import Road
 from difftraffic.scenario import Driver, DriverSettings, Scenario, ScenarioBuilder
@@ -228,11 +228,9 @@ class RingTask:
         ):
             check_positive(name, value)
         check_non_negative("headway_penalty", headway_penalty)
-        if not isinstance(max_episode_steps, int) or max_episode_steps < 1:
-            raise ValueError(f"max_episode_steps={max_episode_steps!r} must be an integer >= 1")
+        check_count("max_episode_steps", max_episode_steps, 1)
         for name, count in (("warmup_steps", warmup_steps), ("start_states", start_states)):
-            if not isinstance(count, int) or isinstance(count, bool) or count < 0:
-                raise ValueError(f"{name}={count!r} must be an integer >= 0")
+            check_count(name, count, 0)
         if not isinstance(start_seed, int) or isinstance(start_seed, bool):
             raise ValueError(f"start_seed={start_seed!r} must be an integer")
         self.warmup_steps = warmup_steps

@@ -121,13 +121,13 @@ def test_rewards_backpropagate_into_the_avs_earlier_actions() -> None:
 def test_bad_task_settings_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="max_acceleration"):
         RingTask(max_acceleration=0.0)
-    with pytest.raises(ValueError, match="max_episode_steps=0 must be an integer >= 1"):
+    with pytest.raises(ValueError, match="max_episode_steps must be an integer >= 1, got 0"):
         RingTask(max_episode_steps=0)
     with pytest.raises(ValueError, match="headway_penalty"):
         RingTask(headway_penalty=-1.0)
-    with pytest.raises(ValueError, match="warmup_steps=-1 must be an integer >= 0"):
+    with pytest.raises(ValueError, match="warmup_steps must be an integer >= 0, got -1"):
         RingTask(warmup_steps=-1)
-    with pytest.raises(ValueError, match="start_states=2.5 must be an integer >= 0"):
+    with pytest.raises(ValueError, match="start_states must be an integer >= 0, got 2.5"):
         RingTask(start_states=2.5)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="start_seed='a' must be an integer"):
         RingTask(start_seed="a")  # type: ignore[arg-type]
