@@ -230,9 +230,6 @@ def step(
     environment and the scenario builder validate what users pass, and
     :func:`validate_step_inputs` checks the arguments of a hand-written loop.
     """
-    zeros = torch.zeros_like(state.x)
-    av_acceleration = zeros if av_acceleration is None else av_acceleration
-    av_steering = zeros if av_steering is None else av_steering
     if path not in ("auto", "eager", "fused"):
         raise ValueError(f"path must be 'auto', 'eager' or 'fused', got {path!r}")
     if path != "eager":
@@ -253,6 +250,38 @@ def step(
             return StepResult(new_state, new_neighbors, collided, acceleration)
         if path == "fused":
             raise ValueError(f"path='fused' cannot run this step: {why_not}")
+    return _eager_step(
+        state,
+        road,
+        drivers,
+        dt,
+        av_acceleration,
+        av_steering,
+        neighbors,
+        wheelbase_ratio,
+        leader_method,
+        generator,
+        lane_changes,
+    )
+
+
+def _eager_step(
+    state: TrafficState,
+    road: Road,
+    drivers: Drivers,
+    dt: float,
+    av_acceleration: Tensor | None,
+    av_steering: Tensor | None,
+    neighbors: Neighbors | None,
+    wheelbase_ratio: float,
+    leader_method: LeaderMethod,
+    generator: torch.Generator | None,
+    lane_changes: MOBIL | None,
+) -> StepResult:
+    """:func:`step` by torch operations (the reference path)."""
+    zeros = torch.zeros_like(state.x)
+    av_acceleration = zeros if av_acceleration is None else av_acceleration
+    av_steering = zeros if av_steering is None else av_steering
     if neighbors is None:
         neighbors = _leaders(state, road, leader_method, lane_changes)
     active, is_av = state.active, state.is_av
@@ -328,12 +357,14 @@ def _why_not_fused(
         return "roads with lane ends run on the eager step"
     if torch.compiler.is_compiling():
         return "torch.compile traces the eager step"
-    if state.x.device.type != "cpu":
-        return f"it runs on the CPU, the state is on {state.x.device}"
+    x = state.x
+    if not x.is_cpu:
+        return f"it runs on the CPU, the state is on {x.device}"
     if not isinstance(drivers, IDMParams):
         return f"it runs IDM drivers only, got {type(drivers).__name__}"
     floats = (state.y, state.v, state.heading, state.length, state.width)
-    if any(t.dtype != state.x.dtype or t.device != state.x.device for t in floats):
+    # is_cpu and dtype identity: this runs every step, and device objects cost microseconds.
+    if any(t.dtype is not x.dtype or not t.is_cpu for t in floats):
         return "the state's float fields differ in dtype or device (see TrafficState.validate)"
     if not fused.available():
         return fused.unavailable_reason()

@@ -294,7 +294,9 @@ def _forward(frame: _Frame, inputs: list[Tensor], params: tuple[Any, ...]) -> li
     outputs += [torch.empty_like(frame.leader), torch.empty_like(frame.order)]
     outputs += [torch.empty_like(frame.has_leader), torch.empty_like(frame.has_leader)]
     function = getattr(_library(), "difftraffic_step" + _suffix(x.dtype))
-    function(ctypes.byref(frame.spec(inputs, c_params, outputs)), ctypes.c_int(_threads(len(x))))
+    function(
+        ctypes.byref(frame.spec(inputs, c_params, outputs)), ctypes.c_int(_threads(x.shape[0]))
+    )
     return outputs
 
 
@@ -339,7 +341,7 @@ class _Step(torch.autograd.Function):
         ]
         grad_spec = grads_type(*pointers)
         function = getattr(_library(), "difftraffic_step_backward" + _suffix(x.dtype))
-        function(ctypes.byref(spec), ctypes.byref(grad_spec), ctypes.c_int(_threads(len(x))))
+        function(ctypes.byref(spec), ctypes.byref(grad_spec), ctypes.c_int(_threads(x.shape[0])))
         param_grads = [
             None if grad is None else grad.sum_to_size(param.shape)
             for grad, param in zip(grads[8:], params, strict=True)
@@ -347,13 +349,25 @@ class _Step(torch.autograd.Function):
         return (None, *grads[:8], *param_grads)
 
 
+def _control_buffer(control: Tensor | None, x: Tensor) -> Tensor:
+    """An AV control as the ``[B, N]`` buffer of ``x``'s dtype that the C pass reads (zeros for
+    ``None``). The cast is differentiable; the eager step would promote the state instead, and
+    :func:`difftraffic.validate_step_inputs` rejects either mismatch. Each conversion is skipped
+    when not needed: this runs every step."""
+    if control is None:
+        return torch.zeros_like(x)
+    if control.dtype is not x.dtype:
+        control = control.to(x.dtype)
+    return control if control.shape == x.shape else control.expand_as(x)
+
+
 def fused_step(
     state: TrafficState,
     road: Road,
     drivers: IDMParams,
     dt: float,
-    av_acceleration: Tensor,
-    av_steering: Tensor,
+    av_acceleration: Tensor | None,
+    av_steering: Tensor | None,
     neighbors: Neighbors | None,
     wheelbase_ratio: float,
     min_gap: float,
@@ -386,18 +400,16 @@ def fused_step(
         has_leader.contiguous(),
         order.contiguous(),
     )
-    inputs = [getattr(state, name) for name in _FLOAT_FIELDS]
-    # The C pass reads [B, N] buffers of the state's dtype: broadcast the controls and cast them
-    # (differentiably) to it; the eager step would promote the state instead, and
-    # validate_step_inputs rejects either mismatch.
     x = state.x
-    inputs += [control.to(x.dtype).expand_as(x) for control in (av_acceleration, av_steering)]
+    inputs = [getattr(state, name) for name in _FLOAT_FIELDS]
+    inputs += [_control_buffer(control, x) for control in (av_acceleration, av_steering)]
     params = tuple(getattr(drivers, name) for name in _PARAMETERS)
-    differentiable = [t for t in (*inputs, *params) if isinstance(t, Tensor)]
-    if torch.is_grad_enabled() and any(t.requires_grad for t in differentiable):
+    if torch.is_grad_enabled() and any(
+        isinstance(t, Tensor) and t.requires_grad for t in (*inputs, *params)
+    ):
         outputs = list(_Step.apply(frame, *inputs, *params))  # type: ignore[no-untyped-call]
-    else:
-        outputs = _forward(frame, [t.detach().contiguous() for t in inputs], params)
+    else:  # the C pass reads the buffers; nothing records it, so nothing needs detaching
+        outputs = _forward(frame, [t.contiguous() for t in inputs], params)
     x_next, y_next, v_next, heading_next, acceleration, leader_next, order_next = outputs[:7]
     has_leader_next, collided = outputs[7:]
     new_state = TrafficState(
