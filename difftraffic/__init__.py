@@ -21,6 +21,7 @@ from difftraffic.scenario import Driver, KraussDriver, Scenario, ScenarioBuilder
 from difftraffic.scenarios import PACE_CAR_VARIANTS, PaceCarConfig, PaceCarTask, pace_car_config
 from difftraffic.scenarios.pace_car_env import PaceCarEnv, PaceCarGymEnv
 from difftraffic.scenarios.ring_env import RingEnv, RingGymEnv
+from difftraffic.soft_lanes import SoftLanes
 from difftraffic.state import TrafficState
 
 __version__ = "0.1.0"
@@ -47,6 +48,7 @@ __all__ = [
     "Road",
     "Scenario",
     "ScenarioBuilder",
+    "SoftLanes",
     "StepResult",
     "TrafficEnv",
     "TrafficState",

@@ -51,6 +51,7 @@ from difftraffic.neighbors import (
     swept_collisions,
 )
 from difftraffic.road import Road
+from difftraffic.soft_lanes import SoftLanes, soft_leader_gap_and_speed
 from difftraffic.state import BodyBox, TrafficState
 
 StepPath = Literal["auto", "eager", "fused"]
@@ -192,6 +193,7 @@ def step(
     generator: torch.Generator | None = None,
     path: StepPath = "auto",
     lane_changes: MOBIL | None = None,
+    soft_lanes: SoftLanes | None = None,
 ) -> StepResult:
     """Advance every world by ``dt`` seconds.
 
@@ -222,6 +224,11 @@ def step(
             (:class:`difftraffic.lane_change.MOBIL`, parameters broadcastable to ``[B, N]`` in
             the state's dtype, e.g. :meth:`difftraffic.Scenario.lane_changes`); ``None``
             (default): humans keep their lanes. Runs on the eager path.
+        soft_lanes: smooth lane membership and leader selection for the humans' car
+            following (:class:`difftraffic.SoftLanes`), so that lateral positions (an AV's
+            steering) have true gradients; ``None`` (default): the road's discrete rule.
+            Runs on the eager path; not with ``lane_changes``. Leaders for the collision test
+            stay discrete.
 
     Returns:
         A :class:`StepResult`. Inactive slots are returned unchanged.
@@ -233,7 +240,7 @@ def step(
     if path not in ("auto", "eager", "fused"):
         raise ValueError(f"path must be 'auto', 'eager' or 'fused', got {path!r}")
     if path != "eager":
-        why_not = _why_not_fused(state, road, drivers, lane_changes)
+        why_not = _why_not_fused(state, road, drivers, lane_changes, soft_lanes)
         if not why_not:
             # _why_not_fused checked that the drivers are IDMParams.
             new_state, acceleration, new_neighbors, collided = fused.fused_step(
@@ -262,6 +269,7 @@ def step(
         leader_method,
         generator,
         lane_changes,
+        soft_lanes,
     )
 
 
@@ -277,8 +285,11 @@ def _eager_step(
     leader_method: LeaderMethod,
     generator: torch.Generator | None,
     lane_changes: MOBIL | None,
+    soft_lanes: SoftLanes | None,
 ) -> StepResult:
     """:func:`step` by torch operations (the reference path)."""
+    if soft_lanes is not None and lane_changes is not None:
+        raise ValueError("soft_lanes and lane_changes cannot be combined: MOBIL decides on leaders")
     zeros = torch.zeros_like(state.x)
     av_acceleration = zeros if av_acceleration is None else av_acceleration
     av_steering = zeros if av_steering is None else av_steering
@@ -290,8 +301,12 @@ def _eager_step(
     leaving = None
     if lane_changes is not None:
         leaving = changing_lane(state, lane_changes)
+    car_gap, has_leader = gap, neighbors.has_leader
+    if soft_lanes is not None:  # an empty lane's virtual leader makes everyone a follower
+        car_gap, v_lead = soft_leader_gap_and_speed(state, road, soft_lanes)
+        has_leader = torch.ones_like(has_leader)
     follow_gap, v_lead, has_leader = lane_end_ahead(
-        state, road, gap, v_lead, neighbors.has_leader, leaving
+        state, road, car_gap, v_lead, has_leader, leaving
     )
     human_acc = drivers.acceleration(
         state.v, v_lead, follow_gap.clamp_min(MIN_GAP), has_leader, dt, generator
@@ -348,11 +363,17 @@ def _leaders(
 
 
 def _why_not_fused(
-    state: TrafficState, road: Road, drivers: Drivers, lane_changes: MOBIL | None
+    state: TrafficState,
+    road: Road,
+    drivers: Drivers,
+    lane_changes: MOBIL | None,
+    soft_lanes: SoftLanes | None,
 ) -> str:
     """Why the fused step cannot run these inputs ('' when it can)."""
     if lane_changes is not None:
         return "MOBIL lane changes run on the eager step"
+    if soft_lanes is not None:
+        return "soft lanes run on the eager step"
     if road.lane_ends is not None:
         return "roads with lane ends run on the eager step"
     if torch.compiler.is_compiling():
@@ -383,12 +404,13 @@ def rollout(
     generator: torch.Generator | None = None,
     path: StepPath = "auto",
     lane_changes: MOBIL | None = None,
+    soft_lanes: SoftLanes | None = None,
 ) -> tuple[list[TrafficState], Tensor]:
     """Run ``steps`` steps with per-step AV controls.
 
     Args:
         av_acceleration, av_steering: ``[T, B, N]`` controls per step (or ``None`` for zero).
-        path, lane_changes: see :func:`step`.
+        path, lane_changes, soft_lanes: see :func:`step`.
 
     Returns:
         ``(states, collided)``: the ``T + 1`` states from the initial one, and ``[T, B, N]``
@@ -412,6 +434,7 @@ def rollout(
             generator=generator,
             path=path,
             lane_changes=lane_changes,
+            soft_lanes=soft_lanes,
         )
         states.append(result.state)
         neighbors = result.neighbors
