@@ -45,7 +45,9 @@ class TrafficTask(Protocol):
 
     A task whose human drivers change lanes also has an attribute ``lane_changes``: their
     :class:`difftraffic.MOBIL` parameters (e.g. ``Scenario.lane_changes``), which the
-    environment passes to every step; without it humans keep their lanes.
+    environment passes to every step; without it humans keep their lanes. Likewise an attribute
+    ``soft_lanes`` (a :class:`difftraffic.SoftLanes` or ``None``) selects smooth leader
+    selection for every step.
     """
 
     road: Road
@@ -214,6 +216,7 @@ class TrafficEnv(VectorEnv):
             generator=self.generator,
             path=self.step_path,
             lane_changes=self.lane_changes,
+            soft_lanes=getattr(self.task, "soft_lanes", None),
         )
         reward, terminated, reasons = self.task.evaluate(result.state, result.collided)
         self.elapsed += 1

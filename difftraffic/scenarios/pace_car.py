@@ -41,6 +41,7 @@ from difftraffic.scenario import (
     ScenarioBuilder,
     check_placement,
 )
+from difftraffic.soft_lanes import SoftLanes
 from difftraffic.state import TrafficState
 
 PACE_CAR_VARIANTS: dict[str, tuple[int, int]] = {
@@ -63,6 +64,9 @@ class PaceCarConfig:
     ``lane_membership`` is the road's lane-membership rule (:class:`difftraffic.Road`):
     ``"body"`` (default; the pace car blocks every lane its body overlaps) or ``"center"`` (the
     GI-PPO authors' simulator: it blocks, and collides in, only the lane of its nearest centre).
+    ``soft_lanes`` (with ``"center"`` only) makes the humans' car following use the smooth
+    version of that rule (:class:`difftraffic.SoftLanes`, default scales), so the pace car's
+    steering has a true gradient; collisions stay the discrete rule's.
     """
 
     num_lanes: int = 1
@@ -82,6 +86,7 @@ class PaceCarConfig:
     vehicle_width: float = 2.0
     driver: DriverSettings = field(default_factory=lambda: PAPER_DRIVER)
     lane_membership: LaneMembership = "body"
+    soft_lanes: bool = False
 
     def __post_init__(self) -> None:
         for name in ("num_lanes", "humans_per_lane", "max_episode_steps"):
@@ -92,6 +97,13 @@ class PaceCarConfig:
         ):  # fmt: skip
             check_positive(f"PaceCarConfig.{name}", getattr(self, name))
         check_lane_membership("PaceCarConfig.lane_membership", self.lane_membership)
+        if not isinstance(self.soft_lanes, bool):
+            raise ValueError(f"PaceCarConfig.soft_lanes must be a bool, got {self.soft_lanes!r}")
+        if self.soft_lanes and self.lane_membership != "center":
+            raise ValueError(
+                "PaceCarConfig.soft_lanes smooths the nearest-centre rule: it needs "
+                f"lane_membership='center', got {self.lane_membership!r}"
+            )
         if self.max_steering >= math.pi / 2:
             raise ValueError(
                 f"PaceCarConfig.max_steering must be in (0, pi/2) rad, got {self.max_steering!r}"
@@ -134,6 +146,7 @@ class PaceCarTask:
             config.num_lanes, config.lane_width, config.speed_limit, config.lane_membership
         )
         self.scenario = self._build_scenario()
+        self.soft_lanes = SoftLanes() if config.soft_lanes else None
 
     @property
     def dt(self) -> float:

@@ -233,3 +233,37 @@ def test_out_of_range_actions_are_clipped_as_documented():
 
     torch.testing.assert_close(speeds(5.0), speeds(1.0), rtol=0, atol=0)
     assert not torch.equal(speeds(0.5), speeds(1.0))
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_soft_lanes_carry_the_pace_cars_lateral_position_into_the_reward(soft):
+    """The pace car placed 10 cm short of the line into the other lane, ahead of that lane's
+    humans: under the discrete nearest-centre rule the humans' reward has zero gradient in its
+    lateral position; with ``soft_lanes`` (the smooth rule) it has one."""
+    overrides = {"lane_membership": "center", "soft_lanes": soft}
+    env = make_env("2lane", num_envs=1, config_overrides=overrides)
+    env.reset(seed=3)
+    state = env.state
+    av = state.is_av[0].nonzero().item()
+    line = 4.0  # between lane 0 (centre 2 m) and lane 1 (centre 6 m)
+    lane = int(state.y[0, av].item() > line)
+    y = state.y.clone()
+    y[0, av] = line + (0.1 if lane else -0.1)
+    y.requires_grad_(True)
+    env.state = state.replace(y=y)
+    total = torch.zeros(1, dtype=torch.float64)
+    for _ in range(30):
+        _, reward, terminated, _, _ = env.step(torch.zeros(1, 2, dtype=torch.float64))
+        assert not terminated.any()
+        total = total + reward
+    # discrete: no autograd path from y to the reward at all
+    (grad,) = (
+        torch.autograd.grad(total.sum(), y, allow_unused=True) if total.requires_grad else (None,)
+    )
+    grad_av = 0.0 if grad is None else grad[0, av].item()
+    assert (abs(grad_av) > 1e-6) if soft else (grad_av == 0.0)
+
+
+def test_soft_lanes_need_the_nearest_centre_rule():
+    with pytest.raises(ValueError, match="soft_lanes smooths the nearest-centre rule"):
+        make_env("2lane", config_overrides={"soft_lanes": True})
