@@ -325,3 +325,36 @@ def test_adaptive_schedule_is_ppos_and_owns_the_rate_across_epochs() -> None:
         RPConfig(lr_schedule="adaptive")
     with pytest.raises(ValueError, match="critic_lr_schedule='adaptive'"):
         PPOConfig(critic_lr_schedule="adaptive")
+
+
+@pytest.mark.parametrize("alpha_lr", [1e-3, 30.0])
+def test_the_authors_alpha_fit_check_judges_the_loss_before_the_last_step(alpha_lr: float) -> None:
+    """``alpha_fit_check="before_last_step"`` with k steps judges exactly what ``"final"`` with
+    k - 1 steps judges (same first and last loss, same verdict), and when it accepts it keeps
+    the parameters after the k-th, unchecked, step."""
+
+    def fit(check: str, iterations: int) -> tuple[tuple[bool, float, float], list[torch.Tensor]]:
+        cfg = GIPPOConfig(
+            alpha_lr=alpha_lr,
+            alpha_iterations=iterations,
+            max_optim_iter=1,
+            actor_hidden=(8,),
+            alpha_fit_check=check,
+        )
+        algo = GIPPO(cfg, obs_dim=1, action_dim=2, seed=0, dtype=torch.float64)
+        obs = torch.zeros(16, 1, dtype=torch.float64)
+        eps = torch.randn(16, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+        with torch.no_grad():
+            actions, _, _ = algo.actor.sample(obs, eps)
+        result = algo.fit_alpha_policy(obs, eps, actions + 0.05)
+        return result, [p.detach().clone() for p in algo.actor.parameters()]
+
+    (authors, authors_params), (final, final_params) = fit("before_last_step", 4), fit("final", 3)
+    assert authors == final and authors[0] == (alpha_lr < 1)
+    moved = any(not torch.equal(a, b) for a, b in zip(authors_params, final_params, strict=True))
+    assert moved == authors[0]  # accepted: one more step taken; rejected: both restored
+
+
+def test_an_unknown_alpha_fit_check_is_refused_by_name() -> None:
+    with pytest.raises(ValueError, match="alpha_fit_check"):
+        GIPPOConfig(alpha_fit_check="last").validate()
