@@ -226,14 +226,21 @@ def compute_neighbors(state: TrafficState, road: Road, method: LeaderMethod = "a
     return find_leaders(state.x, lane_occupancy(state, road), road.ring_length, method)
 
 
+def along_road(distance: Tensor, lower_index: Tensor, ring_length: float | None) -> Tensor:
+    """Front-to-front ``distance`` (m, ``x_other - x``) as the distance ahead along the road.
+
+    On a ring it is reduced to ``[0, ring_length)``, and a tie with a vehicle of lower index
+    (``lower_index``, bool, broadcastable) counts as a whole lap: in the ``(x, index)`` order that
+    vehicle is behind. Unchanged on a straight road."""
+    if ring_length is None:
+        return distance
+    distance = torch.remainder(distance, ring_length)
+    return torch.where((distance == 0) & lower_index, distance + ring_length, distance)
+
+
 def _leader_distance(x: Tensor, leader: Tensor, ring_length: float | None) -> Tensor:
-    distance = x.gather(1, leader) - x
-    if ring_length is not None:
-        distance = torch.remainder(distance, ring_length)
-        own_index = torch.arange(x.shape[1], device=x.device)
-        tie_behind = (distance == 0) & (leader < own_index)
-        distance = torch.where(tie_behind, distance + ring_length, distance)
-    return distance
+    own_index = torch.arange(x.shape[1], device=x.device)
+    return along_road(x.gather(1, leader) - x, leader < own_index, ring_length)
 
 
 def gap_to_leader(

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor
 
 from difftraffic.errors import check_positive
+from difftraffic.neighbors import along_road
 from difftraffic.road import Road
 from difftraffic.state import TrafficState, longitudinal_extent
 
@@ -74,13 +75,11 @@ def _ahead(x: Tensor, active: Tensor, ring_length: float | None) -> tuple[Tensor
     """``(distance, ahead)``, each ``[B, N, N]``: front-to-front distance from ``i`` (rows) to
     ``j`` along the road (m), and whether ``j`` is an active car ahead of ``i`` (ordered by
     ``(x, index)`` as the discrete search; on a ring every other car is ahead)."""
-    distance = x.unsqueeze(1) - x.unsqueeze(2)
     index = torch.arange(x.shape[1], device=x.device)
-    later = index.unsqueeze(0) > index.unsqueeze(1)
+    later = index.unsqueeze(0) > index.unsqueeze(1)  # [i, j]: j has the larger index
+    lower = index.unsqueeze(0) < index.unsqueeze(1)
+    distance = along_road(x.unsqueeze(1) - x.unsqueeze(2), lower, ring_length)
     if ring_length is not None:
-        distance = torch.remainder(distance, ring_length)
-        tie_behind = (distance == 0) & ~later
-        distance = torch.where(tie_behind, distance + ring_length, distance)
         ahead = ~torch.eye(x.shape[1], dtype=torch.bool, device=x.device)
     else:
         d = distance.detach()
@@ -111,5 +110,5 @@ def soft_leader_gap_and_speed(
     v_along = state.v * cos_h
     speeds = torch.cat([v_along.unsqueeze(1).expand_as(gap), v_along.unsqueeze(-1)], dim=2)
     lane_speed = (choice * speeds.unsqueeze(-1)).sum(dim=2)  # [B, N, L]
-    own = weights
-    return (own * lane_gap).sum(-1), (own * lane_speed).sum(-1)
+    # the follower's own lane weights mix its lanes
+    return (weights * lane_gap).sum(-1), (weights * lane_speed).sum(-1)
