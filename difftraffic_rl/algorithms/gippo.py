@@ -26,16 +26,16 @@ Differences from the authors' code, and why (evidence in ``docs/fidelity.md``):
 * advantages and ratios of the gain are paired in one order (the reference mixes time-major and
   actor-major orders, wrong for horizons > 1); the running statistics of the gain live on the
   algorithm's device (the reference hard-codes CUDA);
-* a fit is accepted when the loss of the parameters it *ends with* is not above the loss it
-  started from (``alpha_fit_check="final"``). The reference compares the loss measured before
-  the last of its 16 steps (``"before_last_step"``), so the last step is never checked; once
-  alpha is tiny (Ackley 1-D late in training) an unchecked last Adam step can throw the mean
-  tens of policy standard deviations away, while on the paper's measure (a run's best reward)
-  the reference's check did better in this project's A/B runs (``docs/fidelity.md``);
 * ``min_alpha`` (default 0, the paper's clip) can bound alpha from below;
 * ``discard_failed_alpha_policy`` (default off, the paper's Algorithm 1) drops a fitted
   alpha-policy that fails one of the tests that shrink alpha (determinant, out-of-range ratio,
   negative gain): the PPO phase then starts from ``pi_old`` (so ``pi_h = pi_old``, plain PPO).
+
+A fit try is judged as the reference judges it, by the loss measured before the last of its 16
+steps (``alpha_fit_check="before_last_step"``), so the last step is never checked. ``"final"``
+judges the parameters the try ends with, which keeps an unchecked last Adam step at tiny alpha
+(Ackley 1-D late in training) from throwing the mean away, but did worse on the paper's measure
+(a run's best reward) in this project's A/B runs (``docs/fidelity.md``).
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ class GIPPOConfig(PPOConfig):
         pi_h_max_log_ratio: use ``pi_alpha`` instead of ``pi_h`` as the denominator for samples
             whose ``|log pi_alpha - log pi_old|`` exceeds this (> 0).
         alpha_fit_check: which loss a fit try is judged by against the loss it starts from:
-            ``"final"`` (of the parameters it ends with) or ``"before_last_step"`` (measured
-            before its last Adam step, the authors' check; the last step is then unchecked).
+            ``"before_last_step"`` (the authors' check: measured before its last Adam step, so
+            the last step is unchecked) or ``"final"`` (of the parameters it ends with).
         discard_failed_alpha_policy: when the fitted alpha-policy fails a test that shrinks
             alpha (:data:`FAILED_TESTS`), restore ``pi_old`` before the PPO phase instead of
             keeping it (the paper keeps it; see the module docstring).
@@ -115,7 +115,7 @@ class GIPPOConfig(PPOConfig):
     alpha_iterations: int = 16
     min_alpha_lr: float = 1e-5
     pi_h_max_log_ratio: float = 4.0
-    alpha_fit_check: str = "final"
+    alpha_fit_check: str = "before_last_step"
     discard_failed_alpha_policy: bool = False
 
     def validate(self) -> None:

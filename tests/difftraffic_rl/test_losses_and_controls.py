@@ -119,11 +119,17 @@ def test_alpha_fit_determinant_estimates_det_of_i_plus_alpha_hessian() -> None:
 
 
 @pytest.mark.parametrize("alpha_lr", [1e-3, 30.0])
-def test_alpha_fit_judges_the_parameters_it_ends_with(alpha_lr: float) -> None:
-    """The reported last loss is the loss of the kept parameters (after the last step), and a
+def test_the_final_alpha_fit_check_judges_the_parameters_it_ends_with(alpha_lr: float) -> None:
+    """With ``alpha_fit_check="final"`` the reported last loss is the loss of the kept parameters (after the last step), and a
     fit whose last step overshoots (a huge step size) is rejected and leaves the actor as it
     was."""
-    cfg = GIPPOConfig(alpha_lr=alpha_lr, alpha_iterations=4, max_optim_iter=1, actor_hidden=(8,))
+    cfg = GIPPOConfig(
+        alpha_lr=alpha_lr,
+        alpha_iterations=4,
+        max_optim_iter=1,
+        actor_hidden=(8,),
+        alpha_fit_check="final",
+    )
     algo = GIPPO(cfg, obs_dim=1, action_dim=2, seed=0, dtype=torch.float64)
     obs = torch.zeros(16, 1, dtype=torch.float64)
     eps = torch.randn(16, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
