@@ -21,8 +21,21 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import datetime
+import functools
+import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm import tqdm
 
 from difftraffic_rl import sweep
 from difftraffic_rl.algorithms import get_algorithm, sweep_algorithms
@@ -45,9 +58,15 @@ AUTHORS_BEST: dict[str, dict[str, float]] = {
 }
 """The authors' logged results: mean over 5 seeds of each run's best smoothed reward."""
 
-REFERENCE_SECONDS_PER_EPOCH = {"ppo": 0.11, "gippo": 0.2}
-"""The reference implementation on this machine class (one torch thread, 64 worlds, unloaded);
-``../shared/paper/gippo_reference_notes.md`` section 8."""
+REPO = Path(__file__).resolve().parent.parent
+
+AUTHORS_TIMING_FILE = "authors_code_timing.json"
+"""In the logdir: the same-run timing of the authors' code against ours (``--authors-code``)."""
+TIMED_PROBLEM = "dejong64"
+TIMED_ALGOS = ("gippo", "ppo")
+TIMED_EPOCHS = (10, 60)
+"""A timing runs both lengths; their difference divided by 50 epochs is the time per epoch
+without start-up (imports, first calls)."""
 
 
 BOUNDS_NOTE = (
@@ -59,8 +78,7 @@ BOUNDS_NOTE = (
     "Adam, clipping and NaN scrubbing a handful of ops; what remains scales with the number "
     "of sequential steps the algorithms prescribe. GI-PPO costs most (alpha-fit retries plus "
     "PPO tries), LR and RP least (one actor step). Wall time also includes waiting for the "
-    "cores when other jobs run: compare the CPU column with the reference when the two "
-    "differ."
+    "cores when other jobs run: the CPU column hardly grows with the load."
 )
 
 
@@ -115,32 +133,138 @@ def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, in
 
 
 def speed_table(runs: list[sweep.RunSummary]) -> str:
-    """Time per epoch per algorithm (mean over problems and seeds) against the reference."""
+    """Time per epoch per algorithm, mean over problems and seeds, as the sweep ran them."""
     rows = []
     for algo in ALGOS:
         group = [r for r in runs if r.algo == algo]
-        if not group:
-            continue
-        wall = statistics.fmean(r.seconds_per_epoch for r in group)
-        cpu = statistics.fmean(r.cpu_seconds_per_epoch for r in group)
-        reference = REFERENCE_SECONDS_PER_EPOCH.get(algo)
-        ref_text = f"{reference:.2f}" if reference else "not measured"
-        speedup = f"{reference / wall:.1f}× / {reference / cpu:.1f}×" if reference else "–"
-        rows.append([get_algorithm(algo).label, f"{wall:.3f}", f"{cpu:.3f}", ref_text, speedup])
-    return sweep.markdown_table(
-        [
-            "algorithm",
-            "s / epoch, wall",
-            "s / epoch, CPU",
-            "reference (wall, unloaded)",
-            "speed-up (wall / CPU)",
-        ],
-        rows,
+        if group:
+            wall = statistics.fmean(r.seconds_per_epoch for r in group)
+            cpu = statistics.fmean(r.cpu_seconds_per_epoch for r in group)
+            rows.append([get_algorithm(algo).label, f"{wall:.3f}", f"{cpu:.3f}"])
+    return sweep.markdown_table(["algorithm", "s / epoch, wall", "s / epoch, CPU"], rows)
+
+
+def _seconds_per_epoch(
+    command: Callable[[int], list[str]], cwd: Path, env: dict[str, str]
+) -> float:
+    """The run's time per epoch without start-up: two lengths, the difference of their times."""
+    seconds = []
+    for epochs in TIMED_EPOCHS:
+        start = time.perf_counter()
+        run = subprocess.run(command(epochs), cwd=cwd, env=env, capture_output=True, text=True)
+        if run.returncode:
+            raise RuntimeError(f"{' '.join(command(epochs))} failed:\n{run.stderr[-2000:]}")
+        seconds.append(time.perf_counter() - start)
+    return (seconds[1] - seconds[0]) / (TIMED_EPOCHS[1] - TIMED_EPOCHS[0])
+
+
+def _authors_command(code: Path, python: str, algo: str, epochs: int, scratch: Path) -> list[str]:
+    """Their ``train.py`` on a copy of their configuration with ``epochs`` and the CPU."""
+    config = yaml.safe_load(
+        (code / "config/func_optim" / TIMED_PROBLEM / f"{algo}.yaml").read_text()
     )
+    config["params"]["device"] = "cpu"
+    config["params"]["algo"]["max_epochs"] = epochs - 1  # their loop runs max_epochs + 1
+    path = scratch / f"{algo}_{epochs}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return [
+        python,
+        "train.py",
+        "--cfg",
+        str(path),
+        "--logdir",
+        str(scratch / "logs"),
+        "--seed",
+        "1",
+        "--device",
+        "cpu",
+    ]
+
+
+def _our_command(algo: str, epochs: int, scratch: Path) -> list[str]:
+    return [
+        sys.executable, "-m", "difftraffic_rl", "train", "--task", TIMED_PROBLEM, "--algo", algo,
+        "--seed", "1", "--epochs", str(epochs), "--logdir", str(scratch / "ours"), "--no-progress",
+    ]  # fmt: skip
+
+
+def time_against_authors(code: Path, python: str, repeats: int, logdir: Path) -> dict[str, Any]:
+    """Time the authors' GI-PPO and PPO and ours on De Jong 64-D, one run at a time, the two
+    codes alternated, and save the medians (s / epoch) in ``logdir``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": "src:."}
+    ours_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    seconds: dict[str, list[float]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        jobs = [algo for _ in range(repeats) for algo in TIMED_ALGOS]
+        for algo in tqdm(jobs, desc="timing the authors' code against ours", unit="pair"):
+            seconds.setdefault(f"authors/{algo}", []).append(
+                _seconds_per_epoch(
+                    functools.partial(_authors_command, code, python, algo, scratch=scratch),
+                    code,
+                    env,
+                )
+            )
+            seconds.setdefault(f"ours/{algo}", []).append(
+                _seconds_per_epoch(
+                    functools.partial(_our_command, algo, scratch=scratch), REPO, ours_env
+                )
+            )
+    timing = {
+        "commit": sweep.source_commit(),
+        "date": datetime.date.today().isoformat(),
+        "authors_code": str(code),
+        "repeats": repeats,
+        "seconds_per_epoch": {key: statistics.median(values) for key, values in seconds.items()},
+    }
+    logdir.mkdir(parents=True, exist_ok=True)
+    (logdir / AUTHORS_TIMING_FILE).write_text(json.dumps(timing, indent=1))
+    return timing
+
+
+def authors_speed_section(logdir: Path) -> list[str]:
+    """The same-run comparison with the authors' code, or how to measure it."""
+    path = logdir / AUTHORS_TIMING_FILE
+    if not path.exists():
+        return [
+            "Against the authors' code: not measured in this run. `--authors-code DIR` (a "
+            "checkout of their repository that runs on this machine, with `--authors-python` "
+            "its interpreter) times both codes here, one after the other.",
+            "",
+        ]
+    timing = json.loads(path.read_text())
+    per_epoch = timing["seconds_per_epoch"]
+    rows = [
+        [
+            get_algorithm(algo).label,
+            f"{per_epoch[f'authors/{algo}']:.3f}",
+            f"{per_epoch[f'ours/{algo}']:.3f}",
+            f"{per_epoch[f'authors/{algo}'] / per_epoch[f'ours/{algo}']:.1f}×",
+        ]
+        for algo in TIMED_ALGOS
+    ]
+    short, long = TIMED_EPOCHS
+    return [
+        f"Against the authors' code ({timing['authors_code']}), measured at commit "
+        f"`{timing['commit']}` on {timing['date']}: {TASK_LABELS[TIMED_PROBLEM]}, one torch "
+        f"thread, each code alone on the machine, the two alternated; seconds per epoch are the "
+        f"time of a {long}-epoch run less that of a {short}-epoch run over {long - short} "
+        f"epochs (start-up excluded), median of {timing['repeats']}, both codes as a user runs "
+        "them (their train.py; our `difftraffic-rl train`, tensorboard and checkpoints on).",
+        "",
+        sweep.markdown_table(
+            ["algorithm", "authors' code, s / epoch", "ours, s / epoch", "speed-up"], rows
+        ),
+    ]
 
 
 def report(
-    run_dirs: list[Path], expected_epochs: int, seeds: list[int], out: Path, command: str
+    run_dirs: list[Path],
+    expected_epochs: int,
+    seeds: list[int],
+    out: Path,
+    command: str,
+    logdir: Path,
 ) -> bool:
     """Write the markdown report and the plot; return whether every requested run finished."""
     runs, returns = sweep.evaluated_summaries(
@@ -177,6 +301,7 @@ def report(
         "## Speed",
         "",
         speed_table(runs),
+        *authors_speed_section(logdir),
         BOUNDS_NOTE,
         "",
         f"![learning curves]({out.with_suffix('.png').name})",
@@ -205,17 +330,35 @@ def main() -> None:
         quick_help="smoke test: 20 epochs, seed 1, results under the logdir only",
     )
     parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS)
+    parser.add_argument(
+        "--authors-code",
+        type=Path,
+        help="a checkout of the authors' repository that runs here: time it against ours "
+        "in this run before the sweep",
+    )
+    parser.add_argument(
+        "--authors-python",
+        default=sys.executable,
+        help="the interpreter for --authors-code (default: this one)",
+    )
+    parser.add_argument("--timing-repeats", type=int, default=3)
     args = parser.parse_args()
     if args.quick:
         args.epochs, args.seeds = 20, [1]
         sweep.use_quick_paths(args)
     command = "python benchmarks/function_optimization.py" + (" --quick" if args.quick else "")
+    if args.authors_code:
+        time_against_authors(
+            args.authors_code, args.authors_python, args.timing_repeats, args.logdir
+        )
     sweep.sweep_and_report(
         args,
         args.tasks,
         dict.fromkeys(args.tasks, args.epochs),
         overrides=[],
-        report=lambda run_dirs: report(run_dirs, args.epochs, args.seeds, args.out, command),
+        report=lambda run_dirs: report(
+            run_dirs, args.epochs, args.seeds, args.out, command, args.logdir
+        ),
     )
 
 
