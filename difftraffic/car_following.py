@@ -270,11 +270,13 @@ def _index_worlds(value: Any, index: Tensor) -> Any:
 
 
 def _take_vehicles(value: Any, index: Tensor) -> Any:
-    """``value`` (a float or a tensor broadcastable to ``index``'s ``[B, N]``) of vehicles
-    ``index``."""
+    """``value`` (a float or a tensor broadcastable to ``[B, N]``) of vehicles ``index``
+    (``[B, K]`` long, any ``K``)."""
     if not isinstance(value, Tensor):
         return value
-    return torch.broadcast_to(value, index.shape).gather(1, index)
+    if value.dim() == 0 or value.shape[-1] == 1:  # shared by every vehicle of a world
+        return torch.broadcast_to(value, index.shape)
+    return torch.broadcast_to(value, (index.shape[0], value.shape[-1])).gather(1, index)
 
 
 MODELS: dict[str, type[CarFollowingModel]] = {}

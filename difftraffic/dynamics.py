@@ -51,7 +51,8 @@ from difftraffic.neighbors import (
     swept_collisions,
 )
 from difftraffic.road import Road
-from difftraffic.soft_lanes import SoftLanes, soft_leader_gap_and_speed
+from difftraffic.soft_lane_change import soft_lateral_speed
+from difftraffic.soft_lanes import SoftLanes, lane_leaders, mixed_by_lane
 from difftraffic.state import BodyBox, TrafficState
 
 StepPath = Literal["auto", "eager", "fused"]
@@ -223,12 +224,13 @@ def step(
         lane_changes: MOBIL lane changes of the human drivers it enables
             (:class:`difftraffic.lane_change.MOBIL`, parameters broadcastable to ``[B, N]`` in
             the state's dtype, e.g. :meth:`difftraffic.Scenario.lane_changes`); ``None``
-            (default): humans keep their lanes. Runs on the eager path.
+            (default): humans keep their lanes. Runs on the eager path. With ``soft_lanes``,
+            MOBIL is a smooth choice of lateral speed (:mod:`difftraffic.soft_lane_change`:
+            gradients reach its parameters and every car's state; no lane ends).
         soft_lanes: smooth lane membership and leader selection for the humans' car
             following (:class:`difftraffic.SoftLanes`), so that lateral positions (an AV's
             steering) have true gradients; ``None`` (default): the road's discrete rule.
-            Runs on the eager path; not with ``lane_changes``. Leaders for the collision test
-            stay discrete.
+            Runs on the eager path. Leaders for the collision test stay discrete.
 
     Returns:
         A :class:`StepResult`. Inactive slots are returned unchanged.
@@ -273,6 +275,17 @@ def step(
     )
 
 
+def _check_smooth_lane_changes(road: Road, drivers: Drivers) -> None:
+    """MOBIL's smooth choice needs a road without lane ends and deterministic drivers."""
+    if road.lane_ends is not None:
+        raise ValueError(
+            "lane_changes with soft_lanes (MOBIL's smooth choice) needs a road without "
+            f"lane_ends, got lane_ends={road.lane_ends}"
+        )
+    if drivers.needs_generator:
+        raise ValueError(DETERMINISTIC_DRIVERS_ONLY)
+
+
 def _eager_step(
     state: TrafficState,
     road: Road,
@@ -288,22 +301,27 @@ def _eager_step(
     soft_lanes: SoftLanes | None,
 ) -> StepResult:
     """:func:`step` by torch operations (the reference path)."""
-    if soft_lanes is not None and lane_changes is not None:
-        raise ValueError("soft_lanes and lane_changes cannot be combined: MOBIL decides on leaders")
     zeros = torch.zeros_like(state.x)
     av_acceleration = zeros if av_acceleration is None else av_acceleration
     av_steering = zeros if av_steering is None else av_steering
+    # with soft lanes MOBIL is a smooth choice of lateral speed; without, discrete changes
+    discrete_changes = lane_changes if soft_lanes is None else None
+    if soft_lanes is not None and lane_changes is not None:
+        _check_smooth_lane_changes(road, drivers)
     if neighbors is None:
-        neighbors = _leaders(state, road, leader_method, lane_changes)
+        neighbors = _leaders(state, road, leader_method, discrete_changes)
     active, is_av = state.active, state.is_av
 
     gap, v_lead = leader_gap_and_speed(state, neighbors, road)
     leaving = None
-    if lane_changes is not None:
-        leaving = changing_lane(state, lane_changes)
+    if discrete_changes is not None:
+        leaving = changing_lane(state, discrete_changes)
     car_gap, has_leader = gap, neighbors.has_leader
+    leaders = None
     if soft_lanes is not None:  # an empty lane's virtual leader makes everyone a follower
-        car_gap, v_lead = soft_leader_gap_and_speed(state, road, soft_lanes)
+        leaders = lane_leaders(state, road, soft_lanes)
+        car_gap = mixed_by_lane(leaders.weights, leaders.lane_gap)
+        v_lead = mixed_by_lane(leaders.weights, leaders.lane_speed)
         has_leader = torch.ones_like(has_leader)
     follow_gap, v_lead, has_leader = lane_end_ahead(
         state, road, car_gap, v_lead, has_leader, leaving
@@ -314,19 +332,24 @@ def _eager_step(
     acceleration = torch.where(active, torch.where(is_av, av_acceleration, human_acc), zeros)
 
     human_heading = state.heading
-    if lane_changes is not None:
+    lateral_speed = zeros
+    if discrete_changes is not None:
         occupancy = lane_occupancy(state, road)  # mobil_directions adds the target lanes
-        direction = mobil_directions(state, road, drivers, dt, lane_changes, occupancy)
-        human_heading = start_lane_changes(state, road, lane_changes, direction)
+        direction = mobil_directions(state, road, drivers, dt, discrete_changes, occupancy)
+        human_heading = start_lane_changes(state, road, discrete_changes, direction)
+    elif lane_changes is not None and soft_lanes is not None and leaders is not None:
+        lateral_speed = soft_lateral_speed(
+            state, road, drivers, dt, lane_changes, soft_lanes, leaders
+        )
     v_next = torch.relu(state.v + acceleration * dt)
     yaw_rate = bicycle_yaw_rate(v_next, av_steering, wheelbase_ratio * state.length)
     heading_next = torch.where(is_av & active, state.heading + yaw_rate * dt, human_heading)
     cos_next, sin_next = torch.cos(heading_next), torch.sin(heading_next)
     moved = v_next * cos_next * dt  # along the road, unwrapped (m)
     x_next = road.wrap(state.x + moved)
-    y_next = state.y + v_next * sin_next * dt
-    if lane_changes is not None:
-        changing = changing_lane(state.replace(heading=heading_next), lane_changes)
+    y_next = state.y + (v_next * sin_next + lateral_speed) * dt
+    if discrete_changes is not None:
+        changing = changing_lane(state.replace(heading=heading_next), discrete_changes)
         y_next, heading_next = finish_lane_changes(state.y, y_next, heading_next, changing, road)
         cos_next, sin_next = torch.cos(heading_next), torch.sin(heading_next)
 
@@ -342,8 +365,8 @@ def _eager_step(
         x, y = new_state.x, new_state.y
         new_box = BodyBox.of(x, y, state.length, state.width, cos_next, sin_next)
         occupancy = box_occupancy(new_box, active, road)
-        if lane_changes is not None:
-            occupancy = with_target_lanes(occupancy, new_state, road, lane_changes)
+        if discrete_changes is not None:
+            occupancy = with_target_lanes(occupancy, new_state, road, discrete_changes)
         new_neighbors = find_leaders(x, occupancy, road.ring_length, leader_method)
         collided = box_collisions(x, new_box, new_neighbors, road.ring_length) | swept_collisions(
             state, gap, torch.where(active, moved, zeros), neighbors, occupancy, road

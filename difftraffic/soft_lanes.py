@@ -31,6 +31,7 @@ pace car's), not thousands.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -40,7 +41,14 @@ from difftraffic.neighbors import along_road
 from difftraffic.road import Road
 from difftraffic.state import TrafficState, longitudinal_extent
 
-__all__ = ["SoftLanes", "soft_lane_weights", "soft_leader_gap_and_speed"]
+__all__ = [
+    "LaneLeaders",
+    "SoftLanes",
+    "lane_leaders",
+    "soft_lane_log_weights",
+    "soft_lane_weights",
+    "soft_leader_gap_and_speed",
+]
 
 
 @dataclass(frozen=True)
@@ -52,23 +60,36 @@ class SoftLanes:
         gap_scale: scale (m) of the soft minimum over candidate leaders' gaps, > 0.
         free_gap: the gap (m) read when no car is ahead in the lane, and how much further a
             car outside the lane reads, > 0.
+        choice_scale: temperature (m/s^2) of MOBIL's smooth lane choice, > 0
+            (:mod:`difftraffic.soft_lane_change`; used only with lane changes).
+        safety_scale: scale (m/s^2) of MOBIL's smooth safety test, > 0 (idem).
     """
 
     lateral_scale: float = 0.25
     gap_scale: float = 0.25
     free_gap: float = 1000.0
+    choice_scale: float = 0.02
+    safety_scale: float = 0.5
 
     def __post_init__(self) -> None:
         check_positive("SoftLanes.lateral_scale", self.lateral_scale)
         check_positive("SoftLanes.gap_scale", self.gap_scale)
         check_positive("SoftLanes.free_gap", self.free_gap)
+        check_positive("SoftLanes.choice_scale", self.choice_scale)
+        check_positive("SoftLanes.safety_scale", self.safety_scale)
 
 
 def soft_lane_weights(y: Tensor, road: Road, lateral_scale: float) -> Tensor:
     """``[B, N, L]`` lane weights of lateral positions ``y [B, N]`` (m): a softmax over lanes of
     ``-(y - centre)^2 / (2 lateral_scale^2)``; each row sums to 1."""
+    return soft_lane_log_weights(y, road, lateral_scale).exp()
+
+
+def soft_lane_log_weights(y: Tensor, road: Road, lateral_scale: float) -> Tensor:
+    """``[B, N, L]`` logarithms of :func:`soft_lane_weights`, finite where the weights
+    underflow."""
     offset = y.unsqueeze(-1) - road.lane_centers(y)
-    return torch.softmax(-offset.square() / (2.0 * lateral_scale**2), dim=-1)
+    return torch.log_softmax(-offset.square() / (2.0 * lateral_scale**2), dim=-1)
 
 
 def _ahead(x: Tensor, active: Tensor, ring_length: float | None) -> tuple[Tensor, Tensor]:
@@ -87,28 +108,75 @@ def _ahead(x: Tensor, active: Tensor, ring_length: float | None) -> tuple[Tensor
     return distance, ahead & active.unsqueeze(1) & active.unsqueeze(2)
 
 
-def soft_leader_gap_and_speed(
-    state: TrafficState, road: Road, soft: SoftLanes
-) -> tuple[Tensor, Tensor]:
-    """``(gap, v_lead)``, each ``[B, N]``: every car's smooth gap to its leader (m, bumper to
-    bumper along the road) and its leader's speed along the road (m/s), differentiable in every
-    car's ``x``, ``y``, ``v`` and ``heading``. Inactive slots get ``free_gap`` and their own
-    speed."""
+class LaneLeaders(NamedTuple):
+    """Every car's smooth leader in every lane (:func:`lane_leaders`).
+
+    Attributes:
+        log_weights: ``[B, N, L]`` logarithms of the lane weights
+            (:func:`soft_lane_log_weights`).
+        weights: ``[B, N, L]`` lane weights (:func:`soft_lane_weights`).
+        lane_gap: ``[B, N, L]`` gap (m) from car ``i`` to its soft leader in lane ``l``.
+        lane_speed: ``[B, N, L]`` that leader's speed along the road (m/s).
+        gap: ``[B, N, N]`` bumper gap (m) from car ``i`` (rows) to car ``j`` along the road.
+        ahead: ``[B, N, N]`` bool, whether ``j`` is an active car ahead of ``i``.
+        v_along: ``[B, N]`` every car's speed along the road (m/s).
+        length: ``[B, N]`` every car's extent along the road (m).
+    """
+
+    log_weights: Tensor
+    weights: Tensor
+    lane_gap: Tensor
+    lane_speed: Tensor
+    gap: Tensor
+    ahead: Tensor
+    v_along: Tensor
+    length: Tensor
+
+
+def with_virtual_candidate(logits: Tensor, soft: SoftLanes) -> Tensor:
+    """Candidates' ``logits = -distance / gap_scale`` along dim 2 (``-inf`` where not a
+    candidate) with a virtual candidate at ``free_gap`` appended (index ``N``)."""
+    free = torch.full_like(logits[:, :, :1], -soft.free_gap / soft.gap_scale)
+    return torch.cat([logits, free], dim=2)
+
+
+def lane_leaders(state: TrafficState, road: Road, soft: SoftLanes) -> LaneLeaders:
+    """Every car's smooth gap to, and speed of, its leader in every lane (see the module
+    docstring), differentiable in every car's ``x``, ``y``, ``v`` and ``heading``."""
     cos_h, sin_h = torch.cos(state.heading), torch.sin(state.heading)
     rear_x, front_x = longitudinal_extent(state.x, state.length, state.width, cos_h, sin_h)
     distance, ahead = _ahead(state.x, state.active, road.ring_length)
     # g_ij = distance + rear overhang of j - front overhang of i
     gap = distance + (rear_x - state.x).unsqueeze(1) - (front_x - state.x).unsqueeze(2)
-    weights = soft_lane_weights(state.y, road, soft.lateral_scale)  # [B, N, L]
+    log_weights = soft_lane_log_weights(state.y, road, soft.lateral_scale)  # [B, N, L]
+    weights = log_weights.exp()
     outside = soft.free_gap * (1.0 - weights.unsqueeze(1))  # [B, 1, N, L], by candidate j
-    candidate_gap = gap.unsqueeze(-1) + outside  # [B, N, N, L]
-    logits = torch.where(ahead.unsqueeze(-1), -candidate_gap / soft.gap_scale, -torch.inf)
-    free = torch.full_like(logits[:, :, :1, :], -soft.free_gap / soft.gap_scale)
-    logits = torch.cat([logits, free], dim=2)  # the virtual leader is candidate N
+    logits = torch.where(
+        ahead.unsqueeze(-1), -(gap.unsqueeze(-1) + outside) / soft.gap_scale, -torch.inf
+    )
+    logits = with_virtual_candidate(logits, soft)  # the virtual leader is candidate N
     lane_gap = -soft.gap_scale * torch.logsumexp(logits, dim=2)  # [B, N, L]
     choice = torch.softmax(logits, dim=2)
     v_along = state.v * cos_h
     speeds = torch.cat([v_along.unsqueeze(1).expand_as(gap), v_along.unsqueeze(-1)], dim=2)
     lane_speed = (choice * speeds.unsqueeze(-1)).sum(dim=2)  # [B, N, L]
-    # the follower's own lane weights mix its lanes
-    return (weights * lane_gap).sum(-1), (weights * lane_speed).sum(-1)
+    length = front_x - rear_x
+    return LaneLeaders(log_weights, weights, lane_gap, lane_speed, gap, ahead, v_along, length)
+
+
+def soft_leader_gap_and_speed(
+    state: TrafficState, road: Road, soft: SoftLanes
+) -> tuple[Tensor, Tensor]:
+    """``(gap, v_lead)``, each ``[B, N]``: every car's smooth gap to its leader (m, bumper to
+    bumper along the road) and its leader's speed along the road (m/s), differentiable in every
+    car's ``x``, ``y``, ``v`` and ``heading``: its lanes' (:func:`lane_leaders`) mixed by its
+    own lane weights. Inactive slots get ``free_gap`` and their own speed."""
+    leaders = lane_leaders(state, road, soft)
+    return mixed_by_lane(leaders.weights, leaders.lane_gap), mixed_by_lane(
+        leaders.weights, leaders.lane_speed
+    )
+
+
+def mixed_by_lane(weights: Tensor, per_lane: Tensor) -> Tensor:
+    """``[B, N]``: ``per_lane [B, N, L]`` mixed by the cars' own lane ``weights [B, N, L]``."""
+    return (weights * per_lane).sum(-1)

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from difftraffic import MOBIL, IDMParams, Road, SoftLanes, rollout, step
+from difftraffic import IDMParams, Road, SoftLanes, rollout, step
 from difftraffic.neighbors import compute_neighbors, leader_gap_and_speed
 from difftraffic.soft_lanes import soft_lane_weights, soft_leader_gap_and_speed
 from difftraffic.testing import check_gradient
@@ -129,16 +129,16 @@ def test_soft_lanes_give_the_lateral_position_a_true_gradient(make_state) -> Non
     assert moved.item() < -1e-2
 
 
-def test_soft_lanes_are_not_combined_with_mobil_nor_forced_onto_the_fused_step(make_state) -> None:
+def test_soft_lanes_are_not_forced_onto_the_fused_step(make_state) -> None:
     state = make_state([[30.0, 10.0]], [[2.0, 2.0]], [[10.0, 10.0]])
     road, idm = Road.straight(num_lanes=2), IDMParams(v0=20.0)
-    with pytest.raises(ValueError, match="soft_lanes and lane_changes"):
-        step(state, road, idm, 0.1, soft_lanes=SoftLanes(), lane_changes=MOBIL())
     with pytest.raises(ValueError, match="soft lanes run on the eager step"):
         step(state, road, idm, 0.1, soft_lanes=SoftLanes(), path="fused")
 
 
-@pytest.mark.parametrize("name", ["lateral_scale", "gap_scale", "free_gap"])
+@pytest.mark.parametrize(
+    "name", ["lateral_scale", "gap_scale", "free_gap", "choice_scale", "safety_scale"]
+)
 def test_soft_lane_scales_must_be_positive(name: str) -> None:
     with pytest.raises(ValueError, match=rf"SoftLanes\.{name} must be in \(0\.0, inf\), got -1\.0"):
         SoftLanes(**{name: -1.0})
