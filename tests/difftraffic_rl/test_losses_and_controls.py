@@ -120,9 +120,9 @@ def test_alpha_fit_determinant_estimates_det_of_i_plus_alpha_hessian() -> None:
 
 @pytest.mark.parametrize("alpha_lr", [1e-3, 30.0])
 def test_the_final_alpha_fit_check_judges_the_parameters_it_ends_with(alpha_lr: float) -> None:
-    """With ``alpha_fit_check="final"`` the reported last loss is the loss of the kept parameters (after the last step), and a
-    fit whose last step overshoots (a huge step size) is rejected and leaves the actor as it
-    was."""
+    """With ``alpha_fit_check="final"`` the reported last loss is the loss of the kept
+    parameters (after the last step), and a fit whose last step overshoots (a huge step size) is
+    rejected and leaves the actor as it was."""
     cfg = GIPPOConfig(
         alpha_lr=alpha_lr,
         alpha_iterations=4,
