@@ -159,7 +159,8 @@ class RayExecutor:
                 "_system_config": {"worker_niceness": 0},
             }
             ray.init(
-                address=address,
+                # "local": a new instance of our own, never a cluster `ray start` left running
+                address="local" if address is None else address,
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,

@@ -3,6 +3,7 @@ and a driver killed mid-way then resumed."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import signal
@@ -101,10 +102,14 @@ def _free_port() -> int:
 
 @pytest.fixture
 def ray_cluster(tmp_path: Path):
-    """A real single-node cluster (``ray start --head``, 2 CPUs); its address."""
+    """A real single-node cluster (``ray start --head``, 2 CPUs); its address.
+
+    ``ray start`` runs in a process group of its own, which its daemons (gcs, raylet) keep, and
+    the cluster is stopped by killing that group: ``ray stop`` would kill the Ray processes of
+    every cluster on the machine, a sweep the user runs beside the tests included."""
     port = _free_port()
     env = {**os.environ, "RAY_worker_niceness": "0"}
-    subprocess.run(
+    head = subprocess.Popen(
         [
             str(RAY),
             "start",
@@ -113,15 +118,18 @@ def ray_cluster(tmp_path: Path):
             "--num-cpus=2",
             "--include-dashboard=false",
         ],
-        check=True,
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
         env=env,
-        timeout=180,
+        start_new_session=True,
     )
     try:
+        assert head.wait(timeout=180) == 0, "ray start --head failed"
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([str(RAY), "stop", "--force"], capture_output=True, timeout=120)
+        with contextlib.suppress(ProcessLookupError):  # nothing left of the group
+            os.killpg(head.pid, signal.SIGKILL)
+        head.wait()
 
 
 def _sweep_command(logdir: Path, address: str) -> list[str]:
