@@ -257,7 +257,7 @@ class GIPPO(PPO):
                 clip_and_step(self.actor_params, self.alpha_optimizer, self.config.grad_norm)
             assert first is not None  # alpha_iterations >= 2, checked by the config
             if self.config.alpha_fit_check == "before_last_step":
-                return float(first), float(loss)
+                return float(first), float(loss.detach())
             with torch.no_grad():
                 return float(first), float(fit_loss())
 
