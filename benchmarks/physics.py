@@ -246,7 +246,7 @@ def main() -> None:
     sweep.add_benchmark_arguments(
         parser,
         ALGOS,
-        logdir="runs/physics",
+        logdir="docs/results/runs/physics",
         out="docs/results/physics.md",
         episodes=EVALUATION_EPISODES,
         episodes_help="evaluation episodes (worlds) per run",

@@ -176,7 +176,7 @@ def main() -> None:
     sweep.add_benchmark_arguments(
         parser,
         ALGOS,
-        logdir="runs/traffic",
+        logdir="docs/results/runs/traffic",
         out="docs/results/traffic.md",
         episodes=EVALUATION_EPISODES,
         episodes_help="1000-step evaluation episodes per run",

@@ -11,7 +11,10 @@ markdown reports.
 With ``resume=True`` a sweep is incremental: every run lives in ``<logdir>/<task>_<algo>_s<seed>``,
 a run whose checkpoint is at its last epoch is skipped, an interrupted one continues from its
 checkpoint (exactly, see :func:`difftraffic_rl.training.resume`), and one killed before its first
-checkpoint starts over.
+checkpoint starts over. A finished run may also be kept as its *record* alone
+(:data:`RECORD_FILES`: configuration, progress log, commits and cached evaluation, without the
+checkpoint): the sweep skips it and the reports read it, which is how ``docs/results/runs`` keeps
+the runs behind the published tables in the repository.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "RECORD_FILES",
     "RunSummary",
     "add_benchmark_arguments",
     "cached_evaluation",
@@ -83,6 +87,24 @@ def _checkpoint_epochs(run_dir: Path) -> tuple[int, int] | None:
 COMMIT_FILE = "source_commit.txt"
 """Per run: the commit (:func:`source_commit`) of every process that trained it, one a line."""
 
+EVALUATION_FILE = "evaluation.json"
+"""Per run: the cached evaluation of its final policy (:func:`cached_evaluation`)."""
+
+RECORD_FILES = ("config.yaml", "progress.csv", COMMIT_FILE, EVALUATION_FILE)
+"""What a finished run's report needs; a run kept as these files alone counts as finished."""
+
+
+def _record_epochs(run_dir: Path) -> tuple[int, int] | None:
+    """``(epochs, epochs)`` of a finished run kept as its record without a checkpoint: it logged
+    every epoch its configuration asks for and its evaluation is cached; ``None`` otherwise."""
+    progress = run_dir / "progress.csv"
+    if not (progress.exists() and (run_dir / EVALUATION_FILE).exists()):
+        return None
+    configured = int(yaml.safe_load((run_dir / "config.yaml").read_text())["train"]["epochs"])
+    with progress.open(newline="") as handle:
+        logged = sum(1 for _ in csv.DictReader(handle))
+    return (configured, configured) if logged == configured else None
+
 
 def _record_commit(run_dir: Path, commit: str) -> None:
     path = run_dir / COMMIT_FILE
@@ -125,7 +147,7 @@ def _train_or_resume(
     run_dir = Path(logdir) / run_name(task, algo, seed) if resume else None
     with _run_lock(run_dir) if run_dir else contextlib.nullcontext():
         if run_dir:
-            reached = _checkpoint_epochs(run_dir)
+            reached = _checkpoint_epochs(run_dir) or _record_epochs(run_dir)
             if reached is not None:
                 epoch, total = reached
                 if epochs is not None and total != epochs:
@@ -434,15 +456,21 @@ def cached_evaluation(run_dir: str | Path, episodes: int) -> float:
     episodes, one per world (:func:`difftraffic_rl.training.evaluate`).
 
     The evaluation is cached in ``<run_dir>/evaluation.json`` and reused while it holds the same
-    number of episodes.
+    number of episodes; a run kept as its record alone (no checkpoint) can give no other count.
     """
-    from difftraffic_rl.training import evaluate
+    from difftraffic_rl.training import CHECKPOINT, evaluate
 
-    cache = Path(run_dir) / "evaluation.json"
+    cache = Path(run_dir) / EVALUATION_FILE
     if cache.exists():
         cached = json.loads(cache.read_text())
         if cached.get("episodes") == episodes:
             return float(cached["deterministic_mean"])
+        if not (Path(run_dir) / CHECKPOINT).exists():
+            kept = int(cached["episodes"])
+            raise ValueError(
+                f"{run_dir} is kept without its checkpoint and was evaluated over {kept} "
+                f"episodes, not {episodes}: report it with --episodes {kept} or train it again"
+            )
     result = evaluate(run_dir, episodes=episodes)
     cache.write_text(json.dumps(result, indent=2))
     return float(result["deterministic_mean"])

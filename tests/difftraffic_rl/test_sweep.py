@@ -142,3 +142,37 @@ def test_source_commit_names_the_checked_out_commit() -> None:
         check=True,
     ).stdout.strip()
     assert source_commit() in (head, head + "+changes")
+
+
+def test_a_finished_run_kept_as_its_record_is_skipped_and_reported_from_it(
+    tmp_path: Path,
+) -> None:
+    import shutil
+
+    from difftraffic_rl.sweep import RECORD_FILES, _one_run, cached_evaluation, evaluated_summaries
+    from difftraffic_rl.training import CHECKPOINT
+
+    settings = ["train.tensorboard=false"]
+    run = Path(_one_run("dejong", "ppo", 0, 3, str(tmp_path / "runs"), settings, True))
+    evaluated = cached_evaluation(run, episodes=2)
+    kept = tmp_path / "kept" / run.name
+    kept.mkdir(parents=True)
+    for name in RECORD_FILES:
+        shutil.copy(run / name, kept / name)
+    log = (kept / "progress.csv").read_text()
+
+    assert Path(_one_run("dejong", "ppo", 0, 3, str(tmp_path / "kept"), settings, True)) == kept
+    assert (kept / "progress.csv").read_text() == log  # skipped: nothing trained it again
+    assert not (kept / CHECKPOINT).exists()
+    (summary,), returns = evaluated_summaries([kept], {"dejong": 3}, episodes=2)
+    assert summary.epochs == 3
+    assert returns[("dejong", "ppo", 0)] == evaluated
+    with pytest.raises(ValueError, match="without its checkpoint.*over 2 episodes, not 4"):
+        cached_evaluation(kept, episodes=4)
+
+    # a record that misses epochs, or the evaluation, is no finished run: it trains from scratch
+    (kept / "progress.csv").write_text("\n".join(log.splitlines()[:2]) + "\n")
+    _one_run("dejong", "ppo", 0, 3, str(tmp_path / "kept"), settings, True)
+    assert (kept / CHECKPOINT).exists()
+    assert load_curve(kept) == load_curve(run)
+    assert not (kept / "evaluation.json").exists()  # the stale evaluation went with the record
