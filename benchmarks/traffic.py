@@ -47,6 +47,9 @@ LANE_MEMBERSHIP_NOTES = {
     "both lanes",
     "center": "a car leads only in the lane of its nearest lane centre, as in the authors' "
     "simulator",
+    "center (soft)": "the humans follow the smooth version of the nearest-centre rule (soft lane "
+    "weights and leaders, `PaceCarConfig.soft_lanes`), so the pace car's steering has a true "
+    "gradient; collisions keep the discrete rule",
 }
 
 
@@ -167,6 +170,8 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--epochs", str(args.epochs)]
     if args.lane_membership != "body":
         parts += ["--lane-membership", args.lane_membership]
+    if args.soft_lanes:
+        parts.append("--soft-lanes")
     return " ".join(parts)
 
 
@@ -186,14 +191,22 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=PAPER_EPOCHS)
     parser.add_argument(
         "--lane-membership",
-        choices=tuple(LANE_MEMBERSHIP_NOTES),
+        choices=("body", "center"),
         default="body",
         help="the pace-car road's lane rule (default body); 'center' runs in "
         "<logdir>_center and writes <out>_center.md",
     )
+    parser.add_argument(
+        "--soft-lanes",
+        action="store_true",
+        help="with --lane-membership center: the humans follow the smooth version of the rule "
+        "(PaceCarConfig.soft_lanes); runs in <logdir>_center_soft, writes <out>_center_soft.md",
+    )
     args = parser.parse_args()
+    if args.soft_lanes and args.lane_membership != "center":
+        parser.error("--soft-lanes needs --lane-membership center")
     if args.lane_membership != "body":
-        suffix = f"_{args.lane_membership}"
+        suffix = f"_{args.lane_membership}" + ("_soft" if args.soft_lanes else "")
         args.logdir = args.logdir.with_name(args.logdir.name + suffix)
         args.out = args.out.with_name(args.out.stem + suffix + args.out.suffix)
     if args.quick:
@@ -205,7 +218,10 @@ def main() -> None:
         args,
         tasks,
         dict.fromkeys(tasks, args.epochs),
-        overrides=[f"task_kwargs.lane_membership={args.lane_membership}"],
+        overrides=[
+            f"task_kwargs.lane_membership={args.lane_membership}",
+            f"task_kwargs.soft_lanes={str(args.soft_lanes).lower()}",
+        ],
         report=lambda run_dirs: report(
             run_dirs,
             args.variants,
@@ -214,7 +230,7 @@ def main() -> None:
             args.episodes,
             args.out,
             command,
-            args.lane_membership,
+            args.lane_membership + (" (soft)" if args.soft_lanes else ""),
         ),
     )
 
