@@ -24,7 +24,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from difftraffic.dynamics import step
 from difftraffic.policy import load_policy
 from difftraffic.road import LANE_MEMBERSHIPS
 from difftraffic.scenario import Scenario
@@ -260,21 +259,8 @@ def _simulate_scenario(
 ) -> None:
     generator = torch.Generator().manual_seed(seed)
     state, drivers = scenario.sample(batch_size, generator=generator)
-    neighbors = None
-    for _ in range(steps):
-        acceleration, steering = (None, None) if policy is None else policy(state)
-        result = step(
-            state,
-            scenario.road,
-            drivers,
-            scenario.dt,
-            acceleration,
-            steering,
-            neighbors,
-            generator=generator,
-        )
-        state, neighbors = result.state, result.neighbors
-        summary.add(state, int(result.collided.sum()), None)
+    for result in scenario.play(state, drivers, steps, policy, generator):
+        summary.add(result.state, int(result.collided.sum()), None)
 
 
 # -- argument parsing ------------------------------------------------------------------------

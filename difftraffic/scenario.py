@@ -18,6 +18,7 @@ Any numeric setting written as a ``(low, high)`` pair is drawn uniformly, indepe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -25,7 +26,7 @@ import torch
 from torch import Tensor
 
 from difftraffic.car_following import CarFollowingModel, Drivers, MixedDrivers
-from difftraffic.dynamics import rollout
+from difftraffic.dynamics import StepResult, rollout, step
 from difftraffic.errors import (
     check_device,
     check_number,
@@ -38,6 +39,10 @@ from difftraffic.lane_change import MOBIL
 from difftraffic.neighbors import compute_neighbors, detect_collisions
 from difftraffic.road import Road
 from difftraffic.state import TrafficState, body_extents
+
+Controls = Callable[[TrafficState], tuple[Tensor | None, Tensor | None]]
+"""The autonomous vehicles' ``(acceleration, steering)``, ``[B, N]`` each or ``None``, for a
+state (:meth:`Scenario.play`)."""
 
 Range = float | tuple[float, float]
 
@@ -261,6 +266,45 @@ class Scenario:
             generator=generator,
             lane_changes=lane_changes,
         )
+
+    def play(
+        self,
+        state: TrafficState,
+        drivers: Drivers,
+        steps: int,
+        controls: Controls | None = None,
+        generator: torch.Generator | None = None,
+    ) -> Iterator[StepResult]:
+        """Step worlds of this scenario (from :meth:`sample`) ``steps`` times, one result at a
+        time: the loop of a viewer or a long simulation, which keeps no trajectory.
+
+        Args:
+            state, drivers: the worlds, ``[B, N]``.
+            steps: steps to take (of :attr:`dt` seconds).
+            controls: maps the state before a step to the autonomous vehicles' ``[B, N]``
+                acceleration (m/s^2) and steering (rad), either ``None`` (coasting); ``None``:
+                they coast.
+            generator: the random draws of noisy drivers (Krauss ``sigma > 0``).
+
+        The drivers' lane changes (:meth:`lane_changes`) apply, as in :meth:`simulate`.
+        """
+        lane_changes = self.lane_changes(state.x)
+        neighbors = None
+        for _ in range(steps):
+            acceleration, steering = (None, None) if controls is None else controls(state)
+            result = step(
+                state,
+                self.road,
+                drivers,
+                self.dt,
+                acceleration,
+                steering,
+                neighbors,
+                generator=generator,
+                lane_changes=lane_changes,
+            )
+            state, neighbors = result.state, result.neighbors
+            yield result
 
     def lane_changes(self, like: Tensor) -> MOBIL | None:
         """The drivers' MOBIL lane-change parameters for :func:`difftraffic.step`, ``[1, N]``

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -12,7 +13,6 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from difftraffic.car_following import Drivers
-from difftraffic.dynamics import step
 from difftraffic.render.renderer import Overlay, RenderConfig, Renderer
 from difftraffic.render.video import write_video
 from difftraffic.road import Road
@@ -183,22 +183,10 @@ def _scenario_frames(
         generator = torch.Generator().manual_seed(seed)
         state, drivers = scenario.sample(batch_size, generator=generator)
         yield _rgb(renderer.render(state, world, time=0.0))
-        neighbors = None
-        for index in range(steps):
-            acceleration, steering = _scenario_controls(state, policy)
-            result = step(
-                state,
-                scenario.road,
-                drivers,
-                scenario.dt,
-                acceleration,
-                steering,
-                neighbors,
-                generator=generator,
-            )
-            state, neighbors = result.state, result.neighbors
+        controls = partial(_scenario_controls, policy=policy)
+        for index, result in enumerate(scenario.play(state, drivers, steps, controls, generator)):
             time = (index + 1) * scenario.dt
-            yield _rgb(renderer.render(state, world, collided=result.collided, time=time))
+            yield _rgb(renderer.render(result.state, world, collided=result.collided, time=time))
 
 
 def _rgb(frame: np.ndarray | None) -> np.ndarray:

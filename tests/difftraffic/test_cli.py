@@ -17,13 +17,22 @@ SMALL = ["--width", "192", "--height", "108", "--quiet"]
 
 USER_SCENARIO = textwrap.dedent(
     """
-    from difftraffic import Road, ScenarioBuilder
+    from difftraffic import MOBIL, Driver, Road, ScenarioBuilder
 
     def ring():
         return (
             ScenarioBuilder(Road.ring(120.0, num_lanes=2), dt=0.1)
             .platoon(lane=0, count=4, spacing=25.0, speed=6.0)
             .vehicle(lane=1, x=10.0, speed=6.0, autonomous=True)
+            .build()
+        )
+
+    def overtaking():
+        overtaker = Driver(v0=30.0, lane_change=MOBIL(politeness=0.3))
+        return (
+            ScenarioBuilder(Road.straight(num_lanes=2, speed_limit=30.0), dt=0.1)
+            .vehicle(lane=0, x=150.0, speed=10.0, driver=Driver(v0=10.0))
+            .platoon(lane=0, count=4, spacing=30.0, speed=25.0, driver=overtaker)
             .build()
         )
 
@@ -67,6 +76,26 @@ def test_simulate_prints_speeds_collisions_and_throughput(capsys, scenario_file)
         assert "mean human speed" in text and "throughput" in text
     assert "pace-car collisions" in pace_car and "episodes ended" in pace_car
     assert re.search(r"collisions \(vehicle-steps\) +0\n", user)
+
+
+def test_simulate_moves_a_user_scenario_with_its_drivers_lane_changes(
+    capsys, scenario_file
+) -> None:
+    from difftraffic.cli import load_scenario
+    from difftraffic.dynamics import rollout
+
+    main(["simulate", f"{scenario_file}:overtaking", "--steps", "200", "--batch", "2"])
+    printed = float(re.search(r"mean human speed +(\S+) m/s", capsys.readouterr().out)[1])
+    scenario = load_scenario(f"{scenario_file}:overtaking")
+    states, _ = scenario.simulate(200, batch_size=2, seed=0)
+    with_changes = sum(float(s.v.mean()) for s in states[1:]) / 200
+    assert any(bool((scenario.road.nearest_lane(s.y) == 1).any()) for s in states)
+    assert printed == pytest.approx(with_changes, abs=2e-3)
+    # without lane changes the platoon stays stuck behind the slow car: a lower mean speed
+    state, drivers = scenario.sample(2, seed=0)
+    stuck, _ = rollout(state, scenario.road, drivers, scenario.dt, 200)
+    without = sum(float(s.v.mean()) for s in stuck[1:]) / 200
+    assert without < with_changes - 1.0
 
 
 @pytest.mark.parametrize(
