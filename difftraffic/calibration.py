@@ -383,6 +383,10 @@ class CalibrationResult:
             one; each iteration replays every start at its trial step and, for the Jacobian,
             once per fitted parameter, all in one batched simulation).
         history: mean error (sum of squared residuals per driver) after each iteration.
+        trace: ``(seconds, [D] error)`` before and after each iteration of the whole-replay
+            stage: the time since the fit began and each driver's best error per observed step
+            over its starts (for ``objective="gap"`` the gap MSE, m^2), so that the time the fit
+            took to reach a given error can be read off (``benchmarks/calibration.py``).
     """
 
     vehicle_ids: list[str]
@@ -395,6 +399,7 @@ class CalibrationResult:
     replays: int = 0
     stopped_early: bool = False
     history: list[float] = field(default_factory=list)
+    trace: list[tuple[float, Tensor]] = field(default_factory=list)
 
     def rows(self) -> list[dict[str, float | str]]:
         """One mapping per follower: ids, parameters, errors."""
@@ -615,6 +620,7 @@ def calibrate(
         replays=fit.replays,
         stopped_early=fit.out_of_time(),
         history=fit.history,
+        trace=fit.trace,
     )
 
 
@@ -650,6 +656,8 @@ class _Fit:
         self.speed_weight = _observed_variance(data.speed, data.valid).rsqrt()
         self.deadline = None if time_limit is None else time.monotonic() + time_limit
         self.iterations, self.replays, self.history = 0, 0, list[float]()
+        self.started = time.perf_counter()
+        self.trace = list[tuple[float, Tensor]]()
 
     def out_of_time(self) -> bool:
         return self.deadline is not None and time.monotonic() > self.deadline
@@ -704,6 +712,11 @@ class _Fit:
             (jvp,) = torch.autograd.grad(vjp, cotangent, identity.expand_as(expanded))
         return residual[0].detach(), jvp.movedim(0, -1)
 
+    def _record(self, stage: Stage, best: Tensor, observed: Tensor) -> None:
+        """Add the whole-replay stage's best errors per observed step to the trace."""
+        if stage.window is None:
+            self.trace.append((time.perf_counter() - self.started, best / observed))
+
     def levenberg_marquardt(self, stage: Stage, logits: Tensor, keep: int, bar: Any) -> Tensor:
         """Up to ``stage.iterations`` iterations on logits ``[K, D, P]``; returns
         ``[min(keep, K), D, P]``, each driver's starts with the lowest errors on what the stage
@@ -716,7 +729,9 @@ class _Fit:
         loss = _sum_of_squares(residual)
         best, quiet = loss.min(0).values, 0
         # a driver replayed to within EXACT (RMS) has nothing left to improve
-        exact_loss = EXACT**2 * data.valid.flatten(1).sum(-1)
+        observed = data.valid.flatten(1).sum(-1)
+        exact_loss = EXACT**2 * observed
+        self._record(stage, best, observed)
         for _ in range(stage.iterations):
             clean = jacobian.nan_to_num(0.0, 0.0, 0.0)
             normal = clean.transpose(-1, -2) @ clean
@@ -739,6 +754,7 @@ class _Fit:
                 bar.update(1)
                 bar.set_postfix_str(f"window {stage.window or 'all'}, error {self.history[-1]:.4g}")
             best, previous_best = loss.min(0).values, best
+            self._record(stage, best, observed)
             improved = ((previous_best - best) > TOLERANCE * best) & (best > exact_loss)
             quiet = 0 if bool(improved.any()) else quiet + 1
             if quiet == 3 or self.out_of_time():

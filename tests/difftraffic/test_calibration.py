@@ -145,6 +145,13 @@ def test_on_noisy_data_every_driver_fits_as_well_as_its_true_parameters(
     true_rmse = (((true_gap - data.gap) ** 2).mean(-1)).sqrt()
     assert float(true_rmse.min()) > 0.2  # the noise is there
     assert (result.gap_rmse <= 1.1 * true_rmse).all(), (result.gap_rmse, true_rmse)
+    # the trace of the whole-replay stage: times in order, errors never rising, ending at the
+    # fitted parameters' gap MSE
+    seconds = [t for t, _ in result.trace]
+    errors = torch.stack([e for _, e in result.trace])
+    assert len(seconds) >= 2 and seconds == sorted(seconds) and seconds[0] > 0
+    assert (errors[1:] <= errors[:-1]).all()
+    torch.testing.assert_close(errors[-1], result.gap_rmse**2)
 
 
 def test_the_jacobian_by_differences_agrees_with_autodiff(platoon_csv: Path) -> None:
