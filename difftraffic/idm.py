@@ -75,6 +75,15 @@ def desired_gap(v: Tensor, v_lead: Tensor, params: IDMParams) -> Tensor:
     return params.s0 + torch.relu(approach)
 
 
+def _power(ratio: Tensor, delta: Scalar) -> Tensor:
+    """``ratio ** delta``; the IDM's usual ``delta = 4`` (a number) by two squarings, a tenth of
+    ``torch.pow``'s time (as the fused step does)."""
+    if not isinstance(delta, Tensor) and delta == 4:
+        squared = ratio * ratio
+        return squared * squared
+    return torch.pow(ratio, delta)
+
+
 def idm_acceleration(
     v: Tensor,
     v_lead: Tensor,
@@ -95,7 +104,7 @@ def idm_acceleration(
     Returns:
         ``[B, N]`` acceleration, never above ``params.a``.
     """
-    free_road = 1.0 - torch.pow(v / params.v0, params.delta)
+    free_road = 1.0 - _power(v / params.v0, params.delta)
     if has_leader is None:
         return params.a * (free_road - (desired_gap(v, v_lead, params) / gap) ** 2)
     # Substitute harmless inputs where there is no leader so that neither branch of the
