@@ -17,6 +17,7 @@ opening one that someone sent you runs none of their code (:func:`load_checkpoin
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -24,7 +25,7 @@ import math
 import os
 import pickle
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -192,6 +193,19 @@ def _new_run_dir(logdir: Path, config: RunConfig, name: str | None = None) -> Pa
     raise RuntimeError(f"could not create a fresh run directory under {logdir}")
 
 
+@contextlib.contextmanager
+def intra_op_threads(count: int) -> Iterator[None]:
+    """Run torch on ``count`` intra-op threads inside the block, the caller's count restored
+    after: a run's numbers then do not depend on the thread count of the process that starts
+    it (a reduction split over two threads rounds differently)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
 class Trainer:
     """Holds a run's environment, algorithm and bookkeeping; see the module docstring.
 
@@ -206,19 +220,20 @@ class Trainer:
         settings = config.train
         _check_device(settings.device)
         dtype = getattr(torch, settings.dtype)
-        self.env = make_task(
-            config.task, settings.num_envs, settings.device, dtype, **config.task_kwargs
-        )
-        algorithm_class = get_algorithm(config.algo)
-        self.algorithm = algorithm_class(
-            config.algorithm_config(),
-            self.env.obs_dim,
-            self.env.action_dim,
-            seed=settings.seed,
-            device=settings.device,
-            dtype=dtype,
-        )
-        self.obs = self.env.reset(seed=settings.seed)
+        with intra_op_threads(settings.num_threads):
+            self.env = make_task(
+                config.task, settings.num_envs, settings.device, dtype, **config.task_kwargs
+            )
+            algorithm_class = get_algorithm(config.algo)
+            self.algorithm = algorithm_class(
+                config.algorithm_config(),
+                self.env.obs_dim,
+                self.env.action_dim,
+                seed=settings.seed,
+                device=settings.device,
+                dtype=dtype,
+            )
+            self.obs = self.env.reset(seed=settings.seed)
         self.tracker = EpisodeTracker(settings.num_envs, self.obs.device, self.obs.dtype)
         self.meter = RewardMeter(settings.reward_window)
         self.epoch = 0
@@ -386,27 +401,25 @@ class Trainer:
             desc=f"{self.config.algo} {self.config.task}",
             dynamic_ncols=True,
         )
-        threads = torch.get_num_threads()
-        torch.set_num_threads(self.config.train.num_threads)
         try:
-            while self.epoch < last:
-                row = self.run_epoch()
-                rows.append(row)
-                self._log(row)
-                if self.run_dir is not None and (
-                    self.epoch % self.config.train.checkpoint_every == 0 or self.epoch == total
-                ):
-                    self.save_checkpoint()
-                if callback is not None:
-                    callback(row)
-                reward = row["reward_smoothed"]
-                postfix = [NO_EPISODE_YET if math.isnan(reward) else f"reward={reward:.3e}"]
-                if "gippo/alpha" in row:
-                    postfix.append(f"alpha={row['gippo/alpha']:.2e}")
-                bar.set_postfix_str(", ".join(postfix), refresh=False)
-                bar.update(1)
+            with intra_op_threads(self.config.train.num_threads):
+                while self.epoch < last:
+                    row = self.run_epoch()
+                    rows.append(row)
+                    self._log(row)
+                    if self.run_dir is not None and (
+                        self.epoch % self.config.train.checkpoint_every == 0 or self.epoch == total
+                    ):
+                        self.save_checkpoint()
+                    if callback is not None:
+                        callback(row)
+                    reward = row["reward_smoothed"]
+                    postfix = [NO_EPISODE_YET if math.isnan(reward) else f"reward={reward:.3e}"]
+                    if "gippo/alpha" in row:
+                        postfix.append(f"alpha={row['gippo/alpha']:.2e}")
+                    bar.set_postfix_str(", ".join(postfix), refresh=False)
+                    bar.update(1)
         finally:
-            torch.set_num_threads(threads)
             bar.close()
             if self._writer is not None:
                 self._writer.flush()

@@ -439,6 +439,28 @@ def test_training_leaves_the_callers_thread_count_and_loading_builds_no_environm
     assert torch.equal(rebuilt.act(obs), result.algorithm.act(obs))
 
 
+def test_a_run_is_built_alike_whatever_thread_count_its_caller_has() -> None:
+    """The critic's orthogonal initialization (a QR factorization) rounds differently on two
+    threads: a run started from a two-thread process (a sweep worker, ``make demo``) once began
+    from other weights than the same seed started from a one-thread one."""
+    from difftraffic_rl.training import Trainer, resolve_config
+
+    config = resolve_config("pacecar-2lane", "ppo", seed=1, overrides=["train.num_threads=1"])
+    before = torch.get_num_threads()
+    states = []
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            states.append(Trainer(config).algorithm.state_dict())
+            assert torch.get_num_threads() == threads
+    finally:
+        torch.set_num_threads(before)
+    critic_one, critic_two = states[0]["critic"], states[1]["critic"]
+    assert critic_one.keys() == critic_two.keys()
+    for name, tensor in critic_one.items():
+        assert torch.equal(tensor, critic_two[name]), name
+
+
 def test_shipped_configs_state_only_what_differs_so_a_changed_default_reaches_them() -> None:
     import dataclasses
     from importlib import resources
