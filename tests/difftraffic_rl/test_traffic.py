@@ -215,9 +215,9 @@ DEMO_MIN_RETURN = 850.0
 """The demo's promise: its pace car holds the humans near 10 m/s. Measured with the demo's own
 settings (seed 3, 250 epochs, one torch thread, this machine class, commits ccd3f82 and 8f0eb56):
 924.9 ± 8.9 over 32 worlds, against an idle pace car's 33.0 and a random one's 33.7. The failures
-lie far below: the 71.1 of issue 11 (a pace car stuck sideways in front of stopped humans) and seed 1's
-472 under the same settings (a pace car that loses the humans in half of its episodes); 850 is
-the issue's bar."""
+lie far below: the 71.1 of issue 11 (a pace car stuck sideways in front of stopped humans) and
+seed 1's 472 under the same settings (a pace car that loses the humans in half of its episodes);
+850 is the issue's bar."""
 
 
 def test_the_demo_trains_a_pace_car_that_holds_the_humans(tmp_path):
