@@ -501,3 +501,22 @@ def test_print_config_shows_every_resolved_setting(capsys: pytest.CaptureFixture
     assert shown["hyperparameters"]["gamma"] == 0.9
     assert shown["hyperparameters"]["actor_hidden"] == [512, 64, 64]
     assert "alpha0" in shown["hyperparameters"] and "gae_lambda" in shown["hyperparameters"]
+
+
+@pytest.mark.parametrize("variant", ["1lane", "2lane", "3lane", "4lane", "10lane"])
+@pytest.mark.parametrize("algo", ALGOS)
+def test_shipped_pace_car_configs_hold_the_authors_traffic_settings(
+    variant: str, algo: str
+) -> None:
+    """Appendix 7.4.2 and the authors' traffic run configurations (docs/fidelity.md, row 9):
+    their critics learn un-normalized values (`normalize_value: False` in every one)."""
+    rates = {"lr": 3e-4, "rp": 1e-3, "lrp": 3e-4, "ppo": 3e-4, "gippo": 3e-4}
+    values = RunConfig.from_dict(default_config(f"pacecar-{variant}", algo)).resolved()
+    hp = values["hyperparameters"]
+    assert hp["actor_lr"] == rates[algo]
+    assert (hp["horizon"], hp["actor_hidden"], hp["critic_hidden"]) == (32, [512, 64, 64], [64, 64])
+    assert (hp["critic_lr"], hp["gamma"], hp["gae_lambda"]) == (1e-3, 0.99, 0.95)
+    assert (hp["normalize_obs"], hp["normalize_value"]) == (True, False)
+    assert (values["train"]["num_envs"], values["train"]["epochs"]) == (64, 500)
+    if algo == "gippo":
+        assert (hp["alpha0"], hp["alpha_lr"], hp["max_alpha"]) == (0.1, 1e-5, 1.0)
