@@ -346,7 +346,11 @@ def main() -> None:
     if args.quick:
         args.epochs, args.seeds = 20, [1]
         sweep.use_quick_paths(args)
-    command = "python benchmarks/function_optimization.py" + (" --quick" if args.quick else "")
+    command = " ".join(
+        ["python benchmarks/function_optimization.py"]
+        + (["--quick"] if args.quick else [])
+        + sweep.override_arguments(args)
+    )
     if args.authors_code:
         time_against_authors(
             args.authors_code, args.authors_python, args.timing_repeats, args.logdir

@@ -235,7 +235,7 @@ def command_line(args: argparse.Namespace) -> str:
     parts += ["--seeds", *map(str, args.seeds)]
     if not args.quick:
         parts += ["--epochs", *(f"{t}={args.epochs[t]}" for t in args.tasks)]
-    return " ".join(parts + ["--device", args.device])
+    return " ".join(parts + ["--device", args.device, *sweep.override_arguments(args)])
 
 
 def main() -> None:

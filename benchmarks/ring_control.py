@@ -207,8 +207,10 @@ def main() -> None:
     if args.quick:
         args.epochs, args.seeds, args.episodes = 3, [1], 4
         sweep.use_quick_paths(args)
-    command = "python benchmarks/ring_control.py" + (
-        " --quick" if args.quick else f" --seeds {' '.join(map(str, args.seeds))}"
+    command = " ".join(
+        ["python benchmarks/ring_control.py"]
+        + (["--quick"] if args.quick else ["--seeds", *map(str, args.seeds)])
+        + sweep.override_arguments(args)
     )
     sweep.sweep_and_report(
         args,

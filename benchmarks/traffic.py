@@ -159,7 +159,7 @@ def report(
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces the runs of this report (defaults left out)."""
     if args.quick:
-        return "python benchmarks/traffic.py --quick"
+        return " ".join(["python benchmarks/traffic.py --quick", *sweep.override_arguments(args)])
     parts = ["python benchmarks/traffic.py"]
     if set(args.variants) != set(VARIANTS):
         parts += ["--variants", *args.variants]
@@ -172,7 +172,7 @@ def command_line(args: argparse.Namespace) -> str:
         parts += ["--lane-membership", args.lane_membership]
     if args.soft_lanes:
         parts.append("--soft-lanes")
-    return " ".join(parts)
+    return " ".join(parts + sweep.override_arguments(args))
 
 
 def main() -> None:

@@ -14,7 +14,9 @@ checkpoint (exactly, see :func:`difftraffic_rl.training.resume`), and one killed
 checkpoint starts over. A finished run may also be kept as its *record* alone
 (:data:`RECORD_FILES`: configuration, progress log, commits and cached evaluation, without the
 checkpoint): the sweep skips it and the reports read it, which is how ``docs/results/runs`` keeps
-the runs behind the published tables in the repository.
+the runs behind the published tables in the repository. A kept run whose settings differ from
+those the sweep would start (the shipped configuration or the overrides changed since) stops the
+sweep before it trains anything, with the list of such runs.
 """
 
 from __future__ import annotations
@@ -106,6 +108,49 @@ def _record_epochs(run_dir: Path) -> tuple[int, int] | None:
     return (configured, configured) if logged == configured else None
 
 
+SWEEP_MAY_DIFFER = ("train.checkpoint_every", "train.tensorboard", "train.num_threads")
+"""The settings in which a kept run may differ from the run a sweep would start: they do not
+change what it learns."""
+
+
+def _check_kept_runs(
+    jobs: list[tuple[str, str, int]],
+    epochs: int | Mapping[str, int] | None,
+    logdir: Path,
+    overrides: list[str],
+) -> None:
+    """``ValueError`` listing every kept run (a checkpoint or a finished record in ``logdir``)
+    that is not the run this sweep would start: its configuration differs in a setting outside
+    :data:`SWEEP_MAY_DIFFER`, because the shipped configuration, a default or the overrides
+    changed since it was trained. Reusing it would report another experiment's result."""
+    from difftraffic_rl.config import load_run_config
+    from difftraffic_rl.training import changed_settings, resolve_config
+
+    stale = []
+    for task, algo, seed in jobs:
+        run_dir = logdir / run_name(task, algo, seed)
+        if (_checkpoint_epochs(run_dir) or _record_epochs(run_dir)) is None:
+            continue
+        kept = load_run_config(run_dir / "config.yaml")
+        wanted = resolve_config(task, algo, seed, _task_epochs(epochs, task), overrides=overrides)
+        differences = [
+            f"{key} {before!r} (this sweep: {after!r})"
+            for key, before, after in changed_settings(kept, wanted)
+            if key not in SWEEP_MAY_DIFFER
+        ]
+        if differences:
+            stale.append(f"  {run_dir}: {', '.join(differences)}")
+    if stale:
+        raise ValueError(
+            "kept runs were trained with other settings than this sweep would use; delete them "
+            "or give another logdir:\n" + "\n".join(stale)
+        )
+
+
+def _task_epochs(epochs: int | Mapping[str, int] | None, task: str) -> int | None:
+    return epochs[task] if isinstance(epochs, Mapping) else epochs
+
+
 def _record_commit(run_dir: Path, commit: str) -> None:
     path = run_dir / COMMIT_FILE
     recorded = path.read_text().split() if path.exists() else []
@@ -150,11 +195,6 @@ def _train_or_resume(
             reached = _checkpoint_epochs(run_dir) or _record_epochs(run_dir)
             if reached is not None:
                 epoch, total = reached
-                if epochs is not None and total != epochs:
-                    raise ValueError(
-                        f"{run_dir} was started with {total} epochs, not {epochs}; use another "
-                        "logdir"
-                    )
                 if epoch < total:
                     resume_run(run_dir, progress=False)
                 return run_dir, epoch < total
@@ -257,6 +297,8 @@ def run_sweep(
         )
     logdir = Path(logdir).resolve()  # workers may start in another directory
     jobs = [(t, a, s) for s, t, a in itertools.product(seeds, tasks, algos)]
+    if resume:
+        _check_kept_runs(jobs, epochs, logdir, list(overrides or []))
     labels = [run_name(t, a, s) for t, a, s in jobs]
     executor = make_executor(scheduler, workers, address, gpus_per_run)
     display = SweepProgress(labels, [logdir / label for label in labels], show=progress)
@@ -269,7 +311,7 @@ def run_sweep(
                 t,
                 a,
                 s,
-                epochs[t] if isinstance(epochs, Mapping) else epochs,
+                _task_epochs(epochs, t),
                 str(logdir),
                 list(overrides or []),
                 resume,
@@ -549,7 +591,8 @@ def add_benchmark_arguments(
 ) -> None:
     """The arguments every learning benchmark takes: ``--algos``, ``--seeds``, ``--episodes``
     (only given ``episodes``, the default count of a benchmark that evaluates its runs),
-    ``--workers``, ``--logdir``, ``--out``, ``--quick``, ``--report-only`` and the sweep's
+    ``--workers``, ``--logdir``, ``--out``, ``--quick``, ``--set`` (``args.overrides``),
+    ``--report-only`` and the sweep's
     scheduler options (``--scheduler``, ``--address``, ``--gpus-per-run``, ``--no-progress``)."""
     from difftraffic_rl.scheduling import add_scheduler_arguments
 
@@ -562,11 +605,25 @@ def add_benchmark_arguments(
     parser.add_argument("--out", type=Path, default=Path(out))
     parser.add_argument("--quick", action="store_true", help=quick_help)
     parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        dest="overrides",
+        metavar="KEY=VALUE",
+        help="override a setting of every run, as `difftraffic-rl train --set` "
+        "(e.g. --set hyperparameters.normalize_value=true); the report's command line shows it",
+    )
+    parser.add_argument(
         "--report-only",
         action="store_true",
         help="write the table and plot from the runs that exist; train nothing",
     )
     add_scheduler_arguments(parser)
+
+
+def override_arguments(args: argparse.Namespace) -> list[str]:
+    """``--set KEY=VALUE`` for each of ``args.overrides``, for a report's command line."""
+    return [part for override in args.overrides for part in ("--set", override)]
 
 
 def use_quick_paths(args: argparse.Namespace) -> None:
@@ -597,7 +654,7 @@ def sweep_and_report(
             epochs,
             args.logdir,
             args.workers,
-            overrides=["train.tensorboard=false", *overrides],
+            overrides=["train.tensorboard=false", *overrides, *args.overrides],
             resume=True,
             scheduler=args.scheduler,
             address=args.address,

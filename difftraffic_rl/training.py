@@ -563,7 +563,7 @@ def load_algorithm(checkpoint: str | Path, device: str | None = None) -> Algorit
     return algorithm
 
 
-def _changed_settings(old: RunConfig, new: RunConfig) -> list[tuple[str, Any, Any]]:
+def changed_settings(old: RunConfig, new: RunConfig) -> list[tuple[str, Any, Any]]:
     """``(dotted key, old value, new value)`` of every resolved setting that differs."""
     sections = {
         "train": (dataclasses.asdict(old.train), dataclasses.asdict(new.train)),
@@ -590,7 +590,7 @@ def _resumed_config(
     if not items:
         return config
     changed = RunConfig.from_dict(apply_overrides(config.to_dict(), items))
-    for key, before, after in _changed_settings(config, changed):
+    for key, before, after in changed_settings(config, changed):
         if key not in RESUMABLE_SETTINGS:
             raise ValueError(
                 f"{key} cannot change when resuming {run_dir} (the run has {before!r}, asked "

@@ -26,6 +26,8 @@ def test_quick_traffic_benchmark_writes_an_evaluated_table_and_a_plot(tmp_path):
         "--lane-membership",
         "center",
         "--soft-lanes",
+        "--set",
+        "hyperparameters.normalize_value=true",
     ]
     run = subprocess.run(command, capture_output=True, text=True, timeout=600, check=False)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -44,6 +46,7 @@ def test_quick_traffic_benchmark_writes_an_evaluated_table_and_a_plot(tmp_path):
         assert -1.0 <= float(value) <= 1000.0
         assert float(iqm) == float(low) == float(high) == round(float(value))
     assert "lane membership `center (soft)`" in report
+    assert "--quick --set hyperparameters.normalize_value=true" in report
     assert "variants 1lane of 1lane, 2lane, 3lane, 4lane, 10lane" in report
     assert "2 of 2 requested runs finished" in report
     assert (out / "traffic_center_soft.png").stat().st_size > 1000
@@ -54,6 +57,7 @@ def test_quick_traffic_benchmark_writes_an_evaluated_table_and_a_plot(tmp_path):
         config = (run_dir / "config.yaml").read_text()
         assert "lane_membership: center" in config
         assert "soft_lanes: true" in config
+        assert "normalize_value: true" in config  # --set, against the shipped false
 
 
 def test_soft_lanes_without_the_centre_rule_is_refused_before_training(tmp_path):

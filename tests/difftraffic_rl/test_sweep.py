@@ -106,8 +106,32 @@ def test_resumable_sweep_run_continues_an_interrupted_run_and_skips_a_finished_o
     assert f"Runs trained at commit `0123abc`, `{commit}`." in "\n".join(
         report_preamble("T", "cmd", "setting", [summary])
     )
-    with pytest.raises(ValueError, match="5 epochs, not 7"):
-        _one_run("dejong", "ppo", 0, 7, str(tmp_path / "full"), settings, True)
+
+
+def test_a_sweep_refuses_kept_runs_trained_with_other_settings(tmp_path: Path) -> None:
+    """A kept run that the sweep would now train differently (another epoch count, a changed
+    shipped configuration or override) would report another experiment: the sweep stops before
+    training anything and names each such run and setting."""
+    from difftraffic_rl.sweep import _check_kept_runs, _one_run, run_sweep
+
+    settings = ["train.tensorboard=false"]
+    run = Path(_one_run("dejong", "ppo", 0, 2, str(tmp_path), settings, True))
+    log = (run / "progress.csv").read_text()
+
+    def sweep(epochs: int, overrides: list[str]) -> None:
+        run_sweep(["dejong"], ["ppo"], [0], epochs, tmp_path, overrides=overrides, resume=True)
+
+    with pytest.raises(
+        ValueError,
+        match=rf"{run.name}: hyperparameters.actor_lr 0.0001 \(this sweep: 0.001\)",
+    ):
+        sweep(2, [*settings, "hyperparameters.actor_lr=1e-3"])
+    with pytest.raises(ValueError, match=r"train.epochs 2 \(this sweep: 3\)"):
+        sweep(3, settings)
+    assert (run / "progress.csv").read_text() == log  # nothing was trained
+    # how often it checkpoints or logs, or on how many threads, does not change what it learned
+    quiet = [*settings, "train.checkpoint_every=5", "train.num_threads=2"]
+    _check_kept_runs([("dejong", "ppo", 0)], 2, tmp_path, quiet)
 
 
 def test_sweep_with_epochs_per_task_names_the_tasks_without_a_count(tmp_path: Path) -> None:
