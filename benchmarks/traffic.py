@@ -3,8 +3,9 @@
 Trains LR, RP, LR+RP, PPO and GI-PPO with the shipped (paper) traffic configurations at the
 paper's budget (500 epochs x 32 steps x 64 worlds, about 1 M environment steps) for several seeds,
 seeds in parallel (one torch thread per process). Every finished run is then evaluated over full
-1000-step episodes with its mean action (the evaluation is cached in ``<run>/evaluation.json``),
-and a markdown table and learning curves are written next to the authors' logged returns.
+1000-step episodes with its mean action and with actions sampled from it, as in training (the
+evaluation is cached in ``<run>/evaluation.json``), and a markdown table and learning curves are
+written next to the authors' logged returns.
 
 The sweep is incremental: finished runs are skipped and interrupted ones continue from their last
 checkpoint, so re-running the same command resumes a killed benchmark; ``--report-only`` writes
@@ -53,14 +54,16 @@ LANE_MEMBERSHIP_NOTES = {
 }
 
 
-def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, int], float]) -> str:
+def results_table(
+    runs: list[sweep.RunSummary], returns: dict[tuple[str, str, int], float], episodes: int
+) -> str:
     """Markdown table, one row per (variant, algorithm)."""
     rows = []
     for task, algo, group in sweep.grouped_runs(runs, [f"pacecar-{v}" for v in VARIANTS], ALGOS):
         variant = task.removeprefix("pacecar-")
-        evaluated = [
-            returns[(r.task, r.algo, r.seed)] for r in group if (r.task, r.algo, r.seed) in returns
-        ]
+        finished = [r for r in group if (r.task, r.algo, r.seed) in returns]
+        evaluated = [returns[(r.task, r.algo, r.seed)] for r in finished]
+        sampled = [sweep.cached_evaluation(r.run_dir, episodes, "sampled") for r in finished]
         rows.append(
             [
                 variant,
@@ -70,6 +73,8 @@ def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, in
                 f"**{sweep.format_mean_std(evaluated, '.1f', '.1f')}**",
                 sweep.format_iqm(evaluated, ".0f"),
                 " / ".join(f"{value:.0f}" for value in evaluated),
+                sweep.format_iqm(sampled, ".0f"),
+                " / ".join(f"{value:.0f}" for value in sampled),
                 sweep.format_mean_std([r.best for r in group], ".1f", ".1f"),
                 sweep.format_mean_std([r.final for r in group], ".1f", ".1f"),
                 f"{AUTHORS_RETURN[variant][algo]:.1f}",
@@ -85,6 +90,8 @@ def results_table(runs: list[sweep.RunSummary], returns: dict[tuple[str, str, in
             "evaluation return",
             "evaluation IQM [95 % CI]",
             "per seed",
+            "sampled actions: IQM [95 % CI]",
+            "per seed, sampled",
             "best training return",
             "final training return",
             "authors' return",
@@ -128,13 +135,16 @@ def report(
     lines += [
         f"*Evaluation return*: the trained policy's mean action over {episodes} episodes of 1000 "
         "steps (maximum 1000), mean ± std over seeds, and its interquartile mean over seeds "
-        "with a 95 % stratified bootstrap interval (rliable). *Best training return* (the "
+        "with a 95 % stratified bootstrap interval (rliable). *Sampled actions*: the same "
+        "episodes driven with actions sampled from the policy, as in training (a pace car that "
+        "weaves between lanes may need its noise: its mean action can drive straight and lose "
+        "the other lanes' humans). *Best training return* (the "
         "authors' measure): each "
         "run's best smoothed return of the sampled actions (running mean over 100 episodes), "
         "mean ± std over seeds; *final*: its value at the end of training. The authors' column "
         "is their logged return on their own simulator, for orientation only.",
         "",
-        results_table(runs, returns),
+        results_table(runs, returns, episodes),
         f"![learning curves]({out.with_suffix('.png').name})",
         "",
         *sweep.comparison_section(

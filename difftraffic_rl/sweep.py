@@ -44,6 +44,7 @@ from typing import Any
 import yaml
 
 __all__ = [
+    "EVALUATED_ACTIONS",
     "RECORD_FILES",
     "RunSummary",
     "add_benchmark_arguments",
@@ -493,9 +494,15 @@ def summarize(run_dirs: Sequence[str | Path]) -> str:
 
 
 # ------------------------------------------------------------------ learning benchmarks
-def cached_evaluation(run_dir: str | Path, episodes: int) -> float:
-    """Mean deterministic (mean-action) return of a run's latest checkpoint over ``episodes``
-    episodes, one per world (:func:`difftraffic_rl.training.evaluate`).
+EVALUATED_ACTIONS = {"mean": "deterministic_mean", "sampled": "stochastic_mean"}
+"""The policy's actions an evaluation drives with, and the entry of ``evaluation.json`` holding
+the mean return they scored."""
+
+
+def cached_evaluation(run_dir: str | Path, episodes: int, actions: str = "mean") -> float:
+    """Mean return of a run's latest checkpoint over ``episodes`` episodes, one per world
+    (:func:`difftraffic_rl.training.evaluate`), driving with the policy's mean action
+    (``actions="mean"``) or with actions sampled from it (``"sampled"``, as in training).
 
     The evaluation is cached in ``<run_dir>/evaluation.json`` and reused while it holds the same
     number of episodes; a run kept as its record alone (no checkpoint) can give no other count.
@@ -506,7 +513,7 @@ def cached_evaluation(run_dir: str | Path, episodes: int) -> float:
     if cache.exists():
         cached = json.loads(cache.read_text())
         if cached.get("episodes") == episodes:
-            return float(cached["deterministic_mean"])
+            return float(cached[EVALUATED_ACTIONS[actions]])
         if not (Path(run_dir) / CHECKPOINT).exists():
             kept = int(cached["episodes"])
             raise ValueError(
@@ -515,7 +522,7 @@ def cached_evaluation(run_dir: str | Path, episodes: int) -> float:
             )
     result = evaluate(run_dir, episodes=episodes)
     cache.write_text(json.dumps(result, indent=2))
-    return float(result["deterministic_mean"])
+    return float(result[EVALUATED_ACTIONS[actions]])
 
 
 def evaluated_summaries(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -191,6 +192,10 @@ def test_a_finished_run_kept_as_its_record_is_skipped_and_reported_from_it(
     (summary,), returns = evaluated_summaries([kept], {"dejong": 3}, episodes=2)
     assert summary.epochs == 3
     assert returns[("dejong", "ppo", 0)] == evaluated
+    # the sampled-action evaluation of the same episodes comes from the same record
+    cached = json.loads((kept / "evaluation.json").read_text())
+    assert cached_evaluation(kept, 2, "sampled") == cached["stochastic_mean"]
+    assert cached["deterministic_mean"] == evaluated != cached["stochastic_mean"]
     with pytest.raises(ValueError, match="without its checkpoint.*over 2 episodes, not 4"):
         cached_evaluation(kept, episodes=4)
 
