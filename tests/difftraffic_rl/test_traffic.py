@@ -213,7 +213,8 @@ def test_a_trained_run_renders_with_the_difftraffic_command(tmp_path):
 
 DEMO_MIN_RETURN = 850.0
 """The demo's promise: its pace car holds the humans near 10 m/s. Measured with the demo's own
-settings (seed 3, 250 epochs, one torch thread, this machine class, commits ccd3f82 and 8f0eb56):
+settings (seed 3, 250 epochs, a critic on normalized values, one torch thread, this machine
+class, commits ccd3f82, 8f0eb56 and a4d1f26):
 924.9 ± 8.9 over 32 worlds, against an idle pace car's 33.0 and a random one's 33.7. The failures
 lie far below: the 71.1 of issue 11 (a pace car stuck sideways in front of stopped humans) and
 seed 1's 472 under the same settings (a pace car that loses the humans in half of its episodes);
