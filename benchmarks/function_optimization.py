@@ -363,6 +363,7 @@ def main() -> None:
         report=lambda run_dirs: report(
             run_dirs, args.epochs, args.seeds, args.out, command, args.logdir
         ),
+        evaluate_episodes=EVALUATION_EPISODES,
     )
 
 

@@ -290,6 +290,7 @@ def main() -> None:
         args.epochs,
         overrides,
         report=lambda run_dirs: report(run_dirs, args, command),
+        evaluate_episodes=args.episodes,
     )
 
 

@@ -242,6 +242,7 @@ def main() -> None:
             command,
             args.lane_membership + (" (soft)" if args.soft_lanes else ""),
         ),
+        evaluate_episodes=args.episodes,
     )
 
 

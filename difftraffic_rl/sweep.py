@@ -168,11 +168,14 @@ def _one_run(
     logdir: str,
     overrides: list[str],
     resume: bool,
+    evaluate_episodes: int | None = None,
 ) -> str:
     commit = source_commit()  # the code this process loaded, whatever happens to the checkout
     run_dir, trained = _train_or_resume(task, algo, seed, epochs, logdir, overrides, resume)
     if trained:
         _record_commit(run_dir, commit)
+        if evaluate_episodes is not None:
+            cached_evaluation(run_dir, evaluate_episodes)  # the record now stands on its own
     return str(run_dir)
 
 
@@ -266,6 +269,7 @@ def run_sweep(
     address: str | None = None,
     gpus_per_run: float = 0.0,
     progress: bool = True,
+    evaluate_episodes: int | None = None,
 ) -> list[Path]:
     """Train every combination, each run as one task of one CPU (one torch thread).
 
@@ -279,6 +283,9 @@ def run_sweep(
     cluster, whose nodes must see ``logdir``; ``"local"`` uses a local process pool of
     ``workers``. ``gpus_per_run`` is declared to Ray for runs with ``train.device=cuda``.
     ``progress`` draws the live display (:class:`~difftraffic_rl.scheduling.SweepProgress`).
+    ``evaluate_episodes`` evaluates each run the sweep trains as soon as it finishes, caching the
+    result in its record (:func:`cached_evaluation`), so the record reports the run even when its
+    checkpoint is gone (checkpoints are not kept with the records).
 
     Returns the run directories in queue order. A failed run does not stop the others; when any
     failed, :class:`SweepError` lists them after every other run has finished.
@@ -316,6 +323,7 @@ def run_sweep(
                 str(logdir),
                 list(overrides or []),
                 resume,
+                evaluate_episodes,
             ): index
             for index, (t, a, s) in enumerate(jobs)
         }
@@ -646,10 +654,12 @@ def sweep_and_report(
     epochs: Mapping[str, int],
     overrides: list[str],
     report: Callable[[list[Path]], bool],
+    evaluate_episodes: int | None = None,
 ) -> None:
     """Run (or, with ``--report-only``, skip) the resumable sweep of ``tasks`` x ``args.algos``
     x ``args.seeds``, then ``report(run_dirs)``, which writes ``args.out`` and returns whether
-    the benchmark is complete; print the report and where it went."""
+    the benchmark is complete; print the report and where it went. ``evaluate_episodes``: the
+    episodes of the report's :func:`cached_evaluation`, run as each run finishes."""
     run_dirs = [
         args.logdir / run_name(t, a, s) for s in args.seeds for t in tasks for a in args.algos
     ]
@@ -667,6 +677,7 @@ def sweep_and_report(
             address=args.address,
             gpus_per_run=args.gpus_per_run,
             progress=not args.no_progress,
+            evaluate_episodes=evaluate_episodes,
         )
     complete = report(run_dirs)
     print(args.out.read_text())

@@ -178,7 +178,10 @@ def test_a_finished_run_kept_as_its_record_is_skipped_and_reported_from_it(
     from difftraffic_rl.training import CHECKPOINT
 
     settings = ["train.tensorboard=false"]
-    run = Path(_one_run("dejong", "ppo", 0, 3, str(tmp_path / "runs"), settings, True))
+    run = Path(_one_run("dejong", "ppo", 0, 3, str(tmp_path / "runs"), settings, True, 2))
+    # the sweep evaluated the run as it finished: the record alone reports it, checkpoint gone
+    assert json.loads((run / "evaluation.json").read_text())["episodes"] == 2
+    (run / CHECKPOINT).unlink()
     evaluated = cached_evaluation(run, episodes=2)
     kept = tmp_path / "kept" / run.name
     kept.mkdir(parents=True)
