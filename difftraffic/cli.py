@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from difftraffic.dynamics import AV_KINEMATICS
 from difftraffic.policy import load_policy
 from difftraffic.road import LANE_MEMBERSHIPS
 from difftraffic.scenario import Scenario
@@ -80,17 +81,23 @@ def load_scenario(spec: str) -> Scenario:
 
 
 def make_source(
-    spec: str, batch_size: int, seed: int, lane_membership: str | None = None
+    spec: str,
+    batch_size: int,
+    seed: int,
+    lane_membership: str | None = None,
+    av_kinematics: str | None = None,
 ) -> Source:
     """A pace-car environment (``batch_size`` worlds) for a variant name, else the user's
-    scenario. ``lane_membership`` (pace-car variants only) overrides the road's rule."""
+    scenario. ``lane_membership`` and ``av_kinematics`` (pace-car variants only) override the
+    road's rule and the pace car's motion model."""
+    chosen = {"lane_membership": lane_membership, "av_kinematics": av_kinematics}
+    overrides = {name: value for name, value in chosen.items() if value is not None}
     if spec in PACE_CAR_VARIANTS:
-        overrides = {} if lane_membership is None else {"lane_membership": lane_membership}
         return PaceCarEnv(spec, batch_size, config_overrides=overrides, seed=seed)
-    if lane_membership is not None:
+    if overrides:
+        flags = ", ".join("--" + name.replace("_", "-") for name in overrides)
         raise ValueError(
-            "--lane-membership applies to pace-car variants; a user scenario's Road sets its "
-            "own lane_membership"
+            f"{flags} applies to pace-car variants; a user scenario sets its own road and vehicles"
         )
     return load_scenario(spec)
 
@@ -145,7 +152,9 @@ def render_command(args: argparse.Namespace) -> None:
     """``difftraffic render``: write a video of one world."""
     from difftraffic.render import RenderConfig, record_rollout
 
-    source = make_source(args.scenario, args.batch, args.seed, args.lane_membership)
+    source = make_source(
+        args.scenario, args.batch, args.seed, args.lane_membership, args.av_kinematics
+    )
     policy = make_policy(args.policy, source, args.seed)
     config = RenderConfig(
         width=args.width,
@@ -198,7 +207,9 @@ class Summary:
 
 def simulate_command(args: argparse.Namespace) -> None:
     """``difftraffic simulate``: run a batch and print a summary."""
-    source = make_source(args.scenario, args.batch, args.seed, args.lane_membership)
+    source = make_source(
+        args.scenario, args.batch, args.seed, args.lane_membership, args.av_kinematics
+    )
     policy = make_policy(args.policy, source, args.seed)
     summary = Summary()
     with torch.no_grad():
@@ -308,6 +319,14 @@ def _add_common(parser: argparse.ArgumentParser, steps: int) -> None:
         help="pace-car variants: which lanes a car blocks, 'body' (every lane its body overlaps; "
         "the default) or 'center' (the lane of its nearest centre, as in the GI-PPO authors' "
         "simulator); use the rule a policy was trained with",
+    )
+    parser.add_argument(
+        "--av-kinematics",
+        choices=AV_KINEMATICS,
+        default=None,
+        help="pace-car variants: the pace car's motion, 'rear_axle' (the default) or "
+        "'highway_env' (highway-env's bicycle, as in the GI-PPO authors' simulator); use the "
+        "model a policy was trained with",
     )
 
 

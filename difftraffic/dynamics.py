@@ -6,6 +6,9 @@ All vehicles are updated synchronously from the state at time ``t`` with the sem
 
     v' = max(0, v + acc dt)        x' = x + v' cos(h') dt        y' = y + v' sin(h') dt
 
+Autonomous vehicles can instead move by highway-env's bicycle, the GI-PPO authors' pace car
+(``step(..., av_kinematics="highway_env")``, :func:`centre_slip_bicycle`).
+
 What the gradient carries: every continuous quantity of a later state (positions, speeds,
 headings, gaps, rewards built from them) is differentiable with respect to the actions, the
 initial state and the driver parameters through the car-following model, the bicycle model and
@@ -20,7 +23,7 @@ vehicle held at standstill.
 from __future__ import annotations
 
 import math
-from typing import Any, Literal, NamedTuple, cast
+from typing import Any, Literal, NamedTuple, cast, get_args
 
 import torch
 from torch import Tensor
@@ -57,6 +60,10 @@ from difftraffic.state import BodyBox, TrafficState
 
 StepPath = Literal["auto", "eager", "fused"]
 
+AVKinematics = Literal["rear_axle", "highway_env"]
+AV_KINEMATICS: tuple[str, ...] = get_args(AVKinematics)
+"""The autonomous vehicles' motion models (:func:`step`'s ``av_kinematics``)."""
+
 MIN_GAP = 1e-2
 """Gap (m) at which the car-following model is evaluated when a vehicle overlaps its leader (the IDM
 is undefined for gaps <= 0); such vehicles are reported as collided and brake as hard as the
@@ -86,6 +93,42 @@ class StepResult(NamedTuple):
 def bicycle_yaw_rate(v: Tensor, steering: Tensor, wheelbase: Tensor) -> Tensor:
     """Kinematic bicycle yaw rate (rad/s): ``v tan(steering) / wheelbase``; shapes ``[B, N]``."""
     return v * torch.tan(steering) / wheelbase
+
+
+class Motion(NamedTuple):
+    """One step of a vehicle model: speed (m/s) and heading (rad) after it, and the move
+    ``(dx, dy)`` (m) during it; shapes ``[B, N]``."""
+
+    v: Tensor
+    heading: Tensor
+    dx: Tensor
+    dy: Tensor
+
+
+def centre_slip_bicycle(
+    v: Tensor, heading: Tensor, acceleration: Tensor, steering: Tensor, length: Tensor, dt: float
+) -> Motion:
+    """highway-env's kinematic bicycle (``highway_env.vehicle.kinematics.Vehicle.step``), the
+    GI-PPO authors' pace car: the reference point is the body's centre, half a length from each
+    axle, so the car moves at the slip angle ``beta = atan(tan(steering) / 2)`` off its heading
+    and turns at ``v sin(beta) / (length / 2)``; explicit Euler (the move and the turn use the
+    speed and heading at the start of the step). Speeds stay ``>= 0`` (highway-env lets a car
+    reverse; a :class:`~difftraffic.TrafficState` holds speeds along the heading).
+
+    Args:
+        v, heading: ``[B, N]`` speed (m/s) and heading (rad) at the start of the step.
+        acceleration, steering: ``[B, N]`` (m/s^2, rad in ``(-pi/2, pi/2)``).
+        length: ``[B, N]`` body length (m), the wheelbase.
+        dt: time step (s).
+    """
+    slip = torch.atan(0.5 * torch.tan(steering))
+    direction = heading + slip
+    return Motion(
+        v=torch.relu(v + acceleration * dt),
+        heading=heading + v * torch.sin(slip) / (0.5 * length) * dt,
+        dx=v * torch.cos(direction) * dt,
+        dy=v * torch.sin(direction) * dt,
+    )
 
 
 def validate_step_inputs(
@@ -195,6 +238,7 @@ def step(
     path: StepPath = "auto",
     lane_changes: MOBIL | None = None,
     soft_lanes: SoftLanes | None = None,
+    av_kinematics: AVKinematics = "rear_axle",
 ) -> StepResult:
     """Advance every world by ``dt`` seconds.
 
@@ -231,6 +275,11 @@ def step(
             following (:class:`difftraffic.SoftLanes`), so that lateral positions (an AV's
             steering) have true gradients; ``None`` (default): the road's discrete rule.
             Runs on the eager path. Leaders for the collision test stay discrete.
+        av_kinematics: the autonomous vehicles' motion: ``"rear_axle"`` (default; a kinematic
+            bicycle about the rear axle, wheelbase ``wheelbase_ratio`` lengths, integrated like
+            the humans, see the module docstring) or ``"highway_env"`` (highway-env's bicycle
+            about the body's centre, the GI-PPO authors' pace car:
+            :func:`centre_slip_bicycle`; ``wheelbase_ratio`` unused). Runs on the eager path.
 
     Returns:
         A :class:`StepResult`. Inactive slots are returned unchanged.
@@ -241,8 +290,9 @@ def step(
     """
     if path not in ("auto", "eager", "fused"):
         raise ValueError(f"path must be 'auto', 'eager' or 'fused', got {path!r}")
+    check_av_kinematics("av_kinematics", av_kinematics)
     if path != "eager":
-        why_not = _why_not_fused(state, road, drivers, lane_changes, soft_lanes)
+        why_not = _why_not_fused(state, road, drivers, lane_changes, soft_lanes, av_kinematics)
         if not why_not:
             # _why_not_fused checked that the drivers are IDMParams.
             new_state, acceleration, new_neighbors, collided = fused.fused_step(
@@ -272,7 +322,15 @@ def step(
         generator,
         lane_changes,
         soft_lanes,
+        av_kinematics,
     )
+
+
+def check_av_kinematics(name: str, value: object) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of :data:`AV_KINEMATICS`."""
+    if not isinstance(value, str) or value not in AV_KINEMATICS:
+        valid = ", ".join(repr(model) for model in AV_KINEMATICS)
+        raise ValueError(f"{name} must be one of {valid}, got {value!r}")
 
 
 def _check_smooth_lane_changes(road: Road, drivers: Drivers) -> None:
@@ -299,6 +357,7 @@ def _eager_step(
     generator: torch.Generator | None,
     lane_changes: MOBIL | None,
     soft_lanes: SoftLanes | None,
+    av_kinematics: AVKinematics,
 ) -> StepResult:
     """:func:`step` by torch operations (the reference path)."""
     zeros = torch.zeros_like(state.x)
@@ -346,8 +405,19 @@ def _eager_step(
     heading_next = torch.where(is_av & active, state.heading + yaw_rate * dt, human_heading)
     cos_next, sin_next = torch.cos(heading_next), torch.sin(heading_next)
     moved = v_next * cos_next * dt  # along the road, unwrapped (m)
+    drift = (v_next * sin_next + lateral_speed) * dt
+    if av_kinematics == "highway_env":
+        av_motion = centre_slip_bicycle(
+            state.v, state.heading, acceleration, av_steering, state.length, dt
+        )
+        default = Motion(v_next, heading_next, moved, drift)
+        av = is_av & active
+        v_next, heading_next, moved, drift = (
+            torch.where(av, a, d) for a, d in zip(av_motion, default, strict=True)
+        )
+        cos_next, sin_next = torch.cos(heading_next), torch.sin(heading_next)
     x_next = road.wrap(state.x + moved)
-    y_next = state.y + (v_next * sin_next + lateral_speed) * dt
+    y_next = state.y + drift
     if discrete_changes is not None:
         changing = changing_lane(state.replace(heading=heading_next), discrete_changes)
         y_next, heading_next = finish_lane_changes(state.y, y_next, heading_next, changing, road)
@@ -391,8 +461,11 @@ def _why_not_fused(
     drivers: Drivers,
     lane_changes: MOBIL | None,
     soft_lanes: SoftLanes | None,
+    av_kinematics: AVKinematics,
 ) -> str:
     """Why the fused step cannot run these inputs ('' when it can)."""
+    if av_kinematics != "rear_axle":
+        return f"av_kinematics={av_kinematics!r} runs on the eager step"
     if lane_changes is not None:
         return "MOBIL lane changes run on the eager step"
     if soft_lanes is not None:
@@ -428,12 +501,13 @@ def rollout(
     path: StepPath = "auto",
     lane_changes: MOBIL | None = None,
     soft_lanes: SoftLanes | None = None,
+    av_kinematics: AVKinematics = "rear_axle",
 ) -> tuple[list[TrafficState], Tensor]:
     """Run ``steps`` steps with per-step AV controls.
 
     Args:
         av_acceleration, av_steering: ``[T, B, N]`` controls per step (or ``None`` for zero).
-        path, lane_changes, soft_lanes: see :func:`step`.
+        path, lane_changes, soft_lanes, av_kinematics: see :func:`step`.
 
     Returns:
         ``(states, collided)``: the ``T + 1`` states from the initial one, and ``[T, B, N]``
@@ -458,6 +532,7 @@ def rollout(
             path=path,
             lane_changes=lane_changes,
             soft_lanes=soft_lanes,
+            av_kinematics=av_kinematics,
         )
         states.append(result.state)
         neighbors = result.neighbors

@@ -47,7 +47,8 @@ class TrafficTask(Protocol):
     :class:`difftraffic.MOBIL` parameters (e.g. ``Scenario.lane_changes``), which the
     environment passes to every step; without it humans keep their lanes. Likewise an attribute
     ``soft_lanes`` (a :class:`difftraffic.SoftLanes` or ``None``) selects smooth leader
-    selection for every step.
+    selection for every step, and ``av_kinematics`` the autonomous vehicles' motion model
+    (:func:`difftraffic.step`; ``"rear_axle"`` without it).
     """
 
     road: Road
@@ -217,6 +218,7 @@ class TrafficEnv(VectorEnv):
             path=self.step_path,
             lane_changes=self.lane_changes,
             soft_lanes=getattr(self.task, "soft_lanes", None),
+            av_kinematics=getattr(self.task, "av_kinematics", "rear_axle"),
         )
         reward, terminated, reasons = self.task.evaluate(result.state, result.collided)
         self.elapsed += 1

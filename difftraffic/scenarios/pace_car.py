@@ -32,6 +32,7 @@ import torch
 from torch import Tensor
 
 from difftraffic.car_following import Drivers
+from difftraffic.dynamics import AVKinematics, check_av_kinematics
 from difftraffic.errors import check_count, check_positive
 from difftraffic.road import LaneMembership, Road, check_lane_membership
 from difftraffic.scenario import (
@@ -66,7 +67,10 @@ class PaceCarConfig:
     GI-PPO authors' simulator: it blocks, and collides in, only the lane of its nearest centre).
     ``soft_lanes`` (with ``"center"`` only) makes the humans' car following use the smooth
     version of that rule (:class:`difftraffic.SoftLanes`, default scales), so the pace car's
-    steering has a true gradient; collisions stay the discrete rule's.
+    steering has a true gradient; collisions stay the discrete rule's. ``av_kinematics`` is the
+    pace car's motion model (:func:`difftraffic.step`): ``"rear_axle"`` (default) or
+    ``"highway_env"`` (the GI-PPO authors' simulator: highway-env's bicycle about the body's
+    centre).
     """
 
     num_lanes: int = 1
@@ -87,6 +91,7 @@ class PaceCarConfig:
     driver: DriverSettings = field(default_factory=lambda: PAPER_DRIVER)
     lane_membership: LaneMembership = "body"
     soft_lanes: bool = False
+    av_kinematics: AVKinematics = "rear_axle"
 
     def __post_init__(self) -> None:
         for name in ("num_lanes", "humans_per_lane", "max_episode_steps"):
@@ -97,6 +102,7 @@ class PaceCarConfig:
         ):  # fmt: skip
             check_positive(f"PaceCarConfig.{name}", getattr(self, name))
         check_lane_membership("PaceCarConfig.lane_membership", self.lane_membership)
+        check_av_kinematics("PaceCarConfig.av_kinematics", self.av_kinematics)
         if not isinstance(self.soft_lanes, bool):
             raise ValueError(f"PaceCarConfig.soft_lanes must be a bool, got {self.soft_lanes!r}")
         if self.soft_lanes and self.lane_membership != "center":
@@ -147,6 +153,7 @@ class PaceCarTask:
         )
         self.scenario = self._build_scenario()
         self.soft_lanes = SoftLanes() if config.soft_lanes else None
+        self.av_kinematics = config.av_kinematics
 
     @property
     def dt(self) -> float:

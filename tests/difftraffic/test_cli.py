@@ -117,7 +117,7 @@ def test_bad_requests_exit_with_a_clear_message(tmp_path, capsys, argv, message)
     assert re.search(message, capsys.readouterr().err)
 
 
-def test_lane_membership_selects_the_pace_car_road_rule(scenario_file, capsys) -> None:
+def test_lane_membership_and_kinematics_select_the_pace_car_options(scenario_file, capsys) -> None:
     assert make_source("2lane", 1, 0).task.road.lane_membership == "body"
     assert make_source("2lane", 1, 0, "center").task.road.lane_membership == "center"
     main(["simulate", "2lane", "--steps", "5", "--batch", "2", "--lane-membership", "center"])
@@ -125,6 +125,14 @@ def test_lane_membership_selects_the_pace_car_road_rule(scenario_file, capsys) -
     with pytest.raises(SystemExit):
         main(["simulate", f"{scenario_file}:ring", "--steps", "1", "--lane-membership", "body"])
     assert "--lane-membership applies to pace-car variants" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(
+            ["simulate", f"{scenario_file}:ring", "--steps", "1", "--av-kinematics", "highway_env"]
+        )
+    assert "--av-kinematics applies to pace-car variants" in capsys.readouterr().err
+    assert make_source("2lane", 1, 0, av_kinematics="highway_env").task.av_kinematics == (
+        "highway_env"
+    )
 
 
 def test_user_function_must_return_a_scenario(scenario_file, capsys) -> None:

@@ -102,6 +102,45 @@ def test_av_follows_kinematic_bicycle_semi_implicitly(make_state) -> None:
     assert result.acceleration.item() == acc
 
 
+def test_highway_env_kinematics_follow_highway_envs_own_vehicle(make_state) -> None:
+    """``av_kinematics="highway_env"`` drives an AV as highway-env's ``Vehicle.step`` does (the
+    GI-PPO authors' pace car), step for step over a weaving, speeding-up, braking trajectory;
+    the human behind it still follows the IDM."""
+    from highway_env.vehicle.kinematics import Vehicle
+
+    dt, steps = 0.03, 200
+    reference = Vehicle(None, [60.0, 6.0], heading=0.05, speed=3.0)
+    state = make_state(
+        [60.0, 30.0], [6.0, 6.0], [3.0, 8.0], heading=[0.05, 0.0], is_av=[True, False]
+    )
+    road, drivers = Road.straight(num_lanes=2), IDMParams(v0=20.0)
+    for t in range(steps):
+        acc, steer = 4.0 * math.cos(t / 25.0), 0.3 * math.sin(t / 15.0)
+        reference.act({"acceleration": acc, "steering": steer})
+        reference.step(dt)
+        controls = (torch.tensor([[acc, 0.0]], dtype=F64), torch.tensor([[steer, 0.0]], dtype=F64))
+        state = step(state, road, drivers, dt, *controls, av_kinematics="highway_env").state
+        got = [state.x[0, 0].item(), state.y[0, 0].item(), state.heading[0, 0].item()]
+        assert got == pytest.approx([*reference.position, reference.heading], abs=1e-9)
+        assert state.v[0, 0].item() == pytest.approx(reference.speed, abs=1e-9)
+    assert abs(reference.heading - 0.05) > 0.05 and reference.speed > 5.0  # it did turn, speed up
+    # the default model turns faster about the rear axle: the two are not the same car
+    rear_axle = make_state([60.0], [6.0], [10.0], heading=[0.0], is_av=[True])
+    turn = (torch.tensor([[0.0]], dtype=F64), torch.tensor([[0.3]], dtype=F64))
+    slip = step(rear_axle, road, drivers, dt, *turn, av_kinematics="highway_env").state
+    axle = step(rear_axle, road, drivers, dt, *turn).state
+    assert axle.heading.item() > 1.5 * slip.heading.item() > 0
+
+
+def test_av_kinematics_name_the_valid_models_and_stay_off_the_fused_step(make_state) -> None:
+    state = make_state([10.0], [2.0], [5.0], is_av=[True])
+    road, drivers = Road.straight(), IDMParams(v0=20.0)
+    with pytest.raises(ValueError, match="av_kinematics must be one of 'rear_axle', 'highway_env'"):
+        step(state, road, drivers, 0.1, av_kinematics="bicycle")
+    with pytest.raises(ValueError, match="av_kinematics='highway_env' runs on the eager step"):
+        step(state, road, drivers, 0.1, path="fused", av_kinematics="highway_env")
+
+
 def test_speed_never_below_zero_and_standstill_passes_no_gradient(make_state) -> None:
     state = make_state([10.0], [2.0], [1.0], is_av=[True])
     acc = torch.tensor([[-20.0]], dtype=F64, requires_grad=True)
@@ -175,7 +214,8 @@ def test_leader_methods_give_the_same_rollout(make_state) -> None:
 # --- gradients ---------------------------------------------------------------------------------
 
 
-def test_gradcheck_rollout_wrt_actions_initial_state_and_idm(make_state) -> None:
+@pytest.mark.parametrize("av_kinematics", ["rear_axle", "highway_env"])
+def test_gradcheck_rollout_wrt_actions_initial_state_and_idm(make_state, av_kinematics) -> None:
     """float64 gradcheck of a 6-step rollout on two lanes: an AV leads a two-car platoon in
     lane 0 while steering slightly (never leaving its lane); lane 1 has its own pair. Every
     follower's approach term stays positive and every speed stays above zero (no kinks)."""
@@ -194,8 +234,9 @@ def test_gradcheck_rollout_wrt_actions_initial_state_and_idm(make_state) -> None
 
     def final_state(acc, steer, x0, y0, v0, h0, *idm_values):
         state = make_state(x0, y0, v0, heading=h0, is_av=is_av)
+        road, drivers = Road.straight(num_lanes=2), IDMParams(*idm_values)
         states, _ = rollout(
-            state, Road.straight(num_lanes=2), IDMParams(*idm_values), 0.1, horizon, acc, steer
+            state, road, drivers, 0.1, horizon, acc, steer, av_kinematics=av_kinematics
         )
         last = states[-1]
         return torch.cat([last.x, last.y, last.v, last.heading, states[3].v])

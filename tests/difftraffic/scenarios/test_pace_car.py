@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from difftraffic import PACE_CAR_VARIANTS, PaceCarEnv, PaceCarTask, pace_car_config
+from difftraffic import PACE_CAR_VARIANTS, PaceCarEnv, PaceCarTask, pace_car_config, step
 from difftraffic.neighbors import compute_neighbors, detect_collisions
 
 
@@ -145,6 +145,11 @@ def test_actions_are_clipped_and_scaled_onto_the_pace_car_only():
             {"lane_membership": "centre"},
             r"PaceCarConfig.lane_membership must be one of 'body', 'center', got 'centre'",
         ),
+        (
+            {"av_kinematics": "highway-env"},
+            r"PaceCarConfig.av_kinematics must be one of 'rear_axle', 'highway_env', got "
+            r"'highway-env'",
+        ),
     ],
 )
 def test_bad_configuration_is_rejected(override, message):
@@ -188,3 +193,31 @@ def test_pace_car_on_the_lane_boundary_blocks_one_lane_by_centre_and_both_by_bod
     # Lane 1 follows the pace car under both rules.
     assert int(centre_neighbors.leader[0, 4]) == int(body_neighbors.leader[0, 4]) == 0
     assert torch.equal(by_centre[2:], by_body[2:])
+
+
+def test_the_pace_car_moves_by_the_configured_kinematics():
+    """The environment passes the task's ``av_kinematics`` to every step: the same steering
+    turns highway-env's pace car (about its centre) less than the default (about its rear axle),
+    and the humans' motion is the same under both until the pace car's differs."""
+    headings = {}
+    for kinematics in ("rear_axle", "highway_env"):
+        env = PaceCarEnv(
+            "1lane", 1, config_overrides={"av_kinematics": kinematics}, dtype=torch.float64
+        )
+        assert env.task.av_kinematics == kinematics
+        env.reset(seed=0)
+        for _ in range(20):
+            env.step(torch.tensor([[1.0, 0.0]], dtype=torch.float64))
+        state = env.state
+        expected = step(
+            state,
+            env.task.road,
+            env.drivers,
+            env.task.dt,
+            *env.task.controls(state, torch.tensor([[0.0, 0.5]], dtype=torch.float64)),
+            av_kinematics=kinematics,
+        ).state
+        env.step(torch.tensor([[0.0, 0.5]], dtype=torch.float64))
+        torch.testing.assert_close(env.state.heading, expected.heading, rtol=0, atol=0)
+        headings[kinematics] = env.state.heading[0, 0].item()
+    assert headings["rear_axle"] > 1.5 * headings["highway_env"] > 0
