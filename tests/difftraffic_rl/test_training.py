@@ -170,8 +170,12 @@ def test_evaluate_deterministic_return_is_the_mean_action_reward(tmp_path: Path)
     mean, _ = result.algorithm.actor(result.algorithm.normalize_obs(torch.zeros(1, 1)))
     expected = -dejong(5.12 * torch.tanh(mean.detach())).item()
     assert report["deterministic_mean"] == pytest.approx(expected, rel=2e-3)  # float32 sums
-    assert report["deterministic_std"] == 0
-    assert report["stochastic_std"] > 0
+    # every world drives the same mean action; the batched float32 network may round its rows
+    # differently in the last bits (SIMD lanes against the remainder: one float32 ulp of std on
+    # some CPUs), never by more than a few ulps
+    resolution = 8 * torch.finfo(torch.float32).eps * abs(report["deterministic_mean"])
+    assert report["deterministic_std"] <= resolution
+    assert report["stochastic_std"] > 1e3 * resolution
     assert report == evaluate(result.run_dir, episodes=16, seed=5)
 
 
