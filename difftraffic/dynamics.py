@@ -30,7 +30,13 @@ from torch import Tensor
 
 from difftraffic import fused
 from difftraffic.car_following import Drivers
-from difftraffic.errors import check_finite, check_positive, check_range, check_simulation_dtype
+from difftraffic.errors import (
+    check_choice,
+    check_finite,
+    check_positive,
+    check_range,
+    check_simulation_dtype,
+)
 from difftraffic.idm import IDMParams
 from difftraffic.lane_change import (
     DETERMINISTIC_DRIVERS_ONLY,
@@ -290,7 +296,7 @@ def step(
     """
     if path not in ("auto", "eager", "fused"):
         raise ValueError(f"path must be 'auto', 'eager' or 'fused', got {path!r}")
-    check_av_kinematics("av_kinematics", av_kinematics)
+    check_choice("av_kinematics", av_kinematics, AV_KINEMATICS)
     if path != "eager":
         why_not = _why_not_fused(state, road, drivers, lane_changes, soft_lanes, av_kinematics)
         if not why_not:
@@ -324,13 +330,6 @@ def step(
         soft_lanes,
         av_kinematics,
     )
-
-
-def check_av_kinematics(name: str, value: object) -> None:
-    """Raise ``ValueError`` unless ``value`` is one of :data:`AV_KINEMATICS`."""
-    if not isinstance(value, str) or value not in AV_KINEMATICS:
-        valid = ", ".join(repr(model) for model in AV_KINEMATICS)
-        raise ValueError(f"{name} must be one of {valid}, got {value!r}")
 
 
 def _check_smooth_lane_changes(road: Road, drivers: Drivers) -> None:

@@ -95,6 +95,13 @@ def check_range(
         )
 
 
+def check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of the strings ``choices``."""
+    if not isinstance(value, str) or value not in choices:
+        valid = ", ".join(repr(choice) for choice in choices)
+        raise ValueError(f"{name} must be one of {valid}, got {value!r}")
+
+
 def check_count(name: str, value: object, low: int) -> None:
     """Raise ``ValueError`` unless ``value`` is an integer (not a bool) of at least ``low``."""
     if not isinstance(value, int) or isinstance(value, bool) or value < low:

@@ -22,7 +22,7 @@ from typing import Literal, get_args, overload
 import torch
 from torch import Tensor
 
-from difftraffic.errors import check_positive
+from difftraffic.errors import check_choice, check_positive
 
 LaneMembership = Literal["body", "center"]
 LANE_MEMBERSHIPS: tuple[str, ...] = get_args(LaneMembership)
@@ -31,9 +31,7 @@ LANE_MEMBERSHIPS: tuple[str, ...] = get_args(LaneMembership)
 
 def check_lane_membership(name: str, value: object) -> None:
     """Raise ``ValueError`` unless ``value`` is one of :data:`LANE_MEMBERSHIPS`."""
-    if not isinstance(value, str) or value not in LANE_MEMBERSHIPS:
-        valid = ", ".join(repr(rule) for rule in LANE_MEMBERSHIPS)
-        raise ValueError(f"{name} must be one of {valid}, got {value!r}")
+    check_choice(name, value, LANE_MEMBERSHIPS)
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ import torch
 from torch import Tensor
 
 from difftraffic.car_following import Drivers
-from difftraffic.dynamics import AVKinematics, check_av_kinematics
-from difftraffic.errors import check_count, check_positive
+from difftraffic.dynamics import AV_KINEMATICS, AVKinematics
+from difftraffic.errors import check_choice, check_count, check_positive
 from difftraffic.road import LaneMembership, Road, check_lane_membership
 from difftraffic.scenario import (
     Driver,
@@ -102,7 +102,7 @@ class PaceCarConfig:
         ):  # fmt: skip
             check_positive(f"PaceCarConfig.{name}", getattr(self, name))
         check_lane_membership("PaceCarConfig.lane_membership", self.lane_membership)
-        check_av_kinematics("PaceCarConfig.av_kinematics", self.av_kinematics)
+        check_choice("PaceCarConfig.av_kinematics", self.av_kinematics, AV_KINEMATICS)
         if not isinstance(self.soft_lanes, bool):
             raise ValueError(f"PaceCarConfig.soft_lanes must be a bool, got {self.soft_lanes!r}")
         if self.soft_lanes and self.lane_membership != "center":
