@@ -584,11 +584,11 @@ def main() -> None:
     modes = {"both": ["eager", "compile"], "only": ["compile"], "no": ["eager"]}[args.compile]
     if args.quick:
         modes = modes[:1]
-    if args.compile != "only" and args.device == "cpu":
-        if fused.available():
+    if args.compile != "only":
+        if fused.available(args.device):
             modes.insert(1, "fused")
         else:
-            print(f"fused step not timed: {fused.unavailable_reason()}")
+            print(f"fused step not timed: {fused.unavailable_reason(args.device)}")
     load_before = os.getloadavg()
     worlds = make_worlds(sizes, args.device)
     rows = benchmark(worlds, modes, budget_s=0.3 if args.quick else 3.0)

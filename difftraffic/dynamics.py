@@ -266,8 +266,8 @@ def step(
         generator: the source of the drivers' random draws (Krauss dawdling, ``sigma > 0``);
             unused by deterministic drivers.
         path: ``"eager"`` (torch operations: any device, any drivers, derivatives of any
-            order; the reference), ``"fused"`` (one compiled C pass per world with a
-            hand-written backward, :mod:`difftraffic.fused`: CPU, IDM drivers, first
+            order; the reference), ``"fused"`` (one compiled pass per world with a
+            hand-written backward, :mod:`difftraffic.fused`: CPU or CUDA, IDM drivers, first
             derivatives; ``ValueError`` saying why where it cannot run) or ``"auto"``: fused
             where it can run and is built, eager otherwise. The two agree to the rounding of
             the maths library, gradients included; ``leader_method`` applies to eager only.
@@ -474,16 +474,19 @@ def _why_not_fused(
     if torch.compiler.is_compiling():
         return "torch.compile traces the eager step"
     x = state.x
-    if not x.is_cpu:
-        return f"it runs on the CPU, the state is on {x.device}"
+    if not (x.is_cpu or x.is_cuda):
+        return f"it runs on the CPU or CUDA, the state is on {x.device}"
     if not isinstance(drivers, IDMParams):
         return f"it runs IDM drivers only, got {type(drivers).__name__}"
     floats = (state.y, state.v, state.heading, state.length, state.width)
-    # is_cpu and dtype identity: this runs every step, and device objects cost microseconds.
-    if any(t.dtype is not x.dtype or not t.is_cpu for t in floats):
+    # get_device() (-1 on the CPU) and dtype identity: this runs every step, and device objects
+    # cost microseconds.
+    device = x.get_device()
+    if any(t.dtype is not x.dtype or t.get_device() != device for t in floats):
         return "the state's float fields differ in dtype or device (see TrafficState.validate)"
-    if not fused.available():
-        return fused.unavailable_reason()
+    kind = "cpu" if device < 0 else "cuda"
+    if not fused.available(kind):
+        return fused.unavailable_reason(kind)
     return ""
 
 

@@ -34,6 +34,7 @@ import shutil
 import subprocess
 import sysconfig
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -48,12 +49,17 @@ from difftraffic.road import Road
 from difftraffic.state import BodyBox, TrafficState
 
 SOURCE_DIR = Path(__file__).parent / "_native"
-SOURCES = ("fused_step.c", "fused_step.h")
+SOURCES = ("fused_step.h", "both_precisions.h", "drivers_openmp.h", "drivers_cuda.cuh")
 FLAGS = ("-O3", "-ffp-contract=off", "-fPIC", "-shared")
 """``-ffp-contract=off``: no fused multiply-adds, so every operation rounds as torch's do."""
 THREAD_FLAGS = (("-fopenmp",), ())
 """Tried in order: worlds shared among threads with OpenMP, else one thread (Apple's clang has no
 ``-fopenmp``)."""
+CUDA_FLAGS = ("-O3", "--fmad=false", "-Xcompiler", "-fPIC", "-shared")
+"""``--fmad=false``: as ``-ffp-contract=off`` for the C build."""
+ARCH_FLAGS = (("-arch=native",), ())
+"""Tried in order: machine code for the GPUs of this machine, else nvcc's default target (PTX
+that the driver compiles when the library loads)."""
 
 _PARAMETERS = ("v0", "T", "a", "b", "delta", "s0")
 _FLOAT_FIELDS = ("x", "y", "v", "heading", "length", "width")
@@ -71,27 +77,68 @@ def _compiler() -> str | None:
     return None
 
 
-class _Build:
-    """The loaded library, or why there is none."""
+def _nvcc() -> str | None:
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
+    for candidate in (os.environ.get("CUDACXX"), "nvcc", str(Path(cuda_home) / "bin" / "nvcc")):
+        if candidate and shutil.which(candidate.split()[0]):
+            return candidate
+    return None
 
-    def __init__(self) -> None:
+
+@dataclass(frozen=True)
+class _Toolchain:
+    """How to build the fused step for one kind of device."""
+
+    source: str
+    find_compiler: Callable[[], str | None]
+    missing: str
+    flag_sets: Callable[[], list[tuple[str, ...]]]
+    link: tuple[str, ...]
+
+
+_TOOLCHAINS = {
+    "cpu": _Toolchain(
+        "fused_step.c",
+        lambda: _compiler(),
+        "no C compiler found (set CC)",
+        lambda: [(*FLAGS, *threads) for threads in THREAD_FLAGS],
+        ("-lm",),
+    ),
+    "cuda": _Toolchain(
+        "fused_step.cu",
+        lambda: _nvcc(),
+        "no CUDA compiler found (put nvcc on PATH, or set CUDACXX or CUDA_HOME)",
+        lambda: [(*CUDA_FLAGS, *arch) for arch in ARCH_FLAGS],
+        (),
+    ),
+}
+
+
+class _Build:
+    """The loaded library for a kind of device (``"cpu"`` or ``"cuda"``), or why there is
+    none."""
+
+    def __init__(self, kind: str = "cpu") -> None:
         self.library: ctypes.CDLL | None = None
         self.reason = ""
-        compiler = _compiler()
+        toolchain = _TOOLCHAINS[kind]
+        if kind == "cuda" and not torch.cuda.is_available():
+            self.reason = f"this torch ({torch.__version__}) sees no CUDA device"
+            return
+        compiler = toolchain.find_compiler()
         if compiler is None:
-            self.reason = "no C compiler found (set CC)"
+            self.reason = toolchain.missing
             return
         failures = []
-        for threads in THREAD_FLAGS:
-            flags = (*FLAGS, *threads)
+        for flags in toolchain.flag_sets():
             digest = hashlib.sha256(" ".join((compiler, *flags)).encode())
-            for name in SOURCES:
+            for name in (toolchain.source, *SOURCES):
                 digest.update((SOURCE_DIR / name).read_bytes())
-            target = _cache_dir() / f"fused_step-{digest.hexdigest()[:16]}.so"
+            target = _cache_dir() / f"{Path(toolchain.source).stem}-{digest.hexdigest()[:16]}.so"
             try:
                 if not target.exists():
-                    _compile(compiler, flags, target)
-                self.library = ctypes.CDLL(str(target))
+                    _compile([*compiler.split(), *flags], toolchain, target)
+                self.library = _load(target, kind)
                 return
             except subprocess.CalledProcessError as error:
                 failures.append(f"{' '.join(error.cmd)}: {error.stderr.strip()[-300:]}")
@@ -100,12 +147,12 @@ class _Build:
         self.reason = "building the fused step failed: " + "; ".join(failures)
 
 
-def _compile(compiler: str, flags: tuple[str, ...], target: Path) -> None:
+def _compile(command: list[str], toolchain: _Toolchain, target: Path) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     # Build beside the target and rename: concurrent processes never load a half-written file.
     handle, partial = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(handle)
-    command = [*compiler.split(), *flags, "-o", partial, str(SOURCE_DIR / "fused_step.c"), "-lm"]
+    command = [*command, "-o", partial, str(SOURCE_DIR / toolchain.source), *toolchain.link]
     try:
         subprocess.run(command, check=True, capture_output=True, text=True)
         os.replace(partial, target)
@@ -114,19 +161,37 @@ def _compile(compiler: str, flags: tuple[str, ...], target: Path) -> None:
             os.remove(partial)
 
 
+def _load(target: Path, kind: str) -> ctypes.CDLL:
+    library = ctypes.CDLL(str(target))
+    if kind == "cuda":
+        library.difftraffic_cuda_error.restype = ctypes.c_char_p
+        for suffix in ("_f32", "_f64"):
+            scratch_bytes = getattr(library, "difftraffic_scratch_bytes" + suffix)
+            scratch_bytes.argtypes = [ctypes.c_int64] * 3
+            scratch_bytes.restype = ctypes.c_int64
+    return library
+
+
 @cache
-def _build() -> _Build:
-    return _Build()
+def _build(kind: str = "cpu") -> _Build:
+    return _Build(kind)
 
 
-def available() -> bool:
-    """Whether the fused step is built (building it on first call)."""
-    return _build().library is not None
+def _kind(device: str | torch.device) -> str:
+    kind = torch.device(device).type
+    if kind not in _TOOLCHAINS:
+        raise ValueError(f"device={str(device)!r}: the fused step runs on 'cpu' or 'cuda'")
+    return kind
 
 
-def unavailable_reason() -> str:
-    """Why :func:`available` is False ('' when it is True)."""
-    return _build().reason
+def available(device: str | torch.device = "cpu") -> bool:
+    """Whether the fused step is built for ``device``'s kind (building it on first call)."""
+    return _build(_kind(device)).library is not None
+
+
+def unavailable_reason(device: str | torch.device = "cpu") -> str:
+    """Why :func:`available` is False for ``device`` ('' when it is True)."""
+    return _build(_kind(device)).reason
 
 
 def _real(dtype: torch.dtype) -> type[ctypes.c_float] | type[ctypes.c_double]:
@@ -161,6 +226,20 @@ def _structs(dtype: torch.dtype) -> tuple[type[ctypes.Structure], type[ctypes.St
 
 
 @cache
+def _leaders_struct(dtype: torch.dtype) -> type[ctypes.Structure]:
+    """The C ``Leaders`` structure for ``dtype``: a leader search of a state, no step."""
+    pointer, i64, integer = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+
+    class Leaders(ctypes.Structure):
+        _fields_ = [(name, i64) for name in ("B", "N", "L")]
+        _fields_ += [("lane_width", _real(dtype)), ("center", integer), ("ring", integer)]
+        _fields_ += [(name, pointer) for name in ("x", "low_y", "high_y", "active", "order")]
+        _fields_ += [("leader", pointer), ("has_leader", pointer)]
+
+    return Leaders
+
+
+@cache
 def _grads_struct() -> type[ctypes.Structure]:
     """The C ``Grads`` structure: pointers to the outputs' gradients, then the inputs'."""
     names = ["d_" + name + "_next" for name in (*_FLOAT_FIELDS[:4], "acceleration")]
@@ -177,18 +256,43 @@ def _suffix(dtype: torch.dtype) -> str:
     return "_f32" if dtype == torch.float32 else "_f64"
 
 
-def _library() -> ctypes.CDLL:
-    library = _build().library
+def _library(kind: str) -> ctypes.CDLL:
+    library = _build(kind).library
     if library is None:
-        raise RuntimeError(f"the fused step is unavailable: {unavailable_reason()}")
+        raise RuntimeError(f"the fused step is unavailable: {unavailable_reason(kind)}")
     return library
+
+
+def _launch(name: str, like: Tensor, lanes: int, *specs: Any) -> None:
+    """Run the pass ``name`` (``difftraffic_step``, ``..._backward`` or ``..._leaders``) over the
+    worlds of ``like`` (``[B, N]``, its dtype and device): on the CPU over the intra-op threads;
+    on CUDA with a scratch buffer of torch's allocator, on the current stream."""
+    suffix = _suffix(like.dtype)
+    batch, n = like.shape
+    arguments = [ctypes.byref(spec) for spec in specs]
+    if like.is_cpu:
+        function = getattr(_library("cpu"), name + suffix)
+        function(*arguments, ctypes.c_int(_threads(batch)))
+        return
+    library = _library("cuda")
+    size = getattr(library, "difftraffic_scratch_bytes" + suffix)(batch, n, lanes)
+    # Freed when this returns; torch's allocator hands the memory out again only to work queued
+    # after this pass on the same stream.
+    scratch = torch.empty(size, dtype=torch.uint8, device=like.device)
+    with torch.cuda.device(like.device):
+        stream = torch.cuda.current_stream(like.device).cuda_stream
+        function = getattr(library, name + suffix)
+        code = function(*arguments, ctypes.c_void_p(scratch.data_ptr()), ctypes.c_void_p(stream))
+    if code:
+        message = library.difftraffic_cuda_error(code).decode()
+        raise RuntimeError(f"the fused step's CUDA pass {name} failed to launch: {message}")
 
 
 def _param(param_type: type[ctypes.Structure], value: Any, like: Tensor, keep: list[Tensor]) -> Any:
     """A driver parameter as the C ``Param``: a scalar, or a tensor broadcast to ``[B, N]``."""
     if not isinstance(value, Tensor):
         return param_type(None, 0, 0, float(value))
-    if value.numel() == 1:
+    if value.numel() == 1 and value.is_cpu:  # item() of a GPU tensor would wait for the GPU
         return param_type(None, 0, 0, value.item())
     expanded = value.detach().to(like.dtype).expand(like.shape)
     keep.append(expanded)
@@ -217,24 +321,18 @@ def find_leaders(
     order = order.clone(memory_format=torch.contiguous_format)
     leader = torch.empty_like(order)
     has_leader = torch.empty_like(active)
-    function = getattr(_library(), "difftraffic_leaders" + _suffix(x.dtype))
-    real = _real(x.dtype)
-    function(
-        ctypes.c_int64(batch),
-        ctypes.c_int64(n),
-        ctypes.c_int64(road.num_lanes),
-        real(road.lane_width),
-        ctypes.c_int(road.lane_membership == "center"),
-        ctypes.c_int(road.is_ring),
-        ctypes.c_void_p(x.data_ptr()),
-        ctypes.c_void_p(low_y.detach().contiguous().data_ptr()),
-        ctypes.c_void_p(high_y.detach().contiguous().data_ptr()),
-        ctypes.c_void_p(active.contiguous().data_ptr()),
-        ctypes.c_void_p(order.data_ptr()),
-        ctypes.c_void_p(leader.data_ptr()),
-        ctypes.c_void_p(has_leader.data_ptr()),
-        ctypes.c_int(_threads(batch)),
+    low_y, high_y = low_y.detach().contiguous(), high_y.detach().contiguous()
+    active = active.contiguous()
+    spec = _leaders_struct(x.dtype)(
+        batch,
+        n,
+        road.num_lanes,
+        road.lane_width,
+        int(road.lane_membership == "center"),
+        int(road.is_ring),
+        *(t.data_ptr() for t in (x, low_y, high_y, active, order, leader, has_leader)),
     )
+    _launch("difftraffic_leaders", x, road.num_lanes, spec)
     return leader, has_leader, order
 
 
@@ -293,10 +391,7 @@ def _forward(frame: _Frame, inputs: list[Tensor], params: tuple[Any, ...]) -> li
     outputs = [torch.empty_like(x) for _ in range(5)]
     outputs += [torch.empty_like(frame.leader), torch.empty_like(frame.order)]
     outputs += [torch.empty_like(frame.has_leader), torch.empty_like(frame.has_leader)]
-    function = getattr(_library(), "difftraffic_step" + _suffix(x.dtype))
-    function(
-        ctypes.byref(frame.spec(inputs, c_params, outputs)), ctypes.c_int(_threads(x.shape[0]))
-    )
+    _launch("difftraffic_step", x, frame.road.num_lanes, frame.spec(inputs, c_params, outputs))
     return outputs
 
 
@@ -340,8 +435,7 @@ class _Step(torch.autograd.Function):
             0 if t is None else t.data_ptr() for t in grads
         ]
         grad_spec = grads_type(*pointers)
-        function = getattr(_library(), "difftraffic_step_backward" + _suffix(x.dtype))
-        function(ctypes.byref(spec), ctypes.byref(grad_spec), ctypes.c_int(_threads(x.shape[0])))
+        _launch("difftraffic_step_backward", x, ctx.frame.road.num_lanes, spec, grad_spec)
         param_grads = [
             None if grad is None else grad.sum_to_size(param.shape)
             for grad, param in zip(grads[8:], params, strict=True)

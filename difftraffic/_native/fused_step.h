@@ -1,7 +1,9 @@
-/* One simulation step of difftraffic, fused: the body is included twice by fused_step.c, with
- * REAL = float and REAL = double. It mirrors difftraffic.dynamics.step operation by operation
- * (same formulas, same order, no contraction into fused multiply-adds), so it agrees with the
- * eager step to the rounding of the maths library's cos, sin, tan and pow.
+/* One simulation step of difftraffic, fused: the per-world body of the step, its backward pass
+ * and the leader search, included once per precision (both_precisions.h) by fused_step.c (worlds
+ * spread over OpenMP threads, drivers_openmp.h) and fused_step.cu (one CUDA thread per world,
+ * drivers_cuda.cuh). It mirrors difftraffic.dynamics.step operation by operation (same formulas,
+ * same order, no contraction into fused multiply-adds), so it agrees with the eager step to the
+ * rounding of the maths library's cos, sin, tan and pow.
  *
  * Arrays are [B, N] row-major unless said otherwise. Leader relations are found per world from
  * the vehicles sorted by (x, index), an order kept across steps and repaired by insertion sort
@@ -18,13 +20,13 @@ typedef struct {
     REAL value;
 } FN(Param);
 
-static inline REAL FN(param_at)(const FN(Param) * p, int64_t b, int64_t n) {
+static inline DT_DEVICE REAL FN(param_at)(const FN(Param) * p, int64_t b, int64_t n) {
     return p->ptr ? p->ptr[b * p->stride_b + n * p->stride_n] : p->value;
 }
 
 /* r^delta: the IDM's usual delta = 4 (and its derivative's 3) by multiplication, the rest by the
  * maths library (its pow was a tenth of a forward step). */
-static inline REAL FN(power)(REAL r, REAL delta) {
+static inline DT_DEVICE REAL FN(power)(REAL r, REAL delta) {
     if (delta == 4) {
         REAL r2 = r * r;
         return r2 * r2;
@@ -35,7 +37,7 @@ static inline REAL FN(power)(REAL r, REAL delta) {
 
 /* torch.remainder for floating point: the result takes the divisor's sign. */
 /* cos and sin of a heading; a road-aligned heading (every human's) skips the maths library. */
-static inline void FN(cos_sin)(REAL h, REAL *c, REAL *s) {
+static inline DT_DEVICE void FN(cos_sin)(REAL h, REAL *c, REAL *s) {
     if (h == 0) {
         *c = 1;
         *s = 0;
@@ -45,7 +47,7 @@ static inline void FN(cos_sin)(REAL h, REAL *c, REAL *s) {
     }
 }
 
-static inline REAL FN(remainder)(REAL a, REAL m) {
+static inline DT_DEVICE REAL FN(remainder)(REAL a, REAL m) {
     REAL r = FMOD(a, m);
     if (r != 0 && ((m < 0) != (r < 0))) r += m;
     return r;
@@ -54,7 +56,7 @@ static inline REAL FN(remainder)(REAL a, REAL m) {
 /* Lanes [*first, *last] that a body of lateral extent (low, high) belongs to; *first = -1 for
  * none. body: every lane k with low < k w + w and high > k w (as Road.occupied_lanes);
  * center: the lane of floor(mid / w), clamped to the road (as Road.nearest_lane). */
-static inline void FN(member_lanes)(REAL low, REAL high, int64_t L, REAL w, int center,
+static inline DT_DEVICE void FN(member_lanes)(REAL low, REAL high, int64_t L, REAL w, int center,
                                     int64_t *first, int64_t *last) {
     if (center) {
         REAL mid = (REAL)0.5 * (low + high);
@@ -77,7 +79,7 @@ static inline void FN(member_lanes)(REAL low, REAL high, int64_t L, REAL w, int 
 }
 
 /* (rear_x, front_x) of a body: its extent along the road (state.longitudinal_extent). */
-static inline void FN(extent_x)(REAL x, REAL len, REAL wid, REAL c, REAL s, REAL *rear,
+static inline DT_DEVICE void FN(extent_x)(REAL x, REAL len, REAL wid, REAL c, REAL s, REAL *rear,
                                 REAL *front) {
     REAL center_x = x - (REAL)0.5 * len * c;
     REAL half_x = (REAL)0.5 * (len * FABS(c) + wid * FABS(s));
@@ -85,7 +87,7 @@ static inline void FN(extent_x)(REAL x, REAL len, REAL wid, REAL c, REAL s, REAL
     *front = center_x + half_x;
 }
 
-static inline void FN(extent_y)(REAL y, REAL len, REAL wid, REAL c, REAL s, REAL *low,
+static inline DT_DEVICE void FN(extent_y)(REAL y, REAL len, REAL wid, REAL c, REAL s, REAL *low,
                                 REAL *high) {
     REAL center_y = y - (REAL)0.5 * len * s;
     REAL half_y = (REAL)0.5 * (len * FABS(s) + wid * FABS(c));
@@ -94,7 +96,7 @@ static inline void FN(extent_y)(REAL y, REAL len, REAL wid, REAL c, REAL s, REAL
 }
 
 /* Sort one world's order by (key, index), starting from the order of the last step. */
-static void FN(sort_order)(int64_t N, const REAL *key, int64_t *order) {
+static DT_DEVICE void FN(sort_order)(int64_t N, const REAL *key, int64_t *order) {
     for (int64_t r = 1; r < N; r++) {
         int64_t i = order[r];
         REAL k = key[i];
@@ -110,7 +112,7 @@ static void FN(sort_order)(int64_t N, const REAL *key, int64_t *order) {
 /* Whether any two fronts changed order within the step, whatever their lanes: the end
  * positions, in start order (followed on a ring by themselves a ring length on), decrease
  * somewhere. Most steps have none, and then no lane needs a look. */
-static int FN(any_crossing)(int64_t N, const int64_t *order, const REAL *end, int ring,
+static DT_DEVICE int FN(any_crossing)(int64_t N, const int64_t *order, const REAL *end, int ring,
                             REAL ring_length) {
     for (int64_t r = 1; r < N; r++)
         if (end[order[r]] < end[order[r - 1]]) return 1;
@@ -120,7 +122,7 @@ static int FN(any_crossing)(int64_t N, const int64_t *order, const REAL *end, in
 /* Flags in hit[] the vehicles whose front changed order, within the step, with the front of
  * another vehicle of one of their lanes [first[i], last[i]] (neighbors._crossed_fronts).
  * order: by start position; end: unwrapped end positions; scratch: 2 L REAL. */
-static void FN(crossed_fronts)(int64_t N, int64_t L, const int64_t *order, const REAL *end,
+static DT_DEVICE void FN(crossed_fronts)(int64_t N, int64_t L, const int64_t *order, const REAL *end,
                                const int64_t *first, const int64_t *last, int ring,
                                REAL ring_length, uint8_t *hit, REAL *scratch) {
     REAL *behind = scratch, *ahead = scratch + L;
@@ -154,7 +156,7 @@ static void FN(crossed_fronts)(int64_t N, int64_t L, const int64_t *order, const
 /* Leaders of one world (neighbors.find_leaders): the first vehicle after one's own rank that
  * shares a lane with it, cyclically on a ring. lane_first/lane_last per vehicle (-1: none);
  * scratch: 2 L int64. */
-static void FN(find_leaders_world)(int64_t N, int64_t L, const REAL *key, const int64_t *lane_first,
+static DT_DEVICE void FN(find_leaders_world)(int64_t N, int64_t L, const REAL *key, const int64_t *lane_first,
                                    const int64_t *lane_last, int ring, int64_t *order,
                                    int64_t *leader, uint8_t *has_leader, int64_t *scratch) {
     int64_t *next_rank = scratch, *first_rank = scratch + L;
@@ -190,7 +192,7 @@ static void FN(find_leaders_world)(int64_t N, int64_t L, const REAL *key, const 
 
 /* Gap from the front of vehicle i to the rear of its leader j, along the road
  * (neighbors.gap_to_leader). */
-static inline REAL FN(gap)(int64_t i, int64_t j, const REAL *x, const REAL *rear, const REAL *front,
+static inline DT_DEVICE REAL FN(gap)(int64_t i, int64_t j, const REAL *x, const REAL *rear, const REAL *front,
                            REAL ring_length, int ring) {
     REAL distance = x[j] - x[i];
     if (ring) {
@@ -220,7 +222,7 @@ typedef struct {
 
 /* The start lanes of the `count` vehicles of ranks order[0 .. count) of world offset o, then
  * crossed_fronts among them, in the lanes they shared at the step's start and at its end. */
-static void FN(crossed_in_ranks)(const FN(Step) * s, int64_t o, const int64_t *order,
+static DT_DEVICE void FN(crossed_in_ranks)(const FN(Step) * s, int64_t o, const int64_t *order,
                                  int64_t count, const REAL *end, int64_t *first_start,
                                  int64_t *last_start, const int64_t *lane_first,
                                  const int64_t *lane_last, uint8_t *hit, REAL *scratch) {
@@ -243,7 +245,7 @@ static void FN(crossed_in_ranks)(const FN(Step) * s, int64_t o, const int64_t *o
 /* Scratch per world: rear, front, rear_next, front_next, key, gap, moved, key_start, end
  * (9 N REAL) and 2 L REAL; lane_first, lane_last, their values at the start (4 N int64) and
  * 2 L int64. */
-static void FN(step_world)(const FN(Step) * s, int64_t b, REAL *rs, int64_t *is) {
+static DT_DEVICE void FN(step_world)(const FN(Step) * s, int64_t b, REAL *rs, int64_t *is) {
     const int64_t N = s->N, o = b * N;
     const REAL *x = s->x + o, *y = s->y + o, *v = s->v + o, *h = s->heading + o;
     const REAL *len = s->length + o, *wid = s->width + o;
@@ -380,18 +382,6 @@ static void FN(step_world)(const FN(Step) * s, int64_t b, REAL *rs, int64_t *is)
     }
 }
 
-void FN(difftraffic_step)(const FN(Step) * s, int threads) {
-    const int64_t N = s->N, L = s->L;
-#pragma omp parallel num_threads(threads) if (threads > 1 && s->B > 1)
-    {
-        REAL *rs = (REAL *)malloc(sizeof(REAL) * (9 * N + 2 * L));
-        int64_t *is = (int64_t *)malloc(sizeof(int64_t) * (4 * N + 2 * L));
-#pragma omp for schedule(static)
-        for (int64_t b = 0; b < s->B; b++) FN(step_world)(s, b, rs, is);
-        free(rs);
-        free(is);
-    }
-}
 
 typedef struct {
     /* gradients of the step's outputs, [B, N] each */
@@ -401,11 +391,11 @@ typedef struct {
     REAL *v0, *T, *a, *b, *delta, *s0;
 } FN(Grads);
 
-static inline REAL FN(sign)(REAL value) { return (REAL)((value > 0) - (value < 0)); }
+static inline DT_DEVICE REAL FN(sign)(REAL value) { return (REAL)((value > 0) - (value < 0)); }
 
 /* d(rear - x)/d(len, wid, heading) of a body, and d(front - x)/d(...): the overhangs that enter
  * the gap (state.longitudinal_extent). */
-static inline void FN(overhang_grads)(REAL len, REAL wid, REAL c, REAL sn, REAL sign_front,
+static inline DT_DEVICE void FN(overhang_grads)(REAL len, REAL wid, REAL c, REAL sn, REAL sign_front,
                                       REAL *d_len, REAL *d_wid, REAL *d_h) {
     /* rear - x = -len c / 2 - (len |c| + wid |s|) / 2; front - x = -len c / 2 + (...) / 2 */
     REAL half = (REAL)0.5 * sign_front;
@@ -418,7 +408,7 @@ static inline void FN(overhang_grads)(REAL len, REAL wid, REAL c, REAL sn, REAL 
 
 /* The vector-Jacobian product of one world's step (the discrete leader relations fixed), in
  * the reverse order of step_world; torch's conventions at kinks (relu, clamp_min, abs). */
-static void FN(step_world_backward)(const FN(Step) * s, const FN(Grads) * g, int64_t b,
+static DT_DEVICE void FN(step_world_backward)(const FN(Step) * s, const FN(Grads) * g, int64_t b,
                                     REAL *rs) {
     const int64_t N = s->N, o = b * N;
     const REAL *x = s->x + o, *v = s->v + o, *h = s->heading + o;
@@ -543,39 +533,44 @@ static void FN(step_world_backward)(const FN(Step) * s, const FN(Grads) * g, int
     }
 }
 
-void FN(difftraffic_step_backward)(const FN(Step) * s, const FN(Grads) * g, int threads) {
-    const int64_t N = s->N;
-#pragma omp parallel num_threads(threads) if (threads > 1 && s->B > 1)
-    {
-        REAL *rs = (REAL *)malloc(sizeof(REAL) * 5 * N);
-#pragma omp for schedule(static)
-        for (int64_t b = 0; b < s->B; b++) FN(step_world_backward)(s, g, b, rs);
-        free(rs);
+typedef struct {
+    int64_t B, N, L;
+    REAL lane_width;
+    int center, ring;
+    const REAL *x; /* front bumpers, already wrapped on a ring */
+    const REAL *low_y, *high_y;
+    const uint8_t *active;
+    int64_t *order; /* in: a rank order to start from; out: repaired */
+    int64_t *leader;
+    uint8_t *has_leader;
+} FN(Leaders);
+
+/* Leaders of world b of a state (no step); scratch: 2 N + 2 L int64. */
+static DT_DEVICE void FN(leaders_world)(const FN(Leaders) * q, int64_t b, int64_t *is) {
+    const int64_t N = q->N, o = b * N;
+    for (int64_t i = 0; i < N; i++) {
+        if (q->active[o + i]) {
+            FN(member_lanes)(q->low_y[o + i], q->high_y[o + i], q->L, q->lane_width, q->center,
+                             &is[i], &is[N + i]);
+        } else {
+            is[i] = is[N + i] = -1;
+        }
     }
+    FN(find_leaders_world)(N, q->L, q->x + o, is, is + N, q->ring, q->order + o, q->leader + o,
+                           q->has_leader + o, is + 2 * N);
 }
 
-/* Leaders of a state (no step): x [B, N] (already wrapped on a ring), lateral extents. */
-void FN(difftraffic_leaders)(int64_t B, int64_t N, int64_t L, REAL lane_width, int center,
-                             int ring, const REAL *x, const REAL *low_y, const REAL *high_y,
-                             const uint8_t *active, int64_t *order, int64_t *leader,
-                             uint8_t *has_leader, int threads) {
-#pragma omp parallel num_threads(threads) if (threads > 1 && B > 1)
-    {
-        int64_t *is = (int64_t *)malloc(sizeof(int64_t) * (2 * N + 2 * L));
-#pragma omp for schedule(static)
-        for (int64_t b = 0; b < B; b++) {
-            int64_t o = b * N;
-            for (int64_t i = 0; i < N; i++) {
-                if (active[o + i]) {
-                    FN(member_lanes)(low_y[o + i], high_y[o + i], L, lane_width, center, &is[i],
-                                     &is[N + i]);
-                } else {
-                    is[i] = is[N + i] = -1;
-                }
-            }
-            FN(find_leaders_world)(N, L, x + o, is, is + N, ring, order + o, leader + o,
-                                   has_leader + o, is + 2 * N);
-        }
-        free(is);
-    }
+/* Bytes of scratch one world needs for any of the three passes: int64 first, then REAL. */
+static int64_t FN(world_scratch_bytes)(int64_t N, int64_t L) {
+    int64_t step = (4 * N + 2 * L) * 8 + (9 * N + 2 * L) * (int64_t)sizeof(REAL);
+    int64_t backward = 5 * N * (int64_t)sizeof(REAL), leaders = (2 * N + 2 * L) * 8;
+    int64_t most = step > backward ? step : backward;
+    most = most > leaders ? most : leaders;
+    return (most + 7) / 8 * 8;
+}
+
+/* The int64 and REAL scratch of the step in one world's scratch block. */
+static inline DT_DEVICE int64_t *FN(step_ints)(char *block) { return (int64_t *)block; }
+static inline DT_DEVICE REAL *FN(step_reals)(char *block, int64_t N, int64_t L) {
+    return (REAL *)(block + (4 * N + 2 * L) * 8);
 }

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import subprocess
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -17,11 +21,34 @@ from difftraffic.state import BodyBox, TrafficState
 from difftraffic.testing import scenarios
 
 STATE_FIELDS = ("x", "y", "v", "heading")
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
+"""Each comparison runs the fused step of both builds against the eager step on the same device."""
+
+
+def _on(device: str, value):
+    """``value`` (a tensor, or a dataclass, named tuple, tuple or list of them) with its tensors
+    on ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(_on(device, item) for item in value))
+    if isinstance(value, tuple | list):
+        return type(value)(_on(device, item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        moved = {f.name: _on(device, getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return dataclasses.replace(value, **moved)
+    return value
 
 
 def test_the_fused_step_is_built_here():
     # CI has a C compiler: without this, every other test here would quietly test eager twice.
     assert fused.available(), fused.unavailable_reason()
+
+
+@CUDA
+def test_the_cuda_build_is_built_where_a_gpu_is():
+    assert fused.available("cuda"), fused.unavailable_reason("cuda")
 
 
 def _controls(state: TrafficState, steps: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,8 +73,9 @@ def _assert_steps_agree(eager, fused_result, rtol: float, atol: float, acc_rtol:
     assert torch.equal(fused_result.collided, eager.collided)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_every_step_agrees_with_eager_collisions_rings_and_lane_rules_included(dtype):
+def test_every_step_agrees_with_eager_collisions_rings_and_lane_rules_included(dtype, device):
     # At centimetre gaps the IDM's (s*/gap)^2 amplifies a one-ulp difference of cos or pow in the
     # gap (float32: 1e-7 relative of a 100 m position) into 1e-4 of the acceleration.
     if dtype == torch.float64:
@@ -64,7 +92,8 @@ def test_every_step_agrees_with_eager_collisions_rings_and_lane_rules_included(d
         state, drivers = scenario.sample(batch_size=3, seed=seed, dtype=dtype)
         if av_speed is not None:
             state = state.replace(v=torch.where(state.is_av, av_speed, state.v))
-        acceleration, steering = _controls(state, 40, seed)
+        acceleration, steering = _on(device, _controls(state, 40, seed))
+        state, drivers = _on(device, state), _on(device, drivers)
         neighbors = compute_neighbors(state, scenario.road)
         with torch.no_grad():
             for t in range(40):
@@ -77,7 +106,8 @@ def test_every_step_agrees_with_eager_collisions_rings_and_lane_rules_included(d
     check()
 
 
-def test_a_free_running_rollout_follows_eager_for_300_steps():
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_free_running_rollout_follows_eager_for_300_steps(device):
     road = Road.straight(num_lanes=3)
     generator = torch.Generator().manual_seed(0)
     batch, n = 8, 30
@@ -96,6 +126,7 @@ def test_a_free_running_rollout_follows_eager_for_300_steps():
     drivers = IDMParams(v0=torch.linspace(20.0, 30.0, n, dtype=torch.float64), T=1.2)
     acceleration = torch.randn(300, batch, n, generator=generator).double()
     steering = 0.01 * torch.randn(300, batch, n, generator=generator).double()
+    state, drivers, acceleration, steering = _on(device, (state, drivers, acceleration, steering))
     eager, fast = state, state
     eager_neighbors = fast_neighbors = None
     with torch.no_grad():
@@ -130,7 +161,8 @@ def test_a_free_running_rollout_follows_eager_for_300_steps():
 
 @pytest.mark.parametrize("membership", ["body", "center"])
 @pytest.mark.parametrize("ring", [False, True])
-def test_the_sorted_search_finds_the_eager_leaders_in_large_worlds(membership, ring):
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_sorted_search_finds_the_eager_leaders_in_large_worlds(membership, ring, device):
     # 600 vehicles at random lateral positions, many straddling two lanes, some at equal x.
     generator = torch.Generator().manual_seed(1)
     batch, n = 3, 600
@@ -148,9 +180,10 @@ def test_the_sorted_search_finds_the_eager_leaders_in_large_worlds(membership, r
         is_av=torch.zeros(batch, n, dtype=torch.bool),
         active=torch.rand(batch, n, generator=generator) < 0.9,
     )
+    x, state = _on(device, (x, state))
     box = BodyBox.of_state(state)
     # A stale order (a random permutation) is only a starting point: the result is the same.
-    stale = torch.argsort(torch.rand(batch, n, generator=generator), dim=1)
+    stale = torch.argsort(torch.rand(batch, n, generator=generator), dim=1).to(device)
     leader, has_leader, order = fused.find_leaders(
         x, box.low_y, box.high_y, state.active, road, stale
     )
@@ -160,8 +193,9 @@ def test_the_sorted_search_finds_the_eager_leaders_in_large_worlds(membership, r
     assert (keys[:, 1:] >= keys[:, :-1]).all()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("ring", [False, True])
-def test_crossings_in_large_worlds_are_flagged_as_eager_flags_them(ring):
+def test_crossings_in_large_worlds_are_flagged_as_eager_flags_them(ring, device):
     # 300 cars 8 m apart over 3 lanes, a few at 150 m/s: within a step many fronts pass
     # others in separate places of the world (the fused step only looks inside the stretches of
     # the start order whose end positions are out of order), some of them in shared lanes.
@@ -183,8 +217,9 @@ def test_crossings_in_large_worlds_are_flagged_as_eager_flags_them(ring):
         is_av=fast_cars,
         active=torch.rand(batch, n, generator=generator) < 0.95,
     )
+    state = _on(device, state)
     neighbors = compute_neighbors(state, road)
-    acceleration = torch.zeros(batch, n, dtype=torch.float64)
+    acceleration = torch.zeros(batch, n, dtype=torch.float64, device=device)
     args = (state, road, IDMParams(v0=30.0), 0.1, acceleration, acceleration)
     with torch.no_grad():
         eager = step(*args, neighbors, path="eager")
@@ -193,7 +228,9 @@ def test_crossings_in_large_worlds_are_flagged_as_eager_flags_them(ring):
     assert torch.equal(fast.collided, eager.collided)
 
 
-def _gradcheck_inputs(seed: int) -> tuple[Road, TrafficState, list[torch.Tensor]]:
+def _gradcheck_inputs(
+    seed: int, device: str = "cpu"
+) -> tuple[Road, TrafficState, list[torch.Tensor]]:
     """Two worlds of 6 cars on a 2-lane ring, two AVs steering, one unused slot; every float
     field, control and driver parameter a float64 leaf (parameters per car, per world or one)."""
     generator = torch.Generator().manual_seed(seed)
@@ -225,6 +262,7 @@ def _gradcheck_inputs(seed: int) -> tuple[Road, TrafficState, list[torch.Tensor]
         torch.tensor(4.0, dtype=torch.float64),  # delta
         torch.tensor(2.0, dtype=torch.float64),  # s0
     ]
+    state, leaves = _on(device, (state, leaves))
     return Road(2, 3.5, 30.0, 120.0, "body"), state, [t.requires_grad_(True) for t in leaves]
 
 
@@ -244,9 +282,10 @@ def _two_steps(road: Road, state: TrafficState, path: str):
     return run
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_the_fused_backward_passes_gradcheck_and_equals_eager(seed):
-    road, state, leaves = _gradcheck_inputs(seed)
+def test_the_fused_backward_passes_gradcheck_and_equals_eager(seed, device):
+    road, state, leaves = _gradcheck_inputs(seed, device)
     assert torch.autograd.gradcheck(_two_steps(road, state, "fused"), leaves)
     eager_outputs = _two_steps(road, state, "eager")(*leaves)
     fused_outputs = _two_steps(road, state, "fused")(*leaves)
@@ -261,8 +300,9 @@ def test_the_fused_backward_passes_gradcheck_and_equals_eager(seed):
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_gradients_through_collided_rollouts_equal_eager(dtype):
+def test_gradients_through_collided_rollouts_equal_eager(dtype, device):
     tolerance = (
         {"rtol": 1e-9, "atol": 1e-9} if dtype == torch.float64 else {"rtol": 1e-3, "atol": 1e-3}
     )
@@ -271,7 +311,8 @@ def test_gradients_through_collided_rollouts_equal_eager(dtype):
     @given(scenarios(max_per_lane=3), st.integers(0, 2**16))
     def check(scenario, seed):
         state, drivers = scenario.sample(batch_size=2, seed=seed, dtype=dtype)
-        acceleration, steering = _controls(state, 30, seed)
+        acceleration, steering = _on(device, _controls(state, 30, seed))
+        state, drivers = _on(device, state), _on(device, drivers)
         gradients = []
         for path in ("eager", "fused"):
             controls = (acceleration.clone().requires_grad_(True),
@@ -291,10 +332,12 @@ def test_gradients_through_collided_rollouts_equal_eager(dtype):
     check()
 
 
-def test_auto_runs_fused_with_and_without_gradients(make_state):
+@pytest.mark.parametrize("device", DEVICES)
+def test_auto_runs_fused_with_and_without_gradients(make_state, device):
     state = make_state([0.0, 30.0], [2.0, 2.0], v=[10.0, 5.0], is_av=[True, False])
-    road, drivers = Road.straight(), IDMParams(v0=20.0)
-    acceleration = torch.tensor([[1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    state, road, drivers = state.to(device), Road.straight(), IDMParams(v0=20.0)
+    acceleration = torch.tensor([[1.0, 0.0]], dtype=torch.float64, device=device)
+    acceleration.requires_grad_(True)
     with torch.no_grad():
         fast = step(state, road, drivers, 0.1, acceleration)
     recorded = step(state, road, drivers, 0.1, acceleration)
@@ -385,3 +428,52 @@ def test_the_build_lands_in_the_cache_directory(tmp_path, monkeypatch):
         torch.arange(3).unsqueeze(0),
     )
     assert torch.equal(leader, expected.leader) and torch.equal(has_leader, expected.has_leader)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this torch sees a CUDA device")
+def test_without_a_gpu_the_cuda_build_says_why():
+    assert not fused.available("cuda")
+    assert "sees no CUDA device" in fused.unavailable_reason("cuda")
+
+
+def test_the_fused_step_names_the_devices_it_runs_on():
+    with pytest.raises(ValueError, match=r"device='mps': the fused step runs on 'cpu' or 'cuda'"):
+        fused.available("mps")
+
+
+def test_without_nvcc_the_cuda_build_says_what_to_install(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(fused, "_nvcc", lambda: None)
+    build = fused._Build("cuda")
+    assert build.library is None and "no CUDA compiler found (put nvcc on PATH" in build.reason
+
+
+def test_a_failing_nvcc_is_reported_for_each_target_tried(tmp_path, monkeypatch):
+    # Machine code for this machine's GPUs first, then nvcc's default target; both failing
+    # here, the reason holds both commands and nvcc's own words.
+    nvcc = tmp_path / "nvcc"
+    nvcc.write_text("#!/bin/sh\necho 'nvcc fatal : no GPU here' >&2\nexit 1\n")
+    nvcc.chmod(0o755)
+    monkeypatch.setenv("CUDACXX", str(nvcc))
+    monkeypatch.setenv("DIFFTRAFFIC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    build = fused._Build("cuda")
+    assert build.library is None
+    attempts = build.reason.removeprefix("building the fused step failed: ").split("; ")
+    assert len(attempts) == 2
+    assert "-arch=native" in attempts[0] and "-arch" not in attempts[1]
+    for attempt in attempts:
+        assert "--fmad=false" in attempt and "fused_step.cu" in attempt
+        assert "nvcc fatal : no GPU here" in attempt
+
+
+def test_the_code_shared_with_the_cuda_build_compiles_as_cpp(tmp_path):
+    # nvcc compiles fused_step.h as C++: C-only constructs there would break only the GPU build.
+    compiler = shutil.which("c++") or shutil.which("g++")
+    if compiler is None:
+        pytest.skip("no C++ compiler")
+    source = fused.SOURCE_DIR / "fused_step.c"
+    command = [compiler, "-x", "c++", "-fsyntax-only", "-Wall", "-Werror"]
+    command += ["-Wno-unknown-pragmas", str(source)]
+    run = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
