@@ -269,8 +269,10 @@ def step(
             order; the reference), ``"fused"`` (one compiled pass per world with a
             hand-written backward, :mod:`difftraffic.fused`: CPU or CUDA, IDM drivers, first
             derivatives; ``ValueError`` saying why where it cannot run) or ``"auto"``: fused
-            where it can run and is built, eager otherwise. The two agree to the rounding of
-            the maths library, gradients included; ``leader_method`` applies to eager only.
+            where it can run and is built (on CUDA, for worlds of up to
+            :data:`difftraffic.fused.CUDA_AUTO_MAX_VEHICLES` slots), eager otherwise. The
+            two agree to the rounding of the maths library, gradients included;
+            ``leader_method`` applies to eager only.
         lane_changes: MOBIL lane changes of the human drivers it enables
             (:class:`difftraffic.lane_change.MOBIL`, parameters broadcastable to ``[B, N]`` in
             the state's dtype, e.g. :meth:`difftraffic.Scenario.lane_changes`); ``None``
@@ -299,7 +301,7 @@ def step(
     check_choice("av_kinematics", av_kinematics, AV_KINEMATICS)
     if path != "eager":
         why_not = _why_not_fused(state, road, drivers, lane_changes, soft_lanes, av_kinematics)
-        if not why_not:
+        if not why_not and not (path == "auto" and fused.eager_is_faster(state.x)):
             # _why_not_fused checked that the drivers are IDMParams.
             new_state, acceleration, new_neighbors, collided = fused.fused_step(
                 state,

@@ -1,13 +1,15 @@
-"""The fused step: one pass of compiled C per world for a whole :func:`difftraffic.step`.
+"""The fused step: one compiled pass per world for a whole :func:`difftraffic.step`.
 
 The eager step runs about 160 tensor operations, each a pass over ``[B, N]`` (or ``[B, N, N]``)
-memory plus 1-2 µs of dispatch; the fused step is one call into ``_native/fused_step.c``, which
-for each world computes the IDM, the bicycle model and the integration vehicle by vehicle, then
-the new leaders from the vehicles sorted by ``(x, index)`` (an order kept across steps in
-:attr:`difftraffic.Neighbors.order` and repaired by insertion sort, ``O(N L)`` per world rather
-than the pairwise ``O(N^2)`` table), then the collision tests, with worlds shared among threads.
-It follows the eager step formula by formula, so the two agree to the rounding of the C maths
-library's ``cos``, ``sin``, ``tan`` and ``pow`` (tested: values, leaders and collisions).
+memory plus 1-2 µs of dispatch (5-10 µs of kernel launch on a GPU); the fused step is one call
+into ``_native/fused_step.h``, which for each world computes the IDM, the bicycle model and the
+integration vehicle by vehicle, then the new leaders from the vehicles sorted by
+``(x, index)`` (an order kept across steps in :attr:`difftraffic.Neighbors.order` and repaired by
+insertion sort, ``O(N L)`` per world rather than the pairwise ``O(N^2)`` table), then the
+collision tests. On the CPU the worlds are shared among threads (``fused_step.c``, OpenMP); on
+CUDA each world is one GPU thread (``fused_step.cu``). It follows the eager step formula by
+formula, so the two agree to the rounding of the maths library's ``cos``, ``sin``, ``tan`` and
+``pow`` (tested on each device: values, leaders and collisions).
 
 Its backward pass is hand-written (``step_world_backward``, one pass per world in reverse): the
 vector-Jacobian product of the step with the leader relations held fixed, which is what autograd
@@ -17,12 +19,14 @@ with float64 ``gradcheck`` and against eager gradients through collided rollouts
 derivatives only: a second derivative (``create_graph=True``) raises and asks for
 ``path="eager"``, as do ``torch.func`` transforms.
 
-:func:`difftraffic.step` uses it (``path="auto"``) on the CPU for IDM drivers, outside
-``torch.compile``, and the eager step otherwise. It is built on first use with the system C
-compiler (``cc``, or ``$CC``; about a second; with OpenMP where the compiler has it, else
-single-threaded) into ``$DIFFTRAFFIC_CACHE`` (default
-``~/.cache/difftraffic``); without a compiler ``path="auto"`` stays eager and
-:func:`unavailable_reason` says why.
+:func:`difftraffic.step` uses it (``path="auto"``) for IDM drivers outside ``torch.compile``, on
+the CPU and on CUDA for worlds of up to :data:`CUDA_AUTO_MAX_VEHICLES` slots, and the eager step
+otherwise. It is built on first use per kind of device into ``$DIFFTRAFFIC_CACHE`` (default
+``~/.cache/difftraffic``): for the CPU with the system C compiler (``cc``, or ``$CC``; about a
+second; with OpenMP where the compiler has it, else single-threaded), for CUDA with ``nvcc``
+(``$CUDACXX``, the ``PATH`` or ``$CUDA_HOME/bin``; a few seconds; machine code for this
+machine's GPUs). Without a compiler ``path="auto"`` stays eager and :func:`unavailable_reason`
+says why.
 """
 
 from __future__ import annotations
@@ -60,6 +64,13 @@ CUDA_FLAGS = ("-O3", "--fmad=false", "-Xcompiler", "-fPIC", "-shared")
 ARCH_FLAGS = (("-arch=native",), ())
 """Tried in order: machine code for the GPUs of this machine, else nvcc's default target (PTX
 that the driver compiles when the library loads)."""
+
+CUDA_AUTO_MAX_VEHICLES = 200
+"""On CUDA, ``path="auto"`` takes the fused step for worlds of up to this many vehicle slots and
+the eager step beyond. One GPU thread walks a world, so a few large worlds leave most of the GPU
+idle while the eager step spreads every vehicle over its threads. Measured on an H200
+(docs/benchmarks.md): the fused step is 2.5-14x the eager one's rate at 16 to 100 vehicles a
+world, about even at 250, and 1.5-4x behind from 250 to 1000."""
 
 _PARAMETERS = ("v0", "T", "a", "b", "delta", "s0")
 _FLOAT_FIELDS = ("x", "y", "v", "heading", "length", "width")
@@ -192,6 +203,12 @@ def available(device: str | torch.device = "cpu") -> bool:
 def unavailable_reason(device: str | torch.device = "cpu") -> str:
     """Why :func:`available` is False for ``device`` ('' when it is True)."""
     return _build(_kind(device)).reason
+
+
+def eager_is_faster(x: Tensor) -> bool:
+    """Whether ``path="auto"`` leaves worlds like ``x`` (``[B, N]``) to the eager step though the
+    fused one could run them: CUDA worlds of more than :data:`CUDA_AUTO_MAX_VEHICLES`."""
+    return x.is_cuda and x.shape[1] > CUDA_AUTO_MAX_VEHICLES
 
 
 def _real(dtype: torch.dtype) -> type[ctypes.c_float] | type[ctypes.c_double]:

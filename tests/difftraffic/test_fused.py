@@ -349,6 +349,26 @@ def test_auto_runs_fused_with_and_without_gradients(make_state, device):
     assert eager.neighbors.order is None
 
 
+@CUDA
+def test_auto_leaves_large_cuda_worlds_to_the_eager_step():
+    # One GPU thread walks a world: beyond CUDA_AUTO_MAX_VEHICLES the eager step is faster.
+    road, drivers = Road.straight(num_lanes=2), IDMParams(v0=20.0)
+    for n, expect_fused in ((fused.CUDA_AUTO_MAX_VEHICLES, True),
+                            (fused.CUDA_AUTO_MAX_VEHICLES + 1, False)):  # fmt: skip
+        x = torch.arange(n, dtype=torch.float64).unsqueeze(0) * 10.0
+        state = TrafficState(
+            x, (x.long() % 2 + 0.5).double() * road.lane_width, torch.full_like(x, 5.0),
+            torch.zeros_like(x), torch.full_like(x, 5.0), torch.full_like(x, 2.0),
+            torch.zeros_like(x, dtype=torch.bool), torch.ones_like(x, dtype=torch.bool),
+        ).to("cuda")  # fmt: skip
+        with torch.no_grad():
+            result = step(state, road, drivers, 0.1)
+            forced = step(state, road, drivers, 0.1, path="fused")
+        assert (result.neighbors.order is not None) is expect_fused  # only fused keeps an order
+        assert forced.neighbors.order is not None
+        torch.testing.assert_close(result.state.x, forced.state.x, rtol=1e-12, atol=1e-9)
+
+
 def test_second_derivatives_need_the_eager_path(make_state):
     state = make_state([0.0, 30.0], [2.0, 2.0], v=[10.0, 5.0])
     v = state.v.clone().requires_grad_(True)
