@@ -6,6 +6,7 @@ can use them without function-scoped-fixture warnings and no test module imports
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 
 import pytest
@@ -14,6 +15,30 @@ import torch
 from difftraffic.state import TrafficState
 
 StateFactory = Callable[..., TrafficState]
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))]  # fmt: skip
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test that takes ``device`` runs on the CPU and, where torch sees one, on CUDA."""
+    if "device" in metafunc.fixturenames:
+        metafunc.parametrize("device", DEVICES)
+
+
+def move_to(device: str, value):
+    """``value`` (a tensor, or a dataclass, named tuple, tuple or list of them) with its tensors
+    on ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return type(value)(*(move_to(device, item) for item in value))
+    if isinstance(value, tuple | list):
+        return type(value)(move_to(device, item) for item in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        moved = {f.name: move_to(device, getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return dataclasses.replace(value, **moved)
+    return value
 
 
 def _as_batch(values: Sequence | torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -65,6 +90,12 @@ def build_state(
 @pytest.fixture(scope="session")
 def make_state() -> StateFactory:
     return build_state
+
+
+@pytest.fixture(scope="session")
+def to_device() -> Callable:
+    """:func:`move_to`."""
+    return move_to
 
 
 @pytest.fixture(autouse=True)

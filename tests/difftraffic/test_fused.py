@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import subprocess
 
@@ -22,23 +21,6 @@ from difftraffic.testing import scenarios
 
 STATE_FIELDS = ("x", "y", "v", "heading")
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-DEVICES = ["cpu", pytest.param("cuda", marks=CUDA)]
-"""Each comparison runs the fused step of both builds against the eager step on the same device."""
-
-
-def _on(device: str, value):
-    """``value`` (a tensor, or a dataclass, named tuple, tuple or list of them) with its tensors
-    on ``device``."""
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, tuple) and hasattr(value, "_fields"):
-        return type(value)(*(_on(device, item) for item in value))
-    if isinstance(value, tuple | list):
-        return type(value)(_on(device, item) for item in value)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        moved = {f.name: _on(device, getattr(value, f.name)) for f in dataclasses.fields(value)}
-        return dataclasses.replace(value, **moved)
-    return value
 
 
 def test_the_fused_step_is_built_here():
@@ -73,9 +55,10 @@ def _assert_steps_agree(eager, fused_result, rtol: float, atol: float, acc_rtol:
     assert torch.equal(fused_result.collided, eager.collided)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_every_step_agrees_with_eager_collisions_rings_and_lane_rules_included(dtype, device):
+def test_every_step_agrees_with_eager_collisions_rings_and_lane_rules_included(
+    dtype, device, to_device
+):
     # At centimetre gaps the IDM's (s*/gap)^2 amplifies a one-ulp difference of cos or pow in the
     # gap (float32: 1e-7 relative of a 100 m position) into 1e-4 of the acceleration.
     if dtype == torch.float64:
@@ -92,8 +75,8 @@ def test_every_step_agrees_with_eager_collisions_rings_and_lane_rules_included(d
         state, drivers = scenario.sample(batch_size=3, seed=seed, dtype=dtype)
         if av_speed is not None:
             state = state.replace(v=torch.where(state.is_av, av_speed, state.v))
-        acceleration, steering = _on(device, _controls(state, 40, seed))
-        state, drivers = _on(device, state), _on(device, drivers)
+        acceleration, steering = to_device(device, _controls(state, 40, seed))
+        state, drivers = to_device(device, state), to_device(device, drivers)
         neighbors = compute_neighbors(state, scenario.road)
         with torch.no_grad():
             for t in range(40):
@@ -106,8 +89,7 @@ def test_every_step_agrees_with_eager_collisions_rings_and_lane_rules_included(d
     check()
 
 
-@pytest.mark.parametrize("device", DEVICES)
-def test_a_free_running_rollout_follows_eager_for_300_steps(device):
+def test_a_free_running_rollout_follows_eager_for_300_steps(device, to_device):
     road = Road.straight(num_lanes=3)
     generator = torch.Generator().manual_seed(0)
     batch, n = 8, 30
@@ -126,7 +108,9 @@ def test_a_free_running_rollout_follows_eager_for_300_steps(device):
     drivers = IDMParams(v0=torch.linspace(20.0, 30.0, n, dtype=torch.float64), T=1.2)
     acceleration = torch.randn(300, batch, n, generator=generator).double()
     steering = 0.01 * torch.randn(300, batch, n, generator=generator).double()
-    state, drivers, acceleration, steering = _on(device, (state, drivers, acceleration, steering))
+    state, drivers, acceleration, steering = to_device(
+        device, (state, drivers, acceleration, steering)
+    )
     eager, fast = state, state
     eager_neighbors = fast_neighbors = None
     with torch.no_grad():
@@ -161,8 +145,9 @@ def test_a_free_running_rollout_follows_eager_for_300_steps(device):
 
 @pytest.mark.parametrize("membership", ["body", "center"])
 @pytest.mark.parametrize("ring", [False, True])
-@pytest.mark.parametrize("device", DEVICES)
-def test_the_sorted_search_finds_the_eager_leaders_in_large_worlds(membership, ring, device):
+def test_the_sorted_search_finds_the_eager_leaders_in_large_worlds(
+    membership, ring, device, to_device
+):
     # 600 vehicles at random lateral positions, many straddling two lanes, some at equal x.
     generator = torch.Generator().manual_seed(1)
     batch, n = 3, 600
@@ -180,7 +165,7 @@ def test_the_sorted_search_finds_the_eager_leaders_in_large_worlds(membership, r
         is_av=torch.zeros(batch, n, dtype=torch.bool),
         active=torch.rand(batch, n, generator=generator) < 0.9,
     )
-    x, state = _on(device, (x, state))
+    x, state = to_device(device, (x, state))
     box = BodyBox.of_state(state)
     # A stale order (a random permutation) is only a starting point: the result is the same.
     stale = torch.argsort(torch.rand(batch, n, generator=generator), dim=1).to(device)
@@ -193,9 +178,8 @@ def test_the_sorted_search_finds_the_eager_leaders_in_large_worlds(membership, r
     assert (keys[:, 1:] >= keys[:, :-1]).all()
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("ring", [False, True])
-def test_crossings_in_large_worlds_are_flagged_as_eager_flags_them(ring, device):
+def test_crossings_in_large_worlds_are_flagged_as_eager_flags_them(ring, device, to_device):
     # 300 cars 8 m apart over 3 lanes, a few at 150 m/s: within a step many fronts pass
     # others in separate places of the world (the fused step only looks inside the stretches of
     # the start order whose end positions are out of order), some of them in shared lanes.
@@ -217,7 +201,7 @@ def test_crossings_in_large_worlds_are_flagged_as_eager_flags_them(ring, device)
         is_av=fast_cars,
         active=torch.rand(batch, n, generator=generator) < 0.95,
     )
-    state = _on(device, state)
+    state = to_device(device, state)
     neighbors = compute_neighbors(state, road)
     acceleration = torch.zeros(batch, n, dtype=torch.float64, device=device)
     args = (state, road, IDMParams(v0=30.0), 0.1, acceleration, acceleration)
@@ -229,7 +213,7 @@ def test_crossings_in_large_worlds_are_flagged_as_eager_flags_them(ring, device)
 
 
 def _gradcheck_inputs(
-    seed: int, device: str = "cpu"
+    seed: int, device: str, to_device
 ) -> tuple[Road, TrafficState, list[torch.Tensor]]:
     """Two worlds of 6 cars on a 2-lane ring, two AVs steering, one unused slot; every float
     field, control and driver parameter a float64 leaf (parameters per car, per world or one)."""
@@ -262,7 +246,7 @@ def _gradcheck_inputs(
         torch.tensor(4.0, dtype=torch.float64),  # delta
         torch.tensor(2.0, dtype=torch.float64),  # s0
     ]
-    state, leaves = _on(device, (state, leaves))
+    state, leaves = to_device(device, (state, leaves))
     return Road(2, 3.5, 30.0, 120.0, "body"), state, [t.requires_grad_(True) for t in leaves]
 
 
@@ -282,10 +266,9 @@ def _two_steps(road: Road, state: TrafficState, path: str):
     return run
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_the_fused_backward_passes_gradcheck_and_equals_eager(seed, device):
-    road, state, leaves = _gradcheck_inputs(seed, device)
+def test_the_fused_backward_passes_gradcheck_and_equals_eager(seed, device, to_device):
+    road, state, leaves = _gradcheck_inputs(seed, device, to_device)
     assert torch.autograd.gradcheck(_two_steps(road, state, "fused"), leaves)
     eager_outputs = _two_steps(road, state, "eager")(*leaves)
     fused_outputs = _two_steps(road, state, "fused")(*leaves)
@@ -300,9 +283,8 @@ def test_the_fused_backward_passes_gradcheck_and_equals_eager(seed, device):
         torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
 
 
-@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_gradients_through_collided_rollouts_equal_eager(dtype, device):
+def test_gradients_through_collided_rollouts_equal_eager(dtype, device, to_device):
     tolerance = (
         {"rtol": 1e-9, "atol": 1e-9} if dtype == torch.float64 else {"rtol": 1e-3, "atol": 1e-3}
     )
@@ -311,8 +293,8 @@ def test_gradients_through_collided_rollouts_equal_eager(dtype, device):
     @given(scenarios(max_per_lane=3), st.integers(0, 2**16))
     def check(scenario, seed):
         state, drivers = scenario.sample(batch_size=2, seed=seed, dtype=dtype)
-        acceleration, steering = _on(device, _controls(state, 30, seed))
-        state, drivers = _on(device, state), _on(device, drivers)
+        acceleration, steering = to_device(device, _controls(state, 30, seed))
+        state, drivers = to_device(device, state), to_device(device, drivers)
         gradients = []
         for path in ("eager", "fused"):
             controls = (acceleration.clone().requires_grad_(True),
@@ -332,7 +314,6 @@ def test_gradients_through_collided_rollouts_equal_eager(dtype, device):
     check()
 
 
-@pytest.mark.parametrize("device", DEVICES)
 def test_auto_runs_fused_with_and_without_gradients(make_state, device):
     state = make_state([0.0, 30.0], [2.0, 2.0], v=[10.0, 5.0], is_av=[True, False])
     state, road, drivers = state.to(device), Road.straight(), IDMParams(v0=20.0)
