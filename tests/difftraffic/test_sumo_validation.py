@@ -57,11 +57,11 @@ def replay(
     make_state, meta, x_sumo, v_sumo, drivers: Drivers, path: StepPath = "auto", device="cpu"
 ) -> tuple[float, float]:
     """Max |position| (m) and |speed| (m/s) error of the followers against SUMO, simulated on
-    ``device`` (drivers already there)."""
+    ``device``."""
     n = x_sumo.shape[1]
     road = Road.straight(num_lanes=1, speed_limit=meta["lane_speed"])
     state = make_state(x_sumo[0], [2.0] * n, v_sumo[0], length=meta["length"]).to(device)
-    x_sumo, v_sumo = x_sumo.to(device), v_sumo.to(device)
+    x_sumo, v_sumo, drivers = x_sumo.to(device), v_sumo.to(device), drivers.to(state.x)
     x_sim, v_sim = [x_sumo[0]], [v_sumo[0]]
     for k in range(meta["steps"]):
         imposed_x, imposed_v = state.x.clone(), state.v.clone()
@@ -97,11 +97,11 @@ def test_krauss_recording_exercises_emergency_braking() -> None:
 
 @pytest.mark.parametrize("path", ["eager", "auto"])
 @pytest.mark.parametrize("name", RECORDINGS)
-def test_followers_match_sumo_within_a_millimetre(make_state, to_device, name, path, device):
+def test_followers_match_sumo_within_a_millimetre(make_state, name, path, device):
     """On every path and device: ``auto`` takes the fused step for the IDM platoon, eager for
     the others."""
     meta, x_sumo, v_sumo = load(name)
-    drivers = to_device(device, drivers_of(meta["followers"]))
+    drivers = drivers_of(meta["followers"])
     x_error, v_error = replay(make_state, meta, x_sumo, v_sumo, drivers, path, device)
     print(f"{name} ({path}, {device}): max follower error vs SUMO: {x_error:.2e} m, "
           f"{v_error:.2e} m/s")  # fmt: skip
