@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import pytest
 import torch
 
+from difftraffic.road import Road
 from difftraffic.state import TrafficState
 
 StateFactory = Callable[..., TrafficState]
@@ -87,9 +88,43 @@ def build_state(
     )
 
 
+def lane_platoons(
+    road: Road,
+    batch: int,
+    n: int,
+    spacing: float,
+    speed: tuple[float, float],
+    generator: torch.Generator,
+    unused: int = 0,
+) -> TrafficState:
+    """``batch`` worlds of ``n`` 5 x 2 m cars on the lane centres, float64: car ``k`` in lane
+    ``k % L`` at ``(k // L) spacing`` m plus up to 1 m of random offset, speeds uniform in
+    ``speed`` (m/s), car 0 autonomous, the last ``unused`` slots inactive."""
+    lane = torch.arange(n) % road.num_lanes
+    row = (torch.arange(n) // road.num_lanes).double()
+    x = row * spacing + torch.rand(batch, n, generator=generator).double()
+    low, high = speed
+    return TrafficState(
+        x=x,
+        y=((lane + 0.5) * road.lane_width).double().expand(batch, n).clone(),
+        v=low + (high - low) * torch.rand(batch, n, generator=generator).double(),
+        heading=torch.zeros(batch, n, dtype=torch.float64),
+        length=torch.full((batch, n), 5.0, dtype=torch.float64),
+        width=torch.full((batch, n), 2.0, dtype=torch.float64),
+        is_av=(torch.arange(n) == 0).expand(batch, n).clone(),
+        active=(torch.arange(n) < n - unused).expand(batch, n).clone(),
+    )
+
+
 @pytest.fixture(scope="session")
 def make_state() -> StateFactory:
     return build_state
+
+
+@pytest.fixture(scope="session")
+def make_platoons() -> Callable[..., TrafficState]:
+    """:func:`lane_platoons`."""
+    return lane_platoons
 
 
 @pytest.fixture(scope="session")

@@ -13,25 +13,14 @@ from difftraffic.state import TrafficState
 STEPS = 20
 
 
-def _platoons() -> tuple[Road, TrafficState, torch.Tensor, torch.Tensor]:
+def _platoons(make_platoons) -> tuple[Road, TrafficState, torch.Tensor, torch.Tensor]:
     """Two worlds of three 3-car platoons on a 3-lane ring, one AV each steering across lanes,
     starting 12 m apart at mixed speeds: the followers brake, and the AV's lane changes move
     leaders. Controls ``[STEPS, B, N]``."""
     generator = torch.Generator().manual_seed(0)
     road = Road(3, 3.5, 30.0, 150.0, "body")
     batch, n = 2, 9
-    lane = torch.arange(n) % 3
-    x = (torch.arange(n) // 3).double() * 12.0 + torch.rand(batch, n, generator=generator).double()
-    state = TrafficState(
-        x=x,
-        y=((lane + 0.5) * road.lane_width).double().expand(batch, n).clone(),
-        v=5.0 + 10.0 * torch.rand(batch, n, generator=generator).double(),
-        heading=torch.zeros(batch, n, dtype=torch.float64),
-        length=torch.full((batch, n), 5.0, dtype=torch.float64),
-        width=torch.full((batch, n), 2.0, dtype=torch.float64),
-        is_av=(torch.arange(n) == 0).expand(batch, n).clone(),
-        active=torch.ones(batch, n, dtype=torch.bool),
-    )
+    state = make_platoons(road, batch, n, 12.0, (5.0, 15.0), generator)
     acceleration = 2.0 * torch.randn(STEPS, batch, n, generator=generator).double()
     steering = 0.05 * torch.randn(STEPS, batch, n, generator=generator).double()
     return road, state, acceleration, steering
@@ -49,8 +38,8 @@ def _rollout(step_fn, road, state, acceleration, steering):
     return state.x, state.v, state.heading, torch.stack(collided)
 
 
-def test_the_compiled_step_gives_the_eager_values_and_gradients():
-    road, state, acceleration, steering = _platoons()
+def test_the_compiled_step_gives_the_eager_values_and_gradients(make_platoons):
+    road, state, acceleration, steering = _platoons(make_platoons)
     results, gradients = [], []
     for step_fn in (lambda *args: step(*args, path="eager"), compile_step()):
         controls = (acceleration.clone().requires_grad_(True),

@@ -89,22 +89,11 @@ def test_every_step_agrees_with_eager_collisions_rings_and_lane_rules_included(
     check()
 
 
-def test_a_free_running_rollout_follows_eager_for_300_steps(device, to_device):
+def test_a_free_running_rollout_follows_eager_for_300_steps(device, to_device, make_platoons):
     road = Road.straight(num_lanes=3)
     generator = torch.Generator().manual_seed(0)
     batch, n = 8, 30
-    lane = torch.arange(n) % 3
-    x = (torch.arange(n) // 3).double() * 25.0 + torch.rand(batch, n, generator=generator).double()
-    state = TrafficState(
-        x=x,
-        y=((lane + 0.5) * road.lane_width).double().expand(batch, n).clone(),
-        v=10.0 + 5.0 * torch.rand(batch, n, generator=generator).double(),
-        heading=torch.zeros(batch, n, dtype=torch.float64),
-        length=torch.full((batch, n), 5.0, dtype=torch.float64),
-        width=torch.full((batch, n), 2.0, dtype=torch.float64),
-        is_av=(torch.arange(n) == 0).expand(batch, n).clone(),
-        active=(torch.arange(n) < n - 2).expand(batch, n).clone(),  # two unused slots
-    )
+    state = make_platoons(road, batch, n, 25.0, (10.0, 15.0), generator, unused=2)
     drivers = IDMParams(v0=torch.linspace(20.0, 30.0, n, dtype=torch.float64), T=1.2)
     acceleration = torch.randn(300, batch, n, generator=generator).double()
     steering = 0.01 * torch.randn(300, batch, n, generator=generator).double()
