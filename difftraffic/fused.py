@@ -189,6 +189,8 @@ def _build(kind: str = "cpu") -> _Build:
 
 
 def _kind(device: str | torch.device) -> str:
+    if isinstance(device, str) and device in _TOOLCHAINS:  # step() asks every step: no parsing
+        return device
     kind = torch.device(device).type
     if kind not in _TOOLCHAINS:
         raise ValueError(f"device={str(device)!r}: the fused step runs on 'cpu' or 'cuda'")
