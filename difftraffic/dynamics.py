@@ -276,7 +276,8 @@ def step(
         lane_changes: MOBIL lane changes of the human drivers it enables
             (:class:`difftraffic.lane_change.MOBIL`, parameters broadcastable to ``[B, N]`` in
             the state's dtype, e.g. :meth:`difftraffic.Scenario.lane_changes`); ``None``
-            (default): humans keep their lanes. Runs on the eager path. With ``soft_lanes``,
+            (default): humans keep their lanes. Fused where the step can be (IDM drivers, no
+            lane ends), the decisions and lateral motion in the same pass. With ``soft_lanes``,
             MOBIL is a smooth choice of lateral speed (:mod:`difftraffic.soft_lane_change`:
             gradients reach its parameters and every car's state; no lane ends).
         soft_lanes: smooth lane membership and leader selection for the humans' car
@@ -302,6 +303,8 @@ def step(
     if path != "eager":
         why_not = _why_not_fused(state, road, drivers, lane_changes, soft_lanes, av_kinematics)
         if not why_not and not (path == "auto" and fused.eager_is_faster(state.x)):
+            if neighbors is None and lane_changes is not None:
+                neighbors = _leaders(state, road, leader_method, lane_changes)
             # _why_not_fused checked that the drivers are IDMParams.
             new_state, acceleration, new_neighbors, collided = fused.fused_step(
                 state,
@@ -313,6 +316,7 @@ def step(
                 neighbors,
                 wheelbase_ratio,
                 MIN_GAP,
+                lane_changes,
             )
             return StepResult(new_state, new_neighbors, collided, acceleration)
         if path == "fused":
@@ -467,8 +471,6 @@ def _why_not_fused(
     """Why the fused step cannot run these inputs ('' when it can)."""
     if av_kinematics != "rear_axle":
         return f"av_kinematics={av_kinematics!r} runs on the eager step"
-    if lane_changes is not None:
-        return "MOBIL lane changes run on the eager step"
     if soft_lanes is not None:
         return "soft lanes run on the eager step"
     if road.lane_ends is not None:

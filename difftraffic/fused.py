@@ -19,6 +19,13 @@ with float64 ``gradcheck`` and against eager gradients through collided rollouts
 derivatives only: a second derivative (``create_graph=True``) raises and asks for
 ``path="eager"``, as do ``torch.func`` transforms.
 
+With MOBIL lane changes (``step(..., lane_changes=...)``) the same pass first takes every human
+driver's decision (``mobil_world``: MOBIL's incentive and safety criterion on the lane
+neighbours of a sorted sweep, judged a second time as if decided one after another, as
+:func:`difftraffic.lane_change.mobil_directions` does), then moves it laterally and ends its
+change on the target lane's centre; the backward pass holds a change's start angle and its end
+on the centre constant, as autograd does through the eager step.
+
 :func:`difftraffic.step` uses it (``path="auto"``) for IDM drivers outside ``torch.compile``, on
 the CPU and on CUDA for worlds of up to :data:`CUDA_AUTO_MAX_VEHICLES` slots, and the eager step
 otherwise. It is built on first use per kind of device into ``$DIFFTRAFFIC_CACHE`` (default
@@ -42,12 +49,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
 from difftraffic.idm import IDMParams
+from difftraffic.lane_change import MOBIL
 from difftraffic.neighbors import Neighbors
 from difftraffic.road import Road
 from difftraffic.state import BodyBox, TrafficState
@@ -178,7 +186,7 @@ def _load(target: Path, kind: str) -> ctypes.CDLL:
         library.difftraffic_cuda_error.restype = ctypes.c_char_p
         for suffix in ("_f32", "_f64"):
             scratch_bytes = getattr(library, "difftraffic_scratch_bytes" + suffix)
-            scratch_bytes.argtypes = [ctypes.c_int64] * 3
+            scratch_bytes.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_int]
             scratch_bytes.restype = ctypes.c_int64
     return library
 
@@ -217,14 +225,26 @@ def _real(dtype: torch.dtype) -> type[ctypes.c_float] | type[ctypes.c_double]:
     return ctypes.c_float if dtype == torch.float32 else ctypes.c_double
 
 
+class _Structs(NamedTuple):
+    param: type[ctypes.Structure]
+    mobil: type[ctypes.Structure]
+    step: type[ctypes.Structure]
+
+
 @cache
-def _structs(dtype: torch.dtype) -> tuple[type[ctypes.Structure], type[ctypes.Structure]]:
-    """The C ``Param`` and ``Step`` structures for ``dtype`` (field order as in the header)."""
+def _structs(dtype: torch.dtype) -> _Structs:
+    """The C ``Param``, ``Mobil`` and ``Step`` structures for ``dtype`` (field order as in the
+    header)."""
     real = _real(dtype)
     pointer, i64, integer = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
 
     class Param(ctypes.Structure):
         _fields_ = [("ptr", pointer), ("stride_b", i64), ("stride_n", i64), ("value", real)]
+
+    class Mobil(ctypes.Structure):
+        _fields_ = [("on", integer)] + [(name, Param) for name in MOBIL.PARAMETERS]
+        _fields_ += [("enabled", pointer), ("enabled_stride_b", i64), ("enabled_stride_n", i64)]
+        _fields_ += [("started", pointer), ("arrived", pointer)]
 
     names: tuple[str, ...] = ("lane_width", "ring_length", "dt", "wheelbase_ratio", "min_gap")
     arrays: tuple[str, ...] = ("x", "y", "v", "heading", "length", "width", "is_av", "active")
@@ -240,8 +260,9 @@ def _structs(dtype: torch.dtype) -> tuple[type[ctypes.Structure], type[ctypes.St
         _fields_ += [(name, Param) for name in _PARAMETERS]
         _fields_ += [("leader", pointer), ("has_leader", pointer), ("order_start", pointer)]
         _fields_ += [(name, pointer) for name in outputs]
+        _fields_ += [("mobil", Mobil)]
 
-    return Param, Step
+    return _Structs(Param, Mobil, Step)
 
 
 @cache
@@ -282,10 +303,11 @@ def _library(kind: str) -> ctypes.CDLL:
     return library
 
 
-def _launch(name: str, like: Tensor, lanes: int, *specs: Any) -> None:
+def _launch(name: str, like: Tensor, lanes: int, *specs: Any, mobil: bool = False) -> None:
     """Run the pass ``name`` (``difftraffic_step``, ``..._backward`` or ``..._leaders``) over the
     worlds of ``like`` (``[B, N]``, its dtype and device): on the CPU over the intra-op threads;
-    on CUDA with a scratch buffer of torch's allocator, on the current stream."""
+    on CUDA with a scratch buffer of torch's allocator (larger for a step with ``mobil`` lane
+    changes), on the current stream."""
     suffix = _suffix(like.dtype)
     batch, n = like.shape
     arguments = [ctypes.byref(spec) for spec in specs]
@@ -294,7 +316,7 @@ def _launch(name: str, like: Tensor, lanes: int, *specs: Any) -> None:
         function(*arguments, ctypes.c_int(_threads(batch)))
         return
     library = _library("cuda")
-    size = getattr(library, "difftraffic_scratch_bytes" + suffix)(batch, n, lanes)
+    size = getattr(library, "difftraffic_scratch_bytes" + suffix)(batch, n, lanes, int(mobil))
     # Freed when this returns; torch's allocator hands the memory out again only to work queued
     # after this pass on the same stream.
     scratch = torch.empty(size, dtype=torch.uint8, device=like.device)
@@ -368,15 +390,19 @@ class _Frame:
     leader: Tensor
     has_leader: Tensor
     order: Tensor
+    mobil: Any = None
+    """The C ``Mobil`` of a step with lane changes (:func:`_mobil_spec`), or ``None``."""
+    buffers: tuple[Tensor, ...] = ()
+    """What ``mobil`` points to, kept alive for the backward pass."""
 
     def spec(self, inputs: list[Tensor], params: list[Any], outputs: list[Tensor]) -> Any:
         """The C ``Step`` for ``inputs`` (x, y, v, heading, length, width, AV acceleration,
         AV steering), driver ``params`` (C ``Param``) and ``outputs`` (nine tensors, or none)."""
-        _, step_type = _structs(inputs[0].dtype)
+        step_type = _structs(inputs[0].dtype).step
         batch, n = inputs[0].shape
         road = self.road
         arrays = [*inputs[:6], self.is_av, self.active, *inputs[6:]]
-        return step_type(
+        spec = step_type(
             batch,
             n,
             road.num_lanes,
@@ -394,10 +420,51 @@ class _Frame:
             self.order.data_ptr(),
             *(t.data_ptr() for t in outputs),
         )
+        if self.mobil is not None:
+            spec.mobil = self.mobil
+        return spec
+
+
+def _mobil_spec(params: MOBIL, like: Tensor) -> tuple[Any, tuple[Tensor, ...]]:
+    """The C ``Mobil`` of lane changes ``params`` in worlds like ``like`` (``[B, N]``) and the
+    tensors it points to: the parameters, ``enabled``, and the ``[B, N]`` buffers where the step
+    notes the changes it starts (int8) and ends (uint8) for its backward pass."""
+    spec_type, values, keep = _mobil_parameters(params, like)
+    started = torch.empty(like.shape, dtype=torch.int8, device=like.device)
+    arrived = torch.empty(like.shape, dtype=torch.uint8, device=like.device)
+    spec = spec_type(1, *values, started.data_ptr(), arrived.data_ptr())
+    return spec, (*keep, started, arrived)
+
+
+_MOBIL_CACHE: dict[tuple[Any, ...], tuple[MOBIL, Any, list[Any], tuple[Tensor, ...]]] = {}
+"""The C parameters of the last few MOBIL objects used, by identity, the versions of their
+tensors and the worlds' shape (each entry holds its MOBIL, so no other object takes its id while
+it is cached)."""
+
+
+def _mobil_parameters(params: MOBIL, like: Tensor) -> tuple[Any, list[Any], tuple[Tensor, ...]]:
+    """``(Mobil type, its parameter fields and enabled's pointer and strides, tensors to keep)``
+    for ``params`` in worlds like ``like``: built once per MOBIL object, shape, dtype and device
+    (a simulation passes the same object every step)."""
+    versions = tuple(v._version for v in params.tensors().values() if isinstance(v, Tensor))
+    key = (id(params), versions, like.shape, like.dtype, like.device)  # _version: in-place edits
+    cached = _MOBIL_CACHE.get(key)
+    if cached is not None and cached[0] is params:
+        return cached[1:]
+    structs = _structs(like.dtype)
+    keep: list[Tensor] = []
+    values = [_param(structs.param, getattr(params, name), like, keep) for name in MOBIL.PARAMETERS]
+    enabled = torch.as_tensor(params.enabled, dtype=torch.bool, device=like.device)
+    enabled = enabled.expand(like.shape)
+    values += [enabled.data_ptr(), enabled.stride(0), enabled.stride(1)]
+    if len(_MOBIL_CACHE) >= 8:
+        _MOBIL_CACHE.pop(next(iter(_MOBIL_CACHE)))
+    _MOBIL_CACHE[key] = (params, structs.mobil, values, (*keep, enabled))
+    return structs.mobil, values, (*keep, enabled)
 
 
 def _c_params(values: tuple[Any, ...], like: Tensor, keep: list[Tensor]) -> list[Any]:
-    param_type, _ = _structs(like.dtype)
+    param_type = _structs(like.dtype).param
     return [_param(param_type, value, like, keep) for value in values]
 
 
@@ -410,7 +477,8 @@ def _forward(frame: _Frame, inputs: list[Tensor], params: tuple[Any, ...]) -> li
     outputs = [torch.empty_like(x) for _ in range(5)]
     outputs += [torch.empty_like(frame.leader), torch.empty_like(frame.order)]
     outputs += [torch.empty_like(frame.has_leader), torch.empty_like(frame.has_leader)]
-    _launch("difftraffic_step", x, frame.road.num_lanes, frame.spec(inputs, c_params, outputs))
+    spec = frame.spec(inputs, c_params, outputs)
+    _launch("difftraffic_step", x, frame.road.num_lanes, spec, mobil=frame.mobil is not None)
     return outputs
 
 
@@ -484,9 +552,13 @@ def fused_step(
     neighbors: Neighbors | None,
     wheelbase_ratio: float,
     min_gap: float,
+    lane_changes: MOBIL | None = None,
 ) -> tuple[TrafficState, Tensor, Neighbors, Tensor]:
     """One step; see :func:`difftraffic.dynamics.step` for the arguments. Differentiable (first
-    order) in the state's float fields, the controls and tensor driver parameters.
+    order) in the state's float fields, the controls and tensor driver parameters; with
+    ``lane_changes``, ``neighbors`` must count drivers changing lane as members of their target
+    lanes (:func:`difftraffic.lane_change.with_target_lanes`), as the leaders this step returns
+    do.
 
     Returns:
         ``(state, acceleration, neighbors, collided)`` at ``t + dt``; ``neighbors`` carries the
@@ -502,6 +574,7 @@ def fused_step(
         )
     else:
         leader, has_leader = neighbors.leader, neighbors.has_leader
+    mobil, buffers = (None, ()) if lane_changes is None else _mobil_spec(lane_changes, state.x)
     frame = _Frame(
         road,
         dt,
@@ -512,6 +585,8 @@ def fused_step(
         leader.contiguous(),
         has_leader.contiguous(),
         order.contiguous(),
+        mobil,
+        buffers,
     )
     x = state.x
     inputs = [getattr(state, name) for name in _FLOAT_FIELDS]

@@ -7,7 +7,7 @@ __global__ void FN(step_kernel)(FN(Step) s, char *scratch, int64_t per_world) {
     int64_t b = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
     if (b >= s.B) return;
     char *block = scratch + b * per_world;
-    FN(step_world)(&s, b, FN(step_reals)(block, s.N, s.L), FN(step_ints)(block));
+    FN(step_world)(&s, b, FN(step_reals)(block, s.N, s.L, s.mobil.on), FN(step_ints)(block));
 }
 
 __global__ void FN(step_backward_kernel)(FN(Step) s, FN(Grads) g, char *scratch,
@@ -23,25 +23,25 @@ __global__ void FN(leaders_kernel)(FN(Leaders) q, char *scratch, int64_t per_wor
     FN(leaders_world)(&q, b, (int64_t *)(scratch + b * per_world));
 }
 
-extern "C" int64_t FN(difftraffic_scratch_bytes)(int64_t B, int64_t N, int64_t L) {
-    return B * FN(world_scratch_bytes)(N, L);
+extern "C" int64_t FN(difftraffic_scratch_bytes)(int64_t B, int64_t N, int64_t L, int mobil) {
+    return B * FN(world_scratch_bytes)(N, L, mobil);
 }
 
 extern "C" int FN(difftraffic_step)(const FN(Step) * s, void *scratch, void *stream) {
     FN(step_kernel)<<<blocks(s->B), THREADS, 0, (cudaStream_t)stream>>>(
-        *s, (char *)scratch, FN(world_scratch_bytes)(s->N, s->L));
+        *s, (char *)scratch, FN(world_scratch_bytes)(s->N, s->L, s->mobil.on));
     return (int)cudaGetLastError();
 }
 
 extern "C" int FN(difftraffic_step_backward)(const FN(Step) * s, const FN(Grads) * g,
                                              void *scratch, void *stream) {
     FN(step_backward_kernel)<<<blocks(s->B), THREADS, 0, (cudaStream_t)stream>>>(
-        *s, *g, (char *)scratch, FN(world_scratch_bytes)(s->N, s->L));
+        *s, *g, (char *)scratch, FN(world_scratch_bytes)(s->N, s->L, 0));
     return (int)cudaGetLastError();
 }
 
 extern "C" int FN(difftraffic_leaders)(const FN(Leaders) * q, void *scratch, void *stream) {
     FN(leaders_kernel)<<<blocks(q->B), THREADS, 0, (cudaStream_t)stream>>>(
-        *q, (char *)scratch, FN(world_scratch_bytes)(q->N, q->L));
+        *q, (char *)scratch, FN(world_scratch_bytes)(q->N, q->L, 0));
     return (int)cudaGetLastError();
 }

@@ -3,6 +3,7 @@
 #include <cuda_runtime.h>
 
 #define DT_DEVICE __device__
+#define DT_HOST_DEVICE __host__ __device__
 #define THREADS 128
 #define DRIVERS "drivers_cuda.cuh"
 

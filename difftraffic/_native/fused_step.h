@@ -10,6 +10,10 @@
  * (vehicles rarely reorder), then one pass per world from the front: O(N L) instead of the
  * O(N^2) pairwise table. */
 
+#ifndef MAX_LANE_CHANGE_ANGLE
+#define MAX_LANE_CHANGE_ANGLE 0.5 /* lane_change.MAX_LANE_CHANGE_ANGLE (rad) */
+#endif
+
 #define CAT2(a, b) a##b
 #define CAT(a, b) CAT2(a, b)
 #define FN(name) CAT(name, SUFFIX)
@@ -202,6 +206,16 @@ static inline DT_DEVICE REAL FN(gap)(int64_t i, int64_t j, const REAL *x, const 
     return distance + (rear[j] - x[j]) - (front[i] - x[i]);
 }
 
+/* MOBIL lane changes of the human drivers (difftraffic.lane_change). */
+typedef struct {
+    int on;
+    FN(Param) politeness, threshold, b_safe, keep_right, duration;
+    const uint8_t *enabled; /* [B, N] by its strides: drivers that change lanes */
+    int64_t enabled_stride_b, enabled_stride_n;
+    int8_t *started;  /* [B, N] the change started in the step: 1 left, -1 right, 0 none */
+    uint8_t *arrived; /* [B, N] changes that reached their target lane's centre in the step */
+} FN(Mobil);
+
 typedef struct {
     int64_t B, N, L;
     REAL lane_width, ring_length, dt, wheelbase_ratio, min_gap;
@@ -218,7 +232,264 @@ typedef struct {
     REAL *x_next, *y_next, *v_next, *heading_next, *acceleration;
     int64_t *leader_next, *order; /* order: order_start repaired for this step's positions */
     uint8_t *has_leader_next, *collided;
+    FN(Mobil) mobil; /* started and arrived: outputs of the step, inputs of its backward */
 } FN(Step);
+
+/* What the IDM (idm.idm_acceleration) needs of a follower whatever its leader: the parameters
+ * of vehicle k of world b at speed v. */
+typedef struct {
+    REAL v, a, T, s0, two_root_ab, free_road;
+} FN(Follower);
+
+static inline DT_DEVICE FN(Follower) FN(follower)(const FN(Step) * s, int64_t b, int64_t k, REAL v) {
+    FN(Follower) f;
+    REAL v0 = FN(param_at)(&s->v0, b, k), delta = FN(param_at)(&s->delta, b, k);
+    f.v = v;
+    f.a = FN(param_at)(&s->a, b, k);
+    f.T = FN(param_at)(&s->T, b, k);
+    f.s0 = FN(param_at)(&s->s0, b, k);
+    f.two_root_ab = (REAL)2.0 * SQRT(f.a * FN(param_at)(&s->b, b, k));
+    f.free_road = (REAL)1.0 - FN(power)(v / v0, delta);
+    return f;
+}
+
+/* The follower's IDM acceleration behind a leader driving v_lead along the road at `gap` (m, at
+ * least min_gap); free road where !has_leader. */
+static inline DT_DEVICE REAL FN(idm)(const FN(Follower) * f, REAL v_lead, REAL gap, int has_leader,
+                                     REAL min_gap) {
+    REAL interaction = 0;
+    if (has_leader) {
+        REAL approach = f->v * f->T + f->v * (f->v - v_lead) / f->two_root_ab;
+        REAL desired = f->s0 + (approach > 0 ? approach : 0);
+        REAL ratio = desired / (gap > min_gap ? gap : min_gap);
+        interaction = ratio * ratio;
+    }
+    return f->a * (f->free_road - interaction);
+}
+
+/* ---- MOBIL lane changes (difftraffic.lane_change), formula by formula ---- */
+
+static inline DT_DEVICE int64_t FN(clamp_lane)(REAL lane, int64_t L) {
+    return lane < 0 ? 0 : (lane > (REAL)(L - 1) ? L - 1 : (int64_t)lane);
+}
+
+/* Road.nearest_lane */
+static inline DT_DEVICE int64_t FN(nearest_lane)(REAL y, int64_t L, REAL w) {
+    return FN(clamp_lane)(FLOOR(y / w), L);
+}
+
+/* The lane whose centre is next beyond y on `side` (1 left, -1 right), within the road
+ * (lane_change._target_centre); its centre is (lane + 0.5) w. */
+static inline DT_DEVICE int64_t FN(target_lane)(REAL y, REAL side, int64_t L, REAL w) {
+    REAL position = y / w - (REAL)0.5;
+    return FN(clamp_lane)(side > 0 ? FLOOR(position) + 1 : CEIL(position) - 1, L);
+}
+
+/* Whether vehicle i of world b is a human driver with lane changes enabled (an active one). */
+static inline DT_DEVICE int FN(lane_changer)(const FN(Step) * s, int64_t b, int64_t i) {
+    const FN(Mobil) *m = &s->mobil;
+    int64_t k = b * s->N + i;
+    return s->active[k] && !s->is_av[k] &&
+           m->enabled[b * m->enabled_stride_b + i * m->enabled_stride_n];
+}
+
+/* Lanes [*first, *last] and lane t, which is next to them: a vehicle changing to lane t is a
+ * member there too (lane_change.with_target_lanes). */
+static inline DT_DEVICE void FN(with_lane)(int64_t t, int64_t *first, int64_t *last) {
+    if (*first < 0 || t < *first) *first = t;
+    if (*last < 0 || t > *last) *last = t;
+}
+
+/* The heading (rad, > 0) of a lane change started at speed v (start_lane_changes): asin(w /
+ * (duration v)), at most the steepest turn the body allows (steepest_turn). */
+static inline DT_DEVICE REAL FN(lane_change_angle)(const FN(Step) * s, int64_t b, int64_t i, REAL v,
+                                                   REAL len, REAL wid) {
+    REAL sine = s->lane_width / (FN(param_at)(&s->mobil.duration, b, i) * v);
+    REAL theta = ASIN(sine < 1 ? sine : 1);
+    REAL half_width = wid / 2;
+    REAL reach = SQRT(len * len + half_width * half_width);
+    REAL fits = s->lane_width / 2 / reach;
+    REAL widest = ASIN(fits < 1 ? fits : 1) - ATAN2(half_width, len);
+    widest = widest < (REAL)0.05 ? (REAL)0.05
+                                 : (widest > (REAL)MAX_LANE_CHANGE_ANGLE ? (REAL)MAX_LANE_CHANGE_ANGLE
+                                                                         : widest);
+    return theta < widest ? theta : widest;
+}
+
+/* One world's rows of what MOBIL's hypothetical leader-follower pairs need. */
+typedef struct {
+    const REAL *x, *key, *rear, *front, *v, *cos_h; /* key: x wrapped on a ring */
+    const FN(Follower) * drivers;                    /* every vehicle's IDM as a follower */
+} FN(Geometry);
+
+/* Gap from follower f's front to leader l's rear (lane_change._gap). */
+static inline DT_DEVICE REAL FN(pair_gap)(const FN(Step) * s, const FN(Geometry) * g, int64_t f,
+                                          int64_t l) {
+    REAL distance = g->key[l] - g->key[f];
+    if (s->ring) distance = FN(remainder)(distance, s->ring_length);
+    return distance + (g->rear[l] - g->x[l]) - (g->front[f] - g->x[f]);
+}
+
+/* Acceleration of vehicle f behind leader l at `gap` (free road where !has)
+ * (lane_change._acceleration on a road without lane ends). */
+static inline DT_DEVICE REAL FN(acc_at)(const FN(Step) * s, const FN(Geometry) * g, int64_t f,
+                                        int64_t l, int has, REAL gap) {
+    REAL v_lead = has ? g->v[l] * g->cos_h[l] : 0;
+    return FN(idm)(&g->drivers[f], v_lead, gap, has, s->min_gap);
+}
+
+static inline DT_DEVICE REAL FN(pair_acc)(const FN(Step) * s, const FN(Geometry) * g, int64_t f,
+                                          int64_t l, int has) {
+    return FN(acc_at)(s, g, f, l, has, has ? FN(pair_gap)(s, g, f, l) : 0);
+}
+
+/* What a move of vehicle i either way shares: its acceleration in its own lane and the gain of
+ * its old follower there (lane_change._judge's own_before and old_gain). */
+typedef struct {
+    int known;
+    REAL own_before, old_gain;
+} FN(OwnLane);
+
+/* The nearest members ahead of (behind) every vehicle i in lanes lane[i] - 1, lane[i] and
+ * lane[i] + 1 (lane_change.lane_neighbors): ahead[3 i + 1 + d] for lane lane[i] + d, -1 for none
+ * or a lane off the road. Members of lane l: the vehicles with first <= l <= last; (x, index)
+ * order (order), cyclic on a ring, never i itself. ahead or behind NULL: not wanted.
+ * seen: L int64. */
+static DT_DEVICE void FN(window_neighbors)(int64_t N, int64_t L, const int64_t *order,
+                                           const int64_t *lane, const int64_t *first,
+                                           const int64_t *last, int ring, int64_t *ahead,
+                                           int64_t *behind, int64_t *seen) {
+    for (int pass = 0; pass < 2; pass++) {
+        int64_t *out = pass ? ahead : behind;
+        if (!out) continue;
+        for (int64_t l = 0; l < L; l++) seen[l] = -1;
+        for (int64_t q = 0; q < N; q++) {
+            int64_t i = order[pass ? N - 1 - q : q];
+            for (int64_t d = 0; d < 3; d++) {
+                int64_t l = lane[i] + d - 1;
+                out[3 * i + d] = l >= 0 && l < L ? seen[l] : -1;
+            }
+            for (int64_t l = first[i]; l >= 0 && l <= last[i]; l++) seen[l] = i;
+        }
+        if (!ring) continue;
+        /* seen holds each lane's last (first) member: who is behind (ahead of) the first
+         * (last) ones round the ring */
+        for (int64_t i = 0; i < N; i++) {
+            for (int64_t d = 0; d < 3; d++) {
+                int64_t l = lane[i] + d - 1;
+                if (l >= 0 && l < L && out[3 * i + d] < 0 && seen[l] != i) out[3 * i + d] = seen[l];
+            }
+        }
+    }
+}
+
+/* MOBIL's verdict on vehicle i moving d (1 left, -1 right) to lane lane[i] + d with the lane
+ * neighbours ahead and behind (lane_change._judge): whether the target lane exists, the move
+ * is safe and its incentive, in *gain where it is safe, is positive. */
+static DT_DEVICE int FN(mobil_move)(const FN(Step) * s, const FN(Geometry) * g, int64_t b, int64_t i,
+                                    int64_t d, const int64_t *lane, const int64_t *ahead,
+                                    const int64_t *behind, FN(OwnLane) * own, REAL *gain) {
+    int64_t t = lane[i] + d;
+    if (t < 0 || t >= s->L) return 0;
+    int64_t new_leader = ahead[3 * i + 1 + d], new_follower = behind[3 * i + 1 + d];
+    int has_new_leader = new_leader >= 0, has_new = new_follower >= 0;
+    REAL gap_ahead = has_new_leader ? FN(pair_gap)(s, g, i, new_leader) : 0;
+    REAL gap_behind = has_new ? FN(pair_gap)(s, g, new_follower, i) : 0;
+    if ((has_new_leader && !(gap_ahead > 0)) || (has_new && !(gap_behind > 0))) return 0;
+    REAL new_gain = 0;
+    if (has_new) {
+        REAL new_after = FN(acc_at)(s, g, new_follower, i, 1, gap_behind);
+        if (!(new_after >= -FN(param_at)(&s->mobil.b_safe, b, i))) return 0;
+        new_gain = new_after - FN(pair_acc)(s, g, new_follower, new_leader, has_new_leader);
+    }
+    if (!own->known) {
+        int64_t leader = ahead[3 * i + 1], old_follower = behind[3 * i + 1];
+        own->known = 1;
+        own->own_before = FN(pair_acc)(s, g, i, leader, leader >= 0);
+        own->old_gain = 0;
+        if (old_follower >= 0)
+            own->old_gain = FN(pair_acc)(s, g, old_follower, leader, leader >= 0) -
+                            FN(pair_acc)(s, g, old_follower, i, 1);
+    }
+    REAL own_gain = FN(acc_at)(s, g, i, new_leader, has_new_leader, gap_ahead) - own->own_before;
+    REAL old_gain = own->old_gain;
+    REAL politeness = FN(param_at)(&s->mobil.politeness, b, i);
+    REAL threshold = FN(param_at)(&s->mobil.threshold, b, i);
+    REAL bias = (REAL)d * FN(param_at)(&s->mobil.keep_right, b, i);
+    *gain = own_gain + politeness * (new_gain + old_gain) - threshold - bias;
+    return *gain > 0;
+}
+
+/* The lane change every human driver with MOBIL starts in the step (lane_change.mobil_directions)
+ * into s->mobil.started of world b: judged in parallel on the lanes at the step's start (drivers
+ * changing lane members of their target lanes too), then again as if decided one after another,
+ * moves to the left before moves to the right and front to back, each with the moves decided
+ * before it in place; a move that no longer passes is dropped. order: (x, index) ranks of the
+ * start; is: 11 N + L int64. */
+static DT_DEVICE void FN(mobil_world)(const FN(Step) * s, const FN(Geometry) * g, int64_t b,
+                                      const int64_t *order, int64_t *is) {
+    const int64_t N = s->N, L = s->L, o = b * N;
+    const REAL w = s->lane_width;
+    int8_t *started = s->mobil.started + o;
+    uint8_t *kept = s->mobil.arrived + o; /* borrowed until the motion writes it */
+    int64_t *ahead = is, *behind = is + 3 * N, *lane = is + 6 * N, *first = is + 7 * N;
+    int64_t *last = is + 8 * N, *intent_first = is + 9 * N, *intent_last = is + 10 * N;
+    int64_t *seen = is + 11 * N;
+    for (int64_t i = 0; i < N; i++) {
+        REAL y = s->y[o + i], h = s->heading[o + i], c, sn, low, high;
+        started[i] = 0;
+        lane[i] = FN(nearest_lane)(y, L, w);
+        intent_first[i] = intent_last[i] = -1;
+        if (s->active[o + i]) {
+            FN(cos_sin)(h, &c, &sn);
+            FN(extent_y)(y, s->length[o + i], s->width[o + i], c, sn, &low, &high);
+            FN(member_lanes)(low, high, L, w, s->center, &intent_first[i], &intent_last[i]);
+        }
+        if (h != 0 && FN(lane_changer)(s, b, i))
+            FN(with_lane)(FN(target_lane)(y, h > 0 ? 1 : -1, L, w), &intent_first[i],
+                          &intent_last[i]);
+    }
+    FN(window_neighbors)(N, L, order, lane, intent_first, intent_last, s->ring, ahead, behind, seen);
+    int any = 0;
+    for (int64_t i = 0; i < N; i++) {
+        if (s->heading[o + i] != 0 || !FN(lane_changer)(s, b, i)) continue;
+        REAL left_gain = 0, right_gain = 0;
+        FN(OwnLane) own = {0};
+        int left = FN(mobil_move)(s, g, b, i, 1, lane, ahead, behind, &own, &left_gain);
+        int right = FN(mobil_move)(s, g, b, i, -1, lane, ahead, behind, &own, &right_gain);
+        left = left && (!right || left_gain >= right_gain);
+        right = right && !left;
+        started[i] = (int8_t)(left - right);
+        any |= left | right;
+    }
+    if (!any) return; /* nobody moves: most steps */
+    REAL gain;
+    FN(OwnLane) own;
+    /* moves to the left: those ahead with the moves to the left in place, behind without */
+    for (int64_t i = 0; i < N; i++) {
+        first[i] = intent_first[i];
+        last[i] = intent_last[i];
+        if (started[i] == 1) FN(with_lane)(lane[i] + 1, &first[i], &last[i]);
+    }
+    FN(window_neighbors)(N, L, order, lane, first, last, s->ring, ahead, NULL, seen);
+    for (int64_t i = 0; i < N; i++)
+        if (started[i] == 1) {
+            own.known = 0;
+            kept[i] = (uint8_t)FN(mobil_move)(s, g, b, i, 1, lane, ahead, behind, &own, &gain);
+        }
+    /* moves to the right: those ahead with every move in place, behind with those to the left */
+    FN(window_neighbors)(N, L, order, lane, first, last, s->ring, NULL, behind, seen);
+    for (int64_t i = 0; i < N; i++)
+        if (started[i] == -1) FN(with_lane)(lane[i] - 1, &first[i], &last[i]);
+    FN(window_neighbors)(N, L, order, lane, first, last, s->ring, ahead, NULL, seen);
+    for (int64_t i = 0; i < N; i++)
+        if (started[i] == -1) {
+            own.known = 0;
+            kept[i] = (uint8_t)FN(mobil_move)(s, g, b, i, -1, lane, ahead, behind, &own, &gain);
+        }
+    for (int64_t i = 0; i < N; i++)
+        if (started[i] && !kept[i]) started[i] = 0;
+}
 
 /* The start lanes of the `count` vehicles of ranks order[0 .. count) of world offset o, then
  * crossed_fronts among them, in the lanes they shared at the step's start and at its end. */
@@ -244,7 +515,7 @@ static DT_DEVICE void FN(crossed_in_ranks)(const FN(Step) * s, int64_t o, const 
 
 /* Scratch per world: rear, front, rear_next, front_next, key, gap, moved, key_start, end
  * (9 N REAL) and 2 L REAL; lane_first, lane_last, their values at the start (4 N int64) and
- * 2 L int64. */
+ * 2 L int64; with MOBIL 11 N + L int64 and N Followers more (step_int_count). */
 static DT_DEVICE void FN(step_world)(const FN(Step) * s, int64_t b, REAL *rs, int64_t *is) {
     const int64_t N = s->N, o = b * N;
     const REAL *x = s->x + o, *y = s->y + o, *v = s->v + o, *h = s->heading + o;
@@ -265,6 +536,24 @@ static DT_DEVICE void FN(step_world)(const FN(Step) * s, int64_t b, REAL *rs, in
         FN(extent_x)(x[i], len[i], wid[i], c, sn, &rear[i], &front[i]);
         key_start[i] = s->ring ? FN(remainder)(x[i], s->ring_length) : x[i];
     }
+    int64_t *lead_n = s->leader_next + o, *order = s->order + o;
+    uint8_t *has_n = s->has_leader_next + o, *hit = s->collided + o;
+    for (int64_t i = 0; i < N; i++) {
+        hit[i] = 0;
+        order[i] = s->order_start[o + i];
+    }
+    FN(sort_order)(N, key_start, order);
+    const int mobil = s->mobil.on;
+    const int8_t *started = mobil ? s->mobil.started + o : NULL;
+    uint8_t *arrived = mobil ? s->mobil.arrived + o : NULL;
+    FN(Follower) *drivers = NULL;
+    if (mobil) {
+        int64_t *mobil_ints = is + 4 * N + 2 * s->L;
+        drivers = (FN(Follower) *)(mobil_ints + 11 * N + s->L);
+        for (int64_t i = 0; i < N; i++) drivers[i] = FN(follower)(s, b, i, v[i]);
+        FN(Geometry) geometry = {x, key_start, rear, front, v, cos_h, drivers};
+        FN(mobil_world)(s, &geometry, b, order, mobil_ints);
+    }
     REAL *x_n = s->x_next + o, *y_n = s->y_next + o, *v_n = s->v_next + o;
     REAL *h_n = s->heading_next + o, *acc = s->acceleration + o;
     /* v_lead needs every cos(h) first; x_next is written in a second loop. */
@@ -272,22 +561,9 @@ static DT_DEVICE void FN(step_world)(const FN(Step) * s, int64_t b, REAL *rs, in
         int64_t j = lead[i];
         REAL g = FN(gap)(i, j, x, rear, front, s->ring_length, s->ring);
         gap[i] = g;
-        REAL human;
-        {
-            REAL v0 = FN(param_at)(&s->v0, b, i), T = FN(param_at)(&s->T, b, i);
-            REAL a = FN(param_at)(&s->a, b, i), bb = FN(param_at)(&s->b, b, i);
-            REAL delta = FN(param_at)(&s->delta, b, i), s0 = FN(param_at)(&s->s0, b, i);
-            REAL free_road = (REAL)1.0 - FN(power)(v[i] / v0, delta);
-            REAL interaction = 0;
-            if (has_lead[i]) {
-                REAL v_lead = v[j] * cos_h[j];
-                REAL approach = v[i] * T + v[i] * (v[i] - v_lead) / ((REAL)2.0 * SQRT(a * bb));
-                REAL desired = s0 + (approach > 0 ? approach : 0);
-                REAL ratio = desired / (g > s->min_gap ? g : s->min_gap);
-                interaction = ratio * ratio;
-            }
-            human = a * (free_road - interaction);
-        }
+        FN(Follower) follower = drivers ? drivers[i] : FN(follower)(s, b, i, v[i]);
+        REAL human = FN(idm)(&follower, has_lead[i] ? v[j] * cos_h[j] : 0, g, has_lead[i],
+                             s->min_gap);
         acc[i] = active[i] ? (is_av[i] ? s->av_acceleration[o + i] : human) : 0;
     }
     for (int64_t i = 0; i < N; i++) {
@@ -298,6 +574,8 @@ static DT_DEVICE void FN(step_world)(const FN(Step) * s, int64_t b, REAL *rs, in
         if (steered) {
             REAL yaw = vn * TAN(s->av_steering[o + i]) / (s->wheelbase_ratio * len[i]);
             hn = h[i] + yaw * s->dt;
+        } else if (mobil && started[i]) {
+            hn = (REAL)started[i] * FN(lane_change_angle)(s, b, i, v[i], len[i], wid[i]);
         }
         REAL c, sn;
         FN(cos_sin)(hn, &c, &sn);
@@ -305,6 +583,21 @@ static DT_DEVICE void FN(step_world)(const FN(Step) * s, int64_t b, REAL *rs, in
         REAL xn = x[i] + m;
         if (s->ring) xn = FN(remainder)(xn, s->ring_length);
         REAL yn = y[i] + vn * sn * s->dt;
+        int changing = mobil && hn != 0 && FN(lane_changer)(s, b, i);
+        if (mobil) arrived[i] = 0;
+        if (changing) { /* on the target lane's centre: the change ends (finish_lane_changes) */
+            REAL side = hn > 0 ? 1 : -1;
+            REAL centre = ((REAL)FN(target_lane)(y[i], side, s->L, s->lane_width) + (REAL)0.5) *
+                          s->lane_width;
+            if (side * (yn - centre) >= 0) {
+                yn = centre;
+                hn = 0;
+                c = 1;
+                sn = 0;
+                changing = 0;
+                arrived[i] = 1;
+            }
+        }
         moved[i] = active[i] ? m : 0;
         end[i] = key_start[i] + moved[i];
         h_n[i] = hn;
@@ -326,16 +619,12 @@ static DT_DEVICE void FN(step_world)(const FN(Step) * s, int64_t b, REAL *rs, in
         } else {
             lane_first[i] = lane_last[i] = -1;
         }
+        if (changing)
+            FN(with_lane)(FN(target_lane)(y_n[i], hn > 0 ? 1 : -1, s->L, s->lane_width),
+                          &lane_first[i], &lane_last[i]);
         key[i] = x_n[i];
     }
-    int64_t *lead_n = s->leader_next + o, *order = s->order + o;
-    uint8_t *has_n = s->has_leader_next + o, *hit = s->collided + o;
-    for (int64_t i = 0; i < N; i++) {
-        hit[i] = 0;
-        order[i] = s->order_start[o + i];
-    }
     /* crossings within the step, in lanes shared at its start or its end (swept_collisions) */
-    FN(sort_order)(N, key_start, order);
     if (FN(any_crossing)(N, order, end, s->ring, s->ring_length)) {
         if (s->ring) {
             FN(crossed_in_ranks)(s, o, order, N, end, first_start, last_start, lane_first,
@@ -428,9 +717,13 @@ static DT_DEVICE void FN(step_world_backward)(const FN(Step) * s, const FN(Grads
     REAL *gv = g->v ? g->v + o : sink, *gh = g->heading ? g->heading + o : sink;
     REAL *glen = g->length ? g->length + o : NULL, *gwid = g->width ? g->width + o : NULL;
     const REAL dt = s->dt;
+    const int8_t *started = s->mobil.on ? s->mobil.started + o : NULL;
+    const uint8_t *arrived = s->mobil.on ? s->mobil.arrived + o : NULL;
     for (int64_t i = 0; i < N; i++) {
-        const REAL gxn = g->x_next[o + i], gyn = g->y_next[o + i];
-        const REAL gvn = g->v_next[o + i], ghn = g->heading_next[o + i];
+        /* a lane change that ended put y on the lane centre and the heading to 0: constants */
+        const int ended = arrived && arrived[i];
+        const REAL gxn = g->x_next[o + i], gyn = ended ? 0 : g->y_next[o + i];
+        const REAL gvn = g->v_next[o + i], ghn = ended ? 0 : g->heading_next[o + i];
         if (!active[i]) {
             gx[i] += gxn;
             gy[i] += gyn;
@@ -470,6 +763,9 @@ static DT_DEVICE void FN(step_world_backward)(const FN(Step) * s, const FN(Grads
             yaw = vn * tan_st / wheelbase;
             hn = h[i] + yaw * dt;
         }
+        /* a lane change's start heading is computed on detached values: a constant */
+        const int turned = started && started[i];
+        if (turned) hn = (REAL)started[i] * FN(lane_change_angle)(s, b, i, v[i], len[i], wid[i]);
         REAL cn, sn;
         FN(cos_sin)(hn, &cn, &sn);
         /* x' = wrap(x + vn cos(hn) dt), y' = y + vn sin(hn) dt */
@@ -477,7 +773,7 @@ static DT_DEVICE void FN(step_world_backward)(const FN(Step) * s, const FN(Grads
         gy[i] += gyn;
         REAL g_vn = gvn + gxn * cn * dt + gyn * sn * dt;
         REAL g_hn = ghn - gxn * vn * sn * dt + gyn * vn * cn * dt;
-        gh[i] += g_hn;
+        if (!turned) gh[i] += g_hn;
         if (is_av[i]) {
             g_vn += g_hn * dt * tan_st / wheelbase;
             if (g->av_steering)
@@ -560,9 +856,15 @@ static DT_DEVICE void FN(leaders_world)(const FN(Leaders) * q, int64_t b, int64_
                            q->has_leader + o, is + 2 * N);
 }
 
+/* int64 scratch of the step: 4 N + 2 L; with MOBIL 11 N + L more, then room for N Followers. */
+static inline DT_HOST_DEVICE int64_t FN(step_int_count)(int64_t N, int64_t L, int mobil) {
+    int64_t followers = (N * (int64_t)sizeof(FN(Follower)) + 7) / 8;
+    return 4 * N + 2 * L + (mobil ? 11 * N + L + followers : 0);
+}
+
 /* Bytes of scratch one world needs for any of the three passes: int64 first, then REAL. */
-static int64_t FN(world_scratch_bytes)(int64_t N, int64_t L) {
-    int64_t step = (4 * N + 2 * L) * 8 + (9 * N + 2 * L) * (int64_t)sizeof(REAL);
+static int64_t FN(world_scratch_bytes)(int64_t N, int64_t L, int mobil) {
+    int64_t step = FN(step_int_count)(N, L, mobil) * 8 + (9 * N + 2 * L) * (int64_t)sizeof(REAL);
     int64_t backward = 5 * N * (int64_t)sizeof(REAL), leaders = (2 * N + 2 * L) * 8;
     int64_t most = step > backward ? step : backward;
     most = most > leaders ? most : leaders;
@@ -571,6 +873,6 @@ static int64_t FN(world_scratch_bytes)(int64_t N, int64_t L) {
 
 /* The int64 and REAL scratch of the step in one world's scratch block. */
 static inline DT_DEVICE int64_t *FN(step_ints)(char *block) { return (int64_t *)block; }
-static inline DT_DEVICE REAL *FN(step_reals)(char *block, int64_t N, int64_t L) {
-    return (REAL *)(block + (4 * N + 2 * L) * 8);
+static inline DT_DEVICE REAL *FN(step_reals)(char *block, int64_t N, int64_t L, int mobil) {
+    return (REAL *)(block + FN(step_int_count)(N, L, mobil) * 8);
 }

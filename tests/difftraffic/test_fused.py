@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 
@@ -14,6 +15,7 @@ from difftraffic import fused
 from difftraffic.dynamics import step
 from difftraffic.idm import IDMParams
 from difftraffic.krauss import KraussParams
+from difftraffic.lane_change import MOBIL
 from difftraffic.neighbors import compute_neighbors, find_leaders
 from difftraffic.road import Road
 from difftraffic.state import BodyBox, TrafficState
@@ -467,3 +469,196 @@ def test_the_code_shared_with_the_cuda_build_compiles_as_cpp(tmp_path):
     command += ["-Wno-unknown-pragmas", str(source)]
     run = subprocess.run(command, capture_output=True, text=True, check=False)
     assert run.returncode == 0, run.stderr
+
+
+# MOBIL lane changes in the fused step
+
+
+def _lane_changing_traffic(
+    road: Road, batch: int, n: int, seed: int, make_platoons
+) -> tuple[TrafficState, IDMParams, MOBIL]:
+    """``batch`` worlds of ``n`` cars spread over the lanes 12 m apart (car 0 an AV), desired
+    speeds 12-35 m/s, and MOBIL for every human with drawn politeness, keep-right bias and
+    duration: many changes, some judged again and dropped."""
+    generator = torch.Generator().manual_seed(seed)
+    state = make_platoons(road, batch, n, 12.0 * road.num_lanes, (8.0, 16.0), generator, unused=1)
+
+    def uniform(low: float, high: float) -> torch.Tensor:
+        return low + (high - low) * torch.rand(batch, n, generator=generator, dtype=torch.float64)
+
+    drivers = IDMParams(v0=uniform(12.0, 35.0), T=uniform(0.8, 1.6), s0=2.0)
+    lane_changes = MOBIL(
+        politeness=uniform(0.0, 0.6),
+        threshold=0.1,
+        b_safe=uniform(2.0, 5.0),
+        keep_right=uniform(-0.1, 0.3),
+        duration=uniform(1.0, 3.0),
+    )
+    return state, drivers, lane_changes
+
+
+def _starts_and_ends(states: list[TrafficState]) -> tuple[int, int]:
+    """How many lane changes start and end over consecutive states (headings leave and reach 0)."""
+    starts = ends = 0
+    for before, after in zip(states, states[1:], strict=False):
+        human = ~after.is_av
+        starts += int((human & (before.heading == 0) & (after.heading != 0)).sum())
+        ends += int((human & (before.heading != 0) & (after.heading == 0)).sum())
+    return starts, ends
+
+
+@pytest.mark.parametrize("membership", ["body", "center"])
+@pytest.mark.parametrize("ring", [False, True])
+def test_lane_changes_in_a_free_running_rollout_follow_eager(
+    ring, membership, device, to_device, make_platoons
+):
+    road = Road(3, 4.0, 30.0, 600.0 if ring else None, membership)
+    state, drivers, lane_changes = _lane_changing_traffic(road, 6, 40, 1, make_platoons)
+    steering = 0.02 * torch.randn(300, 6, 40, generator=torch.Generator().manual_seed(2))
+    state, drivers, steering = to_device(device, (state, drivers, steering.double()))
+    lane_changes = lane_changes.to(state.x)
+    runs = {}
+    with torch.no_grad():
+        for path in ("eager", "fused"):
+            current, neighbors, states, events = state, None, [state], []
+            for t in range(300):
+                result = step(current, road, drivers, 0.1, None, steering[t], neighbors,
+                              path=path, lane_changes=lane_changes)  # fmt: skip
+                current, neighbors = result.state, result.neighbors
+                states.append(current)
+                events.append((result.neighbors.leader, result.collided))
+            runs[path] = states, events
+    (eager, eager_events), (fast, fast_events) = runs["eager"], runs["fused"]
+    for t, (e, f) in enumerate(zip(eager_events, fast_events, strict=True)):
+        assert torch.equal(f[0], e[0]) and torch.equal(f[1], e[1]), f"step {t}"
+    for name in STATE_FIELDS:
+        torch.testing.assert_close(
+            getattr(fast[-1], name), getattr(eager[-1], name), rtol=1e-9, atol=1e-9
+        )
+    starts, ends = _starts_and_ends(fast)
+    assert starts > 20 and ends > 20  # the rollout is full of lane changes
+
+
+def test_every_step_with_lane_changes_agrees_with_eager_in_float32(
+    device, to_device, make_platoons
+):
+    # Each step starts both paths from the eager state: float32 trajectories diverge by rounding.
+    road = Road.straight(num_lanes=3)
+    state, drivers, lane_changes = _lane_changing_traffic(road, 4, 30, 3, make_platoons)
+    state, drivers = to_device(device, (state.to(dtype=torch.float32), drivers))
+    drivers = drivers.to(state.x)
+    lane_changes = lane_changes.to(state.x)
+    neighbors, started = None, 0
+    with torch.no_grad():
+        for _ in range(150):
+            args = (state, road, drivers, 0.1, None, None)
+            eager = step(*args, neighbors, path="eager", lane_changes=lane_changes)
+            fast = step(*args, neighbors, path="fused", lane_changes=lane_changes)
+            _assert_steps_agree(eager, fast, rtol=1e-5, atol=1e-4, acc_rtol=1e-3)
+            started += int(((state.heading == 0) & (eager.state.heading != 0)).sum())
+            state, neighbors = eager.state, eager.neighbors
+    assert started > 10
+
+
+def test_gradients_through_lane_changes_equal_eager(device, to_device, make_platoons):
+    road = Road.straight(num_lanes=3)
+    state, drivers, lane_changes = _lane_changing_traffic(road, 3, 24, 4, make_platoons)
+    state, drivers = to_device(device, (state, drivers))
+    lane_changes = lane_changes.to(state.x)
+    steering = torch.full_like(state.x, 0.01)
+    gradients, runs = [], []
+    for path in ("eager", "fused"):
+        leaves = [state.x.clone(), state.y.clone(), state.v.clone(), drivers.v0.clone()]
+        leaves = [t.requires_grad_(True) for t in leaves]
+        current = state.replace(x=leaves[0], y=leaves[1], v=leaves[2])
+        own = IDMParams(v0=leaves[3], T=drivers.T, s0=drivers.s0)
+        neighbors, states, total = None, [current], 0.0
+        for _ in range(60):
+            result = step(current, road, own, 0.1, None, steering, neighbors, path=path,
+                          lane_changes=lane_changes)  # fmt: skip
+            current, neighbors = result.state, result.neighbors
+            states.append(current)
+            total = total + current.x.sum() + 3.0 * current.y.sum() + current.heading.sum()
+        gradients.append(torch.autograd.grad(total, leaves))
+        runs.append(states)
+    starts, ends = _starts_and_ends(runs[1])
+    assert starts > 5 and ends > 2  # changes start and end inside the window
+    for expected, got in zip(*gradients, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+
+
+def _a_start_and_an_end(device: str, to_device) -> tuple[Road, TrafficState, IDMParams]:
+    """Two lanes: car 0 closes on a slow car 1 with lane 1 free beside them (car 0 starts a
+    change where car 1 keeps its lane); car 2 is moving into lane 1, 5 cm short of its centre
+    (its change ends in the step)."""
+    road = Road.straight(2, 4.0, 30.0)
+    heading = torch.tensor([[0.0, 0.0, 0.1]], dtype=torch.float64)
+    state = TrafficState(
+        x=torch.tensor([[0.0, 25.0, 200.0]], dtype=torch.float64),
+        y=torch.tensor([[2.0, 2.0, 5.95]], dtype=torch.float64),
+        v=torch.tensor([[20.0, 8.0, 15.0]], dtype=torch.float64),
+        heading=heading,
+        length=torch.full((1, 3), 5.0, dtype=torch.float64),
+        width=torch.full((1, 3), 2.0, dtype=torch.float64),
+        is_av=torch.zeros(1, 3, dtype=torch.bool),
+        active=torch.ones(1, 3, dtype=torch.bool),
+    )
+    drivers = IDMParams(v0=torch.tensor([[30.0, 8.0, 20.0]], dtype=torch.float64))
+    return road, *to_device(device, (state, drivers))
+
+
+def test_the_fused_backward_through_a_change_that_starts_and_one_that_ends_passes_gradcheck(
+    device, to_device
+):
+    road, state, drivers = _a_start_and_an_end(device, to_device)
+    enabled = torch.tensor([[True, False, True]], device=device)  # car 1 would move politely
+    lane_changes = MOBIL(duration=2.0, enabled=enabled).to(state.x)
+    first = step(state, road, drivers, 0.1, path="fused", lane_changes=lane_changes)
+    assert float(first.state.heading[0, 0]) > 0  # car 0 started to move left
+    assert float(first.state.heading[0, 2]) == 0.0  # car 2 arrived ...
+    assert float(first.state.y[0, 2]) == road.lane_center(1)  # ... on the centre
+
+    # Cars 0 and 1 sit on their lane's centre, where the target of a change starting there
+    # jumps (the next centre beyond y): only car 2's y is perturbed.
+    moves = torch.tensor([[0.0, 0.0, 1.0]], dtype=torch.float64, device=device)
+
+    def two_steps(path: str):
+        def run(x, y_shift, v, v0):
+            start = state.replace(x=x, y=state.y + moves * y_shift, v=v)
+            own = IDMParams(v0=v0)
+            one = step(start, road, own, 0.1, path=path, lane_changes=lane_changes)
+            two = step(one.state, road, own, 0.1, None, None, one.neighbors, path=path,
+                       lane_changes=lane_changes)  # fmt: skip
+            return two.state.x, two.state.y, two.state.v, two.state.heading, one.state.y
+
+        return run
+
+    shift = torch.zeros_like(state.y)
+    leaves = [t.clone().requires_grad_(True) for t in (state.x, shift, state.v, drivers.v0)]
+    # The angle of a change is computed from the detached speed (a constant, as on the eager
+    # path), so the finite differences of gradcheck leave the speeds out.
+    fused_run = two_steps("fused")
+    assert torch.autograd.gradcheck(
+        lambda x, y, v0: fused_run(x, y, state.v, v0), leaves[:2] + [leaves[3]]
+    )
+    eager, fast = two_steps("eager")(*leaves), two_steps("fused")(*leaves)
+    for e, f in zip(eager, fast, strict=True):
+        torch.testing.assert_close(f, e, rtol=0, atol=1e-12)
+    # what flows: the ended change's y is a constant, the started one's y moves with its speed
+    (dy_end,) = torch.autograd.grad(fast[4][0, 2], leaves[2], retain_graph=True)
+    (dy_start,) = torch.autograd.grad(fast[4][0, 0], leaves[2])
+    assert float(dy_end.abs().sum()) == 0.0
+    assert float(dy_start[0, 0]) > 0.0
+
+
+def test_lane_changes_on_a_road_with_lane_ends_stay_eager(device, to_device):
+    road, state, drivers = _a_start_and_an_end(device, to_device)
+    ending = Road(2, 4.0, 30.0, lane_ends=(500.0, math.inf))
+    lane_changes = MOBIL().to(state.x)
+    with pytest.raises(ValueError, match="roads with lane ends run on the eager step"):
+        step(state, ending, drivers, 0.1, path="fused", lane_changes=lane_changes)
+    auto = step(state, ending, drivers, 0.1, lane_changes=lane_changes)
+    eager = step(state, ending, drivers, 0.1, path="eager", lane_changes=lane_changes)
+    assert torch.equal(auto.state.y, eager.state.y)
+    fused_road = step(state, road, drivers, 0.1, path="fused", lane_changes=lane_changes)
+    assert torch.equal(fused_road.neighbors.leader, eager.neighbors.leader)

@@ -152,32 +152,38 @@ def _random_traffic(seed: int, lanes: int, per_lane: int, politeness: float, rin
     return builder.build()
 
 
-@settings(max_examples=7, deadline=None)
-@given(
-    seed=st.integers(0, 1000),
-    lanes=st.integers(2, 3),
-    per_lane=st.integers(3, 8),
-    politeness=st.sampled_from([0.0, 0.3, 1.0]),
-    ring=st.booleans(),
-)
-def test_every_change_is_safe_for_the_new_follower_and_nothing_collides(
-    seed, lanes, per_lane, politeness, ring
-):
-    scenario = _random_traffic(seed, lanes, per_lane, politeness, ring)
-    generator = torch.Generator().manual_seed(seed)
-    state, drivers = scenario.sample(2, dtype=torch.float64, generator=generator)
-    params = scenario.lane_changes(state.x)
-    assert params is not None
-    road, changes = scenario.road, 0
-    for _ in range(200):
-        direction = mobil_directions(state, road, drivers, DT, params, lane_occupancy(state, road))
-        if bool(direction.any()):
-            changes += int((direction != 0).sum())
-            _assert_new_followers_brake_at_most_b_safe(state, road, drivers, direction, params)
-        result = step(state, road, drivers, DT, lane_changes=params)
-        assert not bool(result.collided.any())
-        state = result.state
-    assert changes > 0 or lanes * per_lane <= 3  # the property was exercised
+def test_every_change_is_safe_for_the_new_follower_and_nothing_collides():
+    changes_per_example: list[int] = []
+
+    @settings(max_examples=7, deadline=None)
+    @given(
+        seed=st.integers(0, 1000),
+        lanes=st.integers(2, 3),
+        per_lane=st.integers(3, 8),
+        politeness=st.sampled_from([0.0, 0.3, 1.0]),
+        ring=st.booleans(),
+    )
+    def check(seed, lanes, per_lane, politeness, ring):
+        scenario = _random_traffic(seed, lanes, per_lane, politeness, ring)
+        generator = torch.Generator().manual_seed(seed)
+        state, drivers = scenario.sample(2, dtype=torch.float64, generator=generator)
+        params = scenario.lane_changes(state.x)
+        assert params is not None
+        road, changes = scenario.road, 0
+        for _ in range(200):
+            occupancy = lane_occupancy(state, road)
+            direction = mobil_directions(state, road, drivers, DT, params, occupancy)
+            if bool(direction.any()):
+                changes += int((direction != 0).sum())
+                _assert_new_followers_brake_at_most_b_safe(state, road, drivers, direction, params)
+            result = step(state, road, drivers, DT, lane_changes=params)
+            assert not bool(result.collided.any())
+            state = result.state
+        changes_per_example.append(changes)
+
+    check()
+    # the property was exercised (a sparse draw may see no change at all)
+    assert sum(changes_per_example) > 0
 
 
 def _assert_new_followers_brake_at_most_b_safe(state, road, drivers, direction, params):
@@ -214,14 +220,15 @@ def test_lane_changes_off_leave_the_step_unchanged():
     scenario = _random_traffic(0, 3, 5, 0.5, False)
     state, drivers = scenario.sample(3, dtype=torch.float64, seed=1)
     road = scenario.road
-    plain = rollout(state, road, drivers, DT, 50, path="eager")[0][-1]
     params = scenario.lane_changes(state.x)
     disabled = MOBIL(**{**params.tensors(), "enabled": torch.zeros_like(params.enabled)})
-    off = rollout(state, road, drivers, DT, 50, lane_changes=disabled)[0][-1]
-    on = rollout(state, road, drivers, DT, 50, lane_changes=params)[0][-1]
-    for name in ("x", "y", "v", "heading"):
-        assert torch.equal(getattr(off, name), getattr(plain, name))
-    assert not torch.equal(on.y, plain.y)  # the scenario does change lanes
+    for path in ("eager", "fused"):
+        plain = rollout(state, road, drivers, DT, 50, path=path)[0][-1]
+        off = rollout(state, road, drivers, DT, 50, path=path, lane_changes=disabled)[0][-1]
+        on = rollout(state, road, drivers, DT, 50, path=path, lane_changes=params)[0][-1]
+        for name in ("x", "y", "v", "heading"):
+            assert torch.equal(getattr(off, name), getattr(plain, name))
+        assert not torch.equal(on.y, plain.y)  # the scenario does change lanes
 
 
 def test_what_the_gradient_carries_through_a_lane_change():
@@ -245,17 +252,6 @@ def test_what_the_gradient_carries_through_a_lane_change():
     assert torch.isfinite(x_grad).all() and float(x_grad[0, 1]) != 0.0
     (politeness_grad,) = torch.autograd.grad(states[-1].x[0, 1], politeness, allow_unused=True)
     assert politeness_grad is None  # the decision carries no gradient
-
-
-def test_fused_path_refuses_lane_changes_and_auto_falls_back():
-    scenario = _overtaking(MOBIL())
-    state, drivers = scenario.sample(1, dtype=torch.float64, seed=0)
-    params = scenario.lane_changes(state.x)
-    with pytest.raises(ValueError, match="lane changes run on the eager step"):
-        step(state, scenario.road, drivers, DT, path="fused", lane_changes=params)
-    auto = step(state, scenario.road, drivers, DT, path="auto", lane_changes=params)
-    eager = step(state, scenario.road, drivers, DT, path="eager", lane_changes=params)
-    assert torch.equal(auto.state.y, eager.state.y)
 
 
 def test_bad_lane_change_settings_fail_clearly():
