@@ -507,6 +507,16 @@ def test_print_config_shows_every_resolved_setting(capsys: pytest.CaptureFixture
     assert "alpha0" in shown["hyperparameters"] and "gae_lambda" in shown["hyperparameters"]
 
 
+@pytest.mark.parametrize("algo", [*ALGOS, "pe"])
+def test_shipped_cartpole_configs_learn_un_normalized_values_as_the_authors(algo: str) -> None:
+    """Every Cartpole configuration of the authors (SonSang/DiffRL, examples/cfg/grad_ppo_alpha:
+    gippo/, basic_lr/, basic_rp/ and the top-level one) sets `normalize_value: False`
+    (docs/fidelity.md, row 9), and the paper's budget is 500 epochs of horizon 32."""
+    values = RunConfig.from_dict(default_config("cartpole", algo)).resolved()
+    assert values["hyperparameters"]["normalize_value"] is False
+    assert (values["train"]["epochs"], values["hyperparameters"]["horizon"]) == (500, 32)
+
+
 @pytest.mark.parametrize("variant", ["1lane", "2lane", "3lane", "4lane", "10lane"])
 @pytest.mark.parametrize("algo", ALGOS)
 def test_shipped_pace_car_configs_hold_the_authors_traffic_settings(
