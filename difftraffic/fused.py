@@ -446,9 +446,12 @@ def _mobil_parameters(params: MOBIL, like: Tensor) -> tuple[Any, list[Any], tupl
     """``(Mobil type, its parameter fields and enabled's pointer and strides, tensors to keep)``
     for ``params`` in worlds like ``like``: built once per MOBIL object, shape, dtype and device
     (a simulation passes the same object every step)."""
-    versions = tuple(v._version for v in params.tensors().values() if isinstance(v, Tensor))
-    key = (id(params), versions, like.shape, like.dtype, like.device)  # _version: in-place edits
-    cached = _MOBIL_CACHE.get(key)
+    tensors = [v for v in params.tensors().values() if isinstance(v, Tensor)]
+    # _version notes in-place edits; inference tensors keep none, so they are not cached
+    cacheable = not any(t.is_inference() for t in tensors)
+    versions = tuple(t._version for t in tensors) if cacheable else ()
+    key = (id(params), versions, like.shape, like.dtype, like.device)
+    cached = _MOBIL_CACHE.get(key) if cacheable else None
     if cached is not None and cached[0] is params:
         return cached[1:]
     structs = _structs(like.dtype)
@@ -457,9 +460,10 @@ def _mobil_parameters(params: MOBIL, like: Tensor) -> tuple[Any, list[Any], tupl
     enabled = torch.as_tensor(params.enabled, dtype=torch.bool, device=like.device)
     enabled = enabled.expand(like.shape)
     values += [enabled.data_ptr(), enabled.stride(0), enabled.stride(1)]
-    if len(_MOBIL_CACHE) >= 8:
-        _MOBIL_CACHE.pop(next(iter(_MOBIL_CACHE)))
-    _MOBIL_CACHE[key] = (params, structs.mobil, values, (*keep, enabled))
+    if cacheable:
+        if len(_MOBIL_CACHE) >= 8:
+            _MOBIL_CACHE.pop(next(iter(_MOBIL_CACHE)))
+        _MOBIL_CACHE[key] = (params, structs.mobil, values, (*keep, enabled))
     return structs.mobil, values, (*keep, enabled)
 
 

@@ -363,11 +363,23 @@ def _lane_mask(lane: Tensor, road: Road, where: Tensor) -> Tensor:
     return (lane.unsqueeze(-1) == lanes) & where.unsqueeze(-1)
 
 
+CENTRE_TOLERANCE = 1e-4
+"""Lane widths within which ``y`` counts as on a lane's centre when the next centre beyond it is
+sought (0.4 mm of a 4 m lane): ``y / lane_width - 0.5`` of a car exactly on a centre rounds to
+either side of the integer for some lane widths (3.7 m, lane 1), which made a change started
+there target its own lane and end at once."""
+
+
 def _target_centre(y: Tensor, side: Tensor, road: Road) -> Tensor:
     """``[B, N]`` centre ``y`` (m) of the lane next beyond ``y`` on ``side`` (``[B, N]``, the sign
-    of the heading: 1 to the left, -1 to the right), within the road."""
+    of the heading: 1 to the left, -1 to the right), within the road; a ``y`` within
+    :data:`CENTRE_TOLERANCE` of a centre counts as on it."""
     position = y / road.lane_width - 0.5
-    lane = torch.where(side > 0, torch.floor(position) + 1, torch.ceil(position) - 1)
+    lane = torch.where(
+        side > 0,
+        torch.floor(position + CENTRE_TOLERANCE) + 1,
+        torch.ceil(position - CENTRE_TOLERANCE) - 1,
+    )
     return road.lane_center(lane.clamp(0, road.num_lanes - 1))
 
 
@@ -382,10 +394,14 @@ def start_lane_changes(state: TrafficState, road: Road, params: MOBIL, direction
     (from :func:`mobil_directions`): ``direction * theta`` where a change starts, unchanged
     elsewhere. ``theta`` is computed from detached values: a constant for the gradient."""
     v = state.v.detach()
-    sine = road.lane_width / (params.duration * v)
+    sine = road.lane_width / (_detached(params.duration) * v)
     theta = torch.asin(sine.clamp(max=1.0))
     widest = steepest_turn(state.length.detach(), state.width.detach(), road.lane_width)
     return torch.where(direction != 0, direction * torch.minimum(theta, widest), state.heading)
+
+
+def _detached(value: Scalar) -> Scalar:
+    return value.detach() if isinstance(value, Tensor) else value
 
 
 def steepest_turn(length: Tensor, width: Tensor, lane_width: float) -> Tensor:

@@ -12,6 +12,7 @@
 
 #ifndef MAX_LANE_CHANGE_ANGLE
 #define MAX_LANE_CHANGE_ANGLE 0.5 /* lane_change.MAX_LANE_CHANGE_ANGLE (rad) */
+#define CENTRE_TOLERANCE 1e-4     /* lane_change.CENTRE_TOLERANCE (lane widths) */
 #endif
 
 #define CAT2(a, b) a##b
@@ -278,11 +279,14 @@ static inline DT_DEVICE int64_t FN(nearest_lane)(REAL y, int64_t L, REAL w) {
     return FN(clamp_lane)(FLOOR(y / w), L);
 }
 
-/* The lane whose centre is next beyond y on `side` (1 left, -1 right), within the road
- * (lane_change._target_centre); its centre is (lane + 0.5) w. */
+/* The lane whose centre is next beyond y on `side` (1 left, -1 right), within the road, y within
+ * CENTRE_TOLERANCE lane widths of a centre counting as on it (lane_change._target_centre); its
+ * centre is (lane + 0.5) w. */
 static inline DT_DEVICE int64_t FN(target_lane)(REAL y, REAL side, int64_t L, REAL w) {
     REAL position = y / w - (REAL)0.5;
-    return FN(clamp_lane)(side > 0 ? FLOOR(position) + 1 : CEIL(position) - 1, L);
+    REAL tolerance = (REAL)CENTRE_TOLERANCE;
+    return FN(clamp_lane)(side > 0 ? FLOOR(position + tolerance) + 1 : CEIL(position - tolerance) - 1,
+                          L);
 }
 
 /* Whether vehicle i of world b is a human driver with lane changes enabled (an active one). */
@@ -304,11 +308,12 @@ static inline DT_DEVICE void FN(with_lane)(int64_t t, int64_t *first, int64_t *l
  * (duration v)), at most the steepest turn the body allows (steepest_turn). */
 static inline DT_DEVICE REAL FN(lane_change_angle)(const FN(Step) * s, int64_t b, int64_t i, REAL v,
                                                    REAL len, REAL wid) {
-    REAL sine = s->lane_width / (FN(param_at)(&s->mobil.duration, b, i) * v);
+    /* scalar / tensor in torch is reciprocal(tensor) * scalar: the same roundings here */
+    REAL sine = (REAL)1 / (FN(param_at)(&s->mobil.duration, b, i) * v) * s->lane_width;
     REAL theta = ASIN(sine < 1 ? sine : 1);
     REAL half_width = wid / 2;
     REAL reach = SQRT(len * len + half_width * half_width);
-    REAL fits = s->lane_width / 2 / reach;
+    REAL fits = (REAL)1 / reach * (s->lane_width / 2);
     REAL widest = ASIN(fits < 1 ? fits : 1) - ATAN2(half_width, len);
     widest = widest < (REAL)0.05 ? (REAL)0.05
                                  : (widest > (REAL)MAX_LANE_CHANGE_ANGLE ? (REAL)MAX_LANE_CHANGE_ANGLE

@@ -662,3 +662,65 @@ def test_lane_changes_on_a_road_with_lane_ends_stay_eager(device, to_device):
     assert torch.equal(auto.state.y, eager.state.y)
     fused_road = step(state, road, drivers, 0.1, path="fused", lane_changes=lane_changes)
     assert torch.equal(fused_road.neighbors.leader, eager.neighbors.leader)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("lane_width", [3.5, 3.6, 3.7, 3.75, 3.8, 4.0])
+def test_a_change_from_a_lane_centre_heads_for_the_next_lane_on_both_paths(
+    lane_width, dtype, device
+):
+    # y / w - 0.5 of a car on a centre rounds below or above the integer for some widths: the
+    # change must still target the next lane, not end at once on its own centre.
+    road = Road(3, lane_width, 30.0)
+    y = torch.tensor([[road.lane_center(1), road.lane_center(1)]], dtype=dtype, device=device)
+    state = TrafficState(
+        x=torch.tensor([[0.0, 200.0]], dtype=dtype, device=device),
+        y=y,
+        v=torch.full((1, 2), 20.0, dtype=dtype, device=device),
+        heading=torch.zeros(1, 2, dtype=dtype, device=device),
+        length=torch.full((1, 2), 5.0, dtype=dtype, device=device),
+        width=torch.full((1, 2), 2.0, dtype=dtype, device=device),
+        is_av=torch.zeros(1, 2, dtype=torch.bool, device=device),
+        active=torch.ones(1, 2, dtype=torch.bool, device=device),
+    )
+    drivers = IDMParams(v0=20.0)
+    for keep_right, side in ((1.0, -1.0), (-1.0, 1.0)):  # a bias to the right, then to the left
+        lane_changes = MOBIL(keep_right=keep_right).to(state.x)
+        for path in ("eager", "fused"):
+            result = step(state, road, drivers, 0.1, path=path, lane_changes=lane_changes)
+            assert torch.all(torch.sign(result.state.heading) == side), (path, keep_right)
+            assert torch.all(side * (result.state.y - y) > 0)
+
+
+def test_a_stopped_car_starting_a_change_in_3_5_m_lanes_finds_the_eager_leaders(device):
+    # Its steepest turn puts its rear corner on the lane line: the angle must round as torch's.
+    road = Road(4, 3.5, 30.0)
+
+    def row(*values: float) -> torch.Tensor:
+        return torch.tensor([values], dtype=torch.float64, device=device)
+
+    state = TrafficState(
+        x=row(50.0, 56.5, 54.0), y=row(8.75, 8.75, 5.25), v=row(0.0, 0.0, 0.0),
+        heading=row(0.0, 0.0, 0.0), length=row(5.0, 5.0, 5.0), width=row(2.0, 2.0, 2.0),
+        is_av=torch.zeros(1, 3, dtype=torch.bool, device=device),
+        active=torch.ones(1, 3, dtype=torch.bool, device=device),
+    )  # fmt: skip
+    enabled = torch.tensor([[True, False, False]], device=device)
+    lane_changes = MOBIL(enabled=enabled).to(state.x)
+    runs = [
+        step(state, road, IDMParams(v0=30.0), 0.1, path=path, lane_changes=lane_changes)
+        for path in ("eager", "fused")
+    ]
+    assert float(runs[0].state.heading[0, 0]) != 0.0  # car 0 starts to move
+    _assert_steps_agree(*runs, rtol=0, atol=1e-12, acc_rtol=0)
+
+
+def test_lane_changes_run_under_inference_mode_on_both_paths(device, to_device):
+    road, state, drivers = _a_start_and_an_end(device, to_device)
+    with torch.inference_mode():
+        lane_changes = MOBIL(duration=2.0).to(state.x)  # inference tensors
+        eager = step(state, road, drivers, 0.1, path="eager", lane_changes=lane_changes)
+        fast = step(state, road, drivers, 0.1, path="fused", lane_changes=lane_changes)
+        again = step(state, road, drivers, 0.1, path="fused", lane_changes=lane_changes)
+    _assert_steps_agree(eager, fast, rtol=0, atol=1e-12, acc_rtol=0)
+    assert torch.equal(again.state.y, fast.state.y)

@@ -379,3 +379,14 @@ def test_the_lane_end_gap_is_differentiable_in_position():
     gap = gap_to_end(state.x)
     assert float(gap[0, 0]) == 40.0  # lane 1 ends 40 m ahead of the first car
     assert float(gap[0, 1]) == 1e3  # lane 0 goes on: the leader's gap is kept
+
+
+def test_no_gradient_reaches_the_duration_of_a_change():
+    scenario = _overtaking(MOBIL())
+    state, drivers = scenario.sample(1, dtype=torch.float64, seed=0)
+    duration = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    params = MOBIL(duration=duration, enabled=torch.tensor([[False, True]]))
+    for path in ("eager", "fused"):
+        states, _ = rollout(state, scenario.road, drivers, DT, 100, path=path, lane_changes=params)
+        assert any(float(s.heading[0, 1]) != 0.0 for s in states)  # a change started
+        assert not states[-1].y.requires_grad  # its angle is a constant, as documented
