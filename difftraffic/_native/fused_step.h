@@ -425,6 +425,18 @@ static DT_DEVICE int FN(mobil_move)(const FN(Step) * s, const FN(Geometry) * g, 
     return *gain > 0;
 }
 
+/* Lanes [*first, *last] of vehicle k's body at the step's start (-1: none, for an inactive one),
+ * k the vehicle's offset in the [B, N] arrays. */
+static inline DT_DEVICE void FN(start_lanes)(const FN(Step) * s, int64_t k, int64_t *first,
+                                             int64_t *last) {
+    *first = *last = -1;
+    if (!s->active[k]) return;
+    REAL c, sn, low, high;
+    FN(cos_sin)(s->heading[k], &c, &sn);
+    FN(extent_y)(s->y[k], s->length[k], s->width[k], c, sn, &low, &high);
+    FN(member_lanes)(low, high, s->L, s->lane_width, s->center, first, last);
+}
+
 /* The lane change every human driver with MOBIL starts in the step (lane_change.mobil_directions)
  * into s->mobil.started of world b: judged in parallel on the lanes at the step's start (drivers
  * changing lane members of their target lanes too), then again as if decided one after another,
@@ -441,15 +453,10 @@ static DT_DEVICE void FN(mobil_world)(const FN(Step) * s, const FN(Geometry) * g
     int64_t *last = is + 8 * N, *intent_first = is + 9 * N, *intent_last = is + 10 * N;
     int64_t *seen = is + 11 * N;
     for (int64_t i = 0; i < N; i++) {
-        REAL y = s->y[o + i], h = s->heading[o + i], c, sn, low, high;
+        REAL y = s->y[o + i], h = s->heading[o + i];
         started[i] = 0;
         lane[i] = FN(nearest_lane)(y, L, w);
-        intent_first[i] = intent_last[i] = -1;
-        if (s->active[o + i]) {
-            FN(cos_sin)(h, &c, &sn);
-            FN(extent_y)(y, s->length[o + i], s->width[o + i], c, sn, &low, &high);
-            FN(member_lanes)(low, high, L, w, s->center, &intent_first[i], &intent_last[i]);
-        }
+        FN(start_lanes)(s, o + i, &intent_first[i], &intent_last[i]);
         if (h != 0 && FN(lane_changer)(s, b, i))
             FN(with_lane)(FN(target_lane)(y, h > 0 ? 1 : -1, L, w), &intent_first[i],
                           &intent_last[i]);
@@ -504,13 +511,7 @@ static DT_DEVICE void FN(crossed_in_ranks)(const FN(Step) * s, int64_t o, const 
                                  const int64_t *lane_last, uint8_t *hit, REAL *scratch) {
     for (int64_t r = 0; r < count; r++) {
         int64_t i = order[r];
-        REAL c, sn, low, high;
-        FN(cos_sin)(s->heading[o + i], &c, &sn);
-        FN(extent_y)(s->y[o + i], s->length[o + i], s->width[o + i], c, sn, &low, &high);
-        first_start[i] = last_start[i] = -1;
-        if (s->active[o + i])
-            FN(member_lanes)(low, high, s->L, s->lane_width, s->center, &first_start[i],
-                             &last_start[i]);
+        FN(start_lanes)(s, o + i, &first_start[i], &last_start[i]);
     }
     FN(crossed_fronts)(count, s->L, order, end, first_start, last_start, s->ring, s->ring_length,
                        hit, scratch);

@@ -587,30 +587,21 @@ def test_gradients_through_lane_changes_equal_eager(device, to_device, make_plat
         torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
 
 
-def _a_start_and_an_end(device: str, to_device) -> tuple[Road, TrafficState, IDMParams]:
+def _a_start_and_an_end(device: str, make_state) -> tuple[Road, TrafficState, IDMParams]:
     """Two lanes: car 0 closes on a slow car 1 with lane 1 free beside them (car 0 starts a
     change where car 1 keeps its lane); car 2 is moving into lane 1, 5 cm short of its centre
     (its change ends in the step)."""
     road = Road.straight(2, 4.0, 30.0)
-    heading = torch.tensor([[0.0, 0.0, 0.1]], dtype=torch.float64)
-    state = TrafficState(
-        x=torch.tensor([[0.0, 25.0, 200.0]], dtype=torch.float64),
-        y=torch.tensor([[2.0, 2.0, 5.95]], dtype=torch.float64),
-        v=torch.tensor([[20.0, 8.0, 15.0]], dtype=torch.float64),
-        heading=heading,
-        length=torch.full((1, 3), 5.0, dtype=torch.float64),
-        width=torch.full((1, 3), 2.0, dtype=torch.float64),
-        is_av=torch.zeros(1, 3, dtype=torch.bool),
-        active=torch.ones(1, 3, dtype=torch.bool),
-    )
-    drivers = IDMParams(v0=torch.tensor([[30.0, 8.0, 20.0]], dtype=torch.float64))
-    return road, *to_device(device, (state, drivers))
+    state = make_state([0.0, 25.0, 200.0], [2.0, 2.0, 5.95], v=[20.0, 8.0, 15.0],
+                       heading=[0.0, 0.0, 0.1])  # fmt: skip
+    drivers = IDMParams(v0=torch.tensor([[30.0, 8.0, 20.0]], dtype=torch.float64, device=device))
+    return road, state.to(device), drivers
 
 
 def test_the_fused_backward_through_a_change_that_starts_and_one_that_ends_passes_gradcheck(
-    device, to_device
+    device, make_state
 ):
-    road, state, drivers = _a_start_and_an_end(device, to_device)
+    road, state, drivers = _a_start_and_an_end(device, make_state)
     enabled = torch.tensor([[True, False, True]], device=device)  # car 1 would move politely
     lane_changes = MOBIL(duration=2.0, enabled=enabled).to(state.x)
     first = step(state, road, drivers, 0.1, path="fused", lane_changes=lane_changes)
@@ -651,8 +642,8 @@ def test_the_fused_backward_through_a_change_that_starts_and_one_that_ends_passe
     assert float(dy_start[0, 0]) > 0.0
 
 
-def test_lane_changes_on_a_road_with_lane_ends_stay_eager(device, to_device):
-    road, state, drivers = _a_start_and_an_end(device, to_device)
+def test_lane_changes_on_a_road_with_lane_ends_stay_eager(device, make_state):
+    road, state, drivers = _a_start_and_an_end(device, make_state)
     ending = Road(2, 4.0, 30.0, lane_ends=(500.0, math.inf))
     lane_changes = MOBIL().to(state.x)
     with pytest.raises(ValueError, match="roads with lane ends run on the eager step"):
@@ -667,22 +658,14 @@ def test_lane_changes_on_a_road_with_lane_ends_stay_eager(device, to_device):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("lane_width", [3.5, 3.6, 3.7, 3.75, 3.8, 4.0])
 def test_a_change_from_a_lane_centre_heads_for_the_next_lane_on_both_paths(
-    lane_width, dtype, device
+    lane_width, dtype, device, make_state
 ):
     # y / w - 0.5 of a car on a centre rounds below or above the integer for some widths: the
     # change must still target the next lane, not end at once on its own centre.
     road = Road(3, lane_width, 30.0)
-    y = torch.tensor([[road.lane_center(1), road.lane_center(1)]], dtype=dtype, device=device)
-    state = TrafficState(
-        x=torch.tensor([[0.0, 200.0]], dtype=dtype, device=device),
-        y=y,
-        v=torch.full((1, 2), 20.0, dtype=dtype, device=device),
-        heading=torch.zeros(1, 2, dtype=dtype, device=device),
-        length=torch.full((1, 2), 5.0, dtype=dtype, device=device),
-        width=torch.full((1, 2), 2.0, dtype=dtype, device=device),
-        is_av=torch.zeros(1, 2, dtype=torch.bool, device=device),
-        active=torch.ones(1, 2, dtype=torch.bool, device=device),
-    )
+    centre = road.lane_center(1)
+    state = make_state([0.0, 200.0], [centre, centre], v=20.0, dtype=dtype).to(device)
+    y = state.y
     drivers = IDMParams(v0=20.0)
     for keep_right, side in ((1.0, -1.0), (-1.0, 1.0)):  # a bias to the right, then to the left
         lane_changes = MOBIL(keep_right=keep_right).to(state.x)
@@ -692,19 +675,10 @@ def test_a_change_from_a_lane_centre_heads_for_the_next_lane_on_both_paths(
             assert torch.all(side * (result.state.y - y) > 0)
 
 
-def test_a_stopped_car_starting_a_change_in_3_5_m_lanes_finds_the_eager_leaders(device):
+def test_a_stopped_car_starting_a_change_in_3_5_m_lanes_finds_the_eager_leaders(device, make_state):
     # Its steepest turn puts its rear corner on the lane line: the angle must round as torch's.
     road = Road(4, 3.5, 30.0)
-
-    def row(*values: float) -> torch.Tensor:
-        return torch.tensor([values], dtype=torch.float64, device=device)
-
-    state = TrafficState(
-        x=row(50.0, 56.5, 54.0), y=row(8.75, 8.75, 5.25), v=row(0.0, 0.0, 0.0),
-        heading=row(0.0, 0.0, 0.0), length=row(5.0, 5.0, 5.0), width=row(2.0, 2.0, 2.0),
-        is_av=torch.zeros(1, 3, dtype=torch.bool, device=device),
-        active=torch.ones(1, 3, dtype=torch.bool, device=device),
-    )  # fmt: skip
+    state = make_state([50.0, 56.5, 54.0], [8.75, 8.75, 5.25]).to(device)
     enabled = torch.tensor([[True, False, False]], device=device)
     lane_changes = MOBIL(enabled=enabled).to(state.x)
     runs = [
@@ -715,8 +689,8 @@ def test_a_stopped_car_starting_a_change_in_3_5_m_lanes_finds_the_eager_leaders(
     _assert_steps_agree(*runs, rtol=0, atol=1e-12, acc_rtol=0)
 
 
-def test_lane_changes_run_under_inference_mode_on_both_paths(device, to_device):
-    road, state, drivers = _a_start_and_an_end(device, to_device)
+def test_lane_changes_run_under_inference_mode_on_both_paths(device, make_state):
+    road, state, drivers = _a_start_and_an_end(device, make_state)
     with torch.inference_mode():
         lane_changes = MOBIL(duration=2.0).to(state.x)  # inference tensors
         eager = step(state, road, drivers, 0.1, path="eager", lane_changes=lane_changes)
