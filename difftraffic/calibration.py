@@ -365,7 +365,7 @@ def replay(data: Followers, params: CarFollowingModel) -> tuple[Tensor, Tensor]:
         )
         speed = torch.relu(speed + acceleration * data.dt)
         position = position + speed * data.dt
-    return torch.stack(gaps, -1), torch.stack(speeds, -1)
+    return torch.stack(gaps).movedim(0, -1), torch.stack(speeds).movedim(0, -1)
 
 
 @dataclass
@@ -531,8 +531,9 @@ def calibrate(
 
     Each iteration takes a damped Gauss–Newton step per driver and start from the Jacobian of
     its residuals (``[K, D, steps, P]``), replays the step together with its own Jacobian, and
-    keeps it where it lowers that driver's error (the damping shrinks after a kept step and
-    grows after a rejected one).
+    keeps it where it lowers that driver's error (the damping follows Nielsen's rule: it shrinks
+    after a kept step by how well the linear model predicted the gain, and grows ever faster
+    after rejected ones).
 
     Args:
         data: followers from :func:`read_trajectories`.
@@ -630,6 +631,18 @@ def _sum_of_squares(residual: Tensor) -> Tensor:
     return torch.nan_to_num((residual**2).sum(-1), nan=math.inf, posinf=math.inf)
 
 
+def _nielsen_damping(
+    damping: Tensor, growth: Tensor, gain: Tensor, better: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Nielsen's damping update (Madsen, Nielsen & Tingleff 2004, *Methods for non-linear least
+    squares problems*, section 3.2): after a kept step the damping shrinks by up to 3x as the actual
+    gain approaches the predicted one (``gain``, their ratio), after a rejected step it grows by
+    ``growth``, which doubles with every consecutive rejection. Returns ``(damping, growth)``."""
+    shrink = (1 - (2 * gain - 1) ** 3).clamp_min(1 / 3)
+    damping = torch.where(better, damping * shrink, damping * growth).clamp(1e-9, 1e9)
+    return damping, torch.where(better, 2.0, growth * 2)
+
+
 class _Fit:
     """A fit's data, objective, bounds and clock, and the Levenberg–Marquardt iteration.
 
@@ -673,18 +686,19 @@ class _Fit:
         windowed = data.position.dim() == 3
         params = self.parameters(logits.unsqueeze(-2) if windowed else logits)
         gap, speed = replay(data, self.model(**params))
-        gap_residual = (gap - data.gap) * data.valid
-        speed_residual = (speed - data.speed) * data.valid
-        if windowed:
-            gap_residual, speed_residual = gap_residual.flatten(-2), speed_residual.flatten(-2)
+
+        def residual(simulated: Tensor, observed: Tensor) -> Tensor:
+            masked = (simulated - observed) * data.valid
+            return masked.flatten(-2) if windowed else masked
+
         if self.objective == "gap":
-            return gap_residual
+            return residual(gap, data.gap)
         if self.objective == "speed":
-            return speed_residual
+            return residual(speed, data.speed)
         return torch.cat(
             [
-                gap_residual * self.gap_weight[:, None],
-                speed_residual * self.speed_weight[:, None],
+                residual(gap, data.gap) * self.gap_weight[:, None],
+                residual(speed, data.speed) * self.speed_weight[:, None],
             ],
             -1,
         )
@@ -724,6 +738,7 @@ class _Fit:
         data = self.data if stage.window is None else windows(self.data, stage.window)
         count = logits.shape[-1]
         damping = torch.full(logits.shape[:-1], 1e-2, dtype=logits.dtype)
+        growth = torch.full_like(damping, 2.0)
         identity = torch.eye(count, dtype=logits.dtype)
         residual, jacobian = self.jacobian(data, logits)
         loss = _sum_of_squares(residual)
@@ -738,16 +753,20 @@ class _Fit:
             gradient = (clean.transpose(-1, -2) @ residual.nan_to_num(0.0)[..., None])[..., 0]
             scale = torch.diagonal(normal, dim1=-2, dim2=-1)[..., None] * identity + 1e-9 * identity
             step, info = torch.linalg.solve_ex(normal + damping[..., None, None] * scale, -gradient)
-            trial = logits + torch.where(info[..., None] == 0, step, 0.0).nan_to_num(0.0)
+            step = torch.where(info[..., None] == 0, step, 0.0).nan_to_num(0.0)
+            trial = logits + step
             # the Jacobian at the trial point: the next iteration's where the step is kept
             trial_residual, trial_jacobian = self.jacobian(data, trial)
             trial_loss = _sum_of_squares(trial_residual)
             better = trial_loss < loss
+            # the decrease of the error the linearized residuals promise for this step
+            predicted = step * (damping[..., None] * (scale @ step[..., None])[..., 0] - gradient)
+            gain = (loss - trial_loss) / predicted.sum(-1).clamp_min(torch.finfo(loss.dtype).tiny)
+            damping, growth = _nielsen_damping(damping, growth, gain, better)
             logits = torch.where(better[..., None], trial, logits)
             residual = torch.where(better[..., None], trial_residual, residual)
             jacobian = torch.where(better[..., None, None], trial_jacobian, jacobian)
             loss = torch.where(better, trial_loss, loss)
-            damping = torch.where(better, damping / 3, damping * 4).clamp(1e-9, 1e9)
             self.iterations += 1
             self.history.append(float(loss[torch.isfinite(loss)].mean()))
             if bar is not None:

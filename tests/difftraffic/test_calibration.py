@@ -18,6 +18,7 @@ from difftraffic.calibration import (
     DERIVATIVES,
     Stage,
     _Fit,
+    _nielsen_damping,
     calibrate,
     parse_schedule,
     read_trajectories,
@@ -171,6 +172,30 @@ def test_the_jacobian_by_differences_agrees_with_autodiff(platoon_csv: Path) -> 
             scale = exact.abs().amax((-2, -1), keepdim=True)
             assert float(((by_differences - exact).abs() / scale).max()) < 1e-5, model
             assert float(exact.abs().max()) > 1.0  # the replay does depend on the parameters
+
+
+def test_the_damping_follows_the_gain_ratio_and_grows_faster_on_each_rejection() -> None:
+    """Nielsen's rule: a kept step predicted exactly divides the damping by 3, one that gained
+    half what was predicted leaves it, one that gained more than predicted never shrinks it by
+    more than 3; rejections multiply it by 2, 4, 8... and a kept step resets that."""
+    damping = torch.ones(3, dtype=torch.float64)
+    kept = torch.tensor([True, True, True])
+    shrunk, growth = _nielsen_damping(
+        damping,
+        torch.full_like(damping, 8.0),
+        torch.tensor([1.0, 0.5, 5.0], dtype=torch.float64),
+        kept,
+    )
+    assert torch.allclose(shrunk, torch.tensor([1 / 3, 1.0, 1 / 3], dtype=torch.float64))
+    assert torch.equal(growth, torch.full_like(damping, 2.0))
+    rejected = ~kept
+    grown = [damping]
+    growth = torch.full_like(damping, 2.0)
+    for _ in range(3):
+        damping, growth = _nielsen_damping(damping, growth, torch.zeros_like(damping), rejected)
+        grown.append(damping)
+    ratios = [float((after / before)[0]) for before, after in zip(grown, grown[1:], strict=False)]
+    assert ratios == [2.0, 4.0, 8.0]
 
 
 def test_the_same_seed_gives_the_same_fit(platoon_csv: Path) -> None:
