@@ -426,9 +426,9 @@ def _add_calibrate(commands: Any) -> None:
     calibrate.add_argument(
         "--schedule",
         default=None,
-        help="fit stages WINDOW:ITERATIONS, comma-separated: at most ITERATIONS "
-        "Levenberg-Marquardt iterations on replay windows of WINDOW steps (or all) "
-        "(default 100:10,all:20 for idm, 100:3,100:10,all:20 for krauss)",
+        help="fit stages WINDOW:ITERATIONS[:single], comma-separated: at most ITERATIONS "
+        "Levenberg-Marquardt iterations on replay windows of WINDOW steps (or all), in float32 "
+        "with :single (default 100:10:single,all:20 for idm, 100:3,100:10,all:20 for krauss)",
     )
     calibrate.add_argument(
         "--derivatives",
