@@ -630,13 +630,15 @@ def calibrate(
     try:
         for index, stage in enumerate(schedule):
             keep = 1 if index == len(schedule) - 1 else KEEP
+            if stage.window is None:
+                logits = fit.tighten_speed_cap(logits)
             logits = fit.levenberg_marquardt(stage, logits, keep, bar)
             if fit.out_of_time():
                 break
     finally:
         if bar is not None:
             bar.close()
-    params = fit.parameters(logits[0])
+    params = fit.parameters(fit.tighten_speed_cap(logits[:1])[0])
     with torch.no_grad():
         gap, speed = replay(data, model_cls(**params))
         gap_error, speed_error = _errors(data, gap, speed)
@@ -710,6 +712,27 @@ class _Fit:
         lower, span = self.lower.to(logits.dtype), self.span.to(logits.dtype)
         values = lower + span * torch.sigmoid(logits)
         return {name: values[..., i] for i, name in enumerate(self.names)}
+
+    def tighten_speed_cap(self, logits: Tensor) -> Tensor:
+        """Logits ``[K, D, P]`` with the model's speed cap (:attr:`CarFollowingModel.SPEED_CAP`)
+        lowered to the fastest speed of each whole replay where it is above: the same replay,
+        but a cap at its edge, so that the next steps see it bind. Unchanged for models
+        without one."""
+        name = self.model.SPEED_CAP
+        if name is None:
+            return logits
+        index = self.names.index(name)
+        with torch.no_grad():
+            params = self.parameters(logits)
+            _, speed = replay(self.data, self.model(**params))
+            self.replays += math.prod(logits.shape[:2])
+            fastest = speed.masked_fill(~self.data.valid, 0.0).amax(-1)
+            cap = torch.minimum(params[name], fastest)
+            fraction = (cap - self.lower[index]) / self.span[index]
+            tiny = torch.finfo(logits.dtype).eps
+            tightened = logits.clone()
+            tightened[..., index] = torch.logit(fraction.clamp(tiny, 1 - tiny))
+        return tightened
 
     def residuals(self, data: Followers, logits: Tensor) -> Tensor:
         """``[..., D, M]`` residuals of every replayed step (0 where not observed) for logits

@@ -72,6 +72,10 @@ class CarFollowingModel:
     NAME: ClassVar[str]
     """Short name of the model (``"idm"``, ``"krauss"``): the key of :data:`MODELS`."""
     PARAMETERS: ClassVar[Mapping[str, Parameter]]
+    SPEED_CAP: ClassVar[str | None] = None
+    """The parameter that acts only as a bound on the next speed (Krauss's ``v0``), if any:
+    wherever the bound never binds a trajectory is flat in it, so calibration moves it down to
+    the fastest replayed speed, the lowest value that replays the same."""
 
     def __post_init__(self) -> None:
         check_parameters(type(self).__name__, self, self.PARAMETERS)

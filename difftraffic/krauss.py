@@ -73,6 +73,7 @@ class KraussParams(CarFollowingModel):
         "sigma": Parameter("", low_inclusive=True, high=1.0),
         "b_emergency": Parameter("m/s^2"),
     }
+    SPEED_CAP: ClassVar[str | None] = "v0"
 
     v0: Scalar
     T: Scalar = 1.0

@@ -247,9 +247,47 @@ def test_krauss_calibration_recovers_what_the_data_identifies(tmp_path: Path) ->
         relative = (result.params[name] - truth).abs() / truth
         identified = relative[:1] if name == "v0" else relative
         assert float(identified.max()) < 0.02, (name, result.params[name])
-    top_speeds = data.speed.max(-1).values
-    assert (result.params["v0"][1:] > top_speeds[1:]).all()
+    # the others' v0 comes back at the lowest cap that replays the same: their top speed
+    top_speeds = torch.where(data.valid, data.speed, 0.0).amax(-1)
+    assert torch.allclose(result.params["v0"][1:], top_speeds[1:], atol=0.05)
     assert float(result.gap_rmse.max()) < 0.05
+
+
+def test_a_speed_cap_that_never_binds_is_lowered_to_the_fastest_replayed_speed(
+    tmp_path: Path,
+) -> None:
+    """Krauss's v0 only caps the next speed, so the error is flat in it wherever the cap never
+    binds and no derivative points back. The fit moves such a cap to its edge, the fastest
+    replayed speed: the replay is the same, and a cap that binds is left where it is."""
+    path = tmp_path / "krauss.csv"
+    _simulated_platoon(path, KRAUSS_DRIVERS, KraussDriver)
+    data = read_trajectories(path)
+    order = [int(v.removeprefix("car")) - 1 for v in data.vehicle_ids]
+    truth = {
+        name: torch.tensor([KRAUSS_DRIVERS[i][j] for i in order], dtype=torch.float64)
+        for j, name in enumerate(NAMES)
+    }
+    # the first follower reaches its v0 (18 m/s); 60 m/s caps nobody
+    params = {**truth, "v0": torch.tensor([truth["v0"][0], 60.0, 60.0], dtype=torch.float64)}
+    fit = _Fit(data, model_class("krauss"), "gap", search_bounds("krauss"), "differences", None)
+    fractions = torch.stack(
+        [(params[n] - fit.lower[i]) / fit.span[i] for i, n in enumerate(NAMES)], -1
+    )
+    logits = torch.logit(fractions)[None]
+    tightened = fit.parameters(fit.tighten_speed_cap(logits))
+    before, _ = replay(data, model_class("krauss")(**params))
+    after, after_speed = replay(
+        data, model_class("krauss")(**{n: v[0] for n, v in tightened.items()})
+    )
+    fastest = torch.where(data.valid, after_speed, 0.0).amax(-1)
+    assert float((after - before).abs().max()) < 1e-9
+    assert float(tightened["v0"][0, 0]) == pytest.approx(float(truth["v0"][0]), rel=1e-12)
+    assert torch.allclose(tightened["v0"][0, 1:], fastest[1:], rtol=1e-12)
+    assert (fastest[1:] < 30.0).all()
+    for name in ("T", "a", "b", "s0"):
+        assert torch.allclose(tightened[name][0], params[name], rtol=1e-12)
+    idm = _Fit(data, model_class("idm"), "gap", search_bounds("idm"), "differences", None)
+    assert torch.equal(idm.tighten_speed_cap(logits), logits)
 
 
 def _drawn_krauss_platoon(path: Path, drivers: int = 12, seed: int = 1) -> dict[str, Tensor]:
