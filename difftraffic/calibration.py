@@ -15,9 +15,10 @@ from forward differences batched into the same simulation (or from automatic dif
 Which parameters the data identifies depends on what it excites: ``v0`` only shows when the
 follower drives near its desired speed, ``b`` when it closes in on a slower leader, ``s0`` when
 it stands behind one; a parameter the data does not excite comes back anywhere in its bounds with
-a small error. Parameters without default search bounds keep their model default: the IDM's
-``delta`` stays at 4 (the usual choice; it trades off against ``v0``), Krauss's ``sigma`` at 0
-(the fit is deterministic) and ``b_emergency`` at 9 m/s^2.
+a small error, but for a speed cap (Krauss's ``v0``), which comes back at the fastest replayed
+speed, the lowest cap that replays the same. Parameters without default search bounds keep their
+model default: the IDM's ``delta`` stays at 4 (the usual choice; it trades off against ``v0``),
+Krauss's ``sigma`` at 0 (the fit is deterministic) and ``b_emergency`` at 9 m/s^2.
 """
 
 from __future__ import annotations
